@@ -1,0 +1,31 @@
+# The two commands a user needs: `make quickstart` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch from the local wheel cache where pip has one; pinned by the range in pyproject.toml
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: quickstart test lint venv clean-runs
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+venv: $(BIN)/python
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[data,dev]"
+
+quickstart: venv
+	$(BIN)/genlab train --preset quickstart --out runs/quickstart
+	$(BIN)/genlab sample --run runs/quickstart --n 8 --out runs/quickstart/samples/final_grid.png
+	@echo "samples: runs/quickstart/samples/"
+
+test: venv
+	$(BIN)/python -m pytest -q -n 2 --durations=15
+
+lint: venv
+	$(BIN)/ruff check genlab tests benchmarks apps scripts
+	$(BIN)/ruff format --check genlab tests benchmarks apps scripts
+
+clean-runs:
+	rm -rf runs

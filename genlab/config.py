@@ -1,0 +1,346 @@
+"""Typed configs: dataclasses, YAML presets shipped in ``genlab/presets``, dotted CLI overrides.
+
+A run config is a YAML mapping of sections. Component sections (``data``, ``tokenizer``,
+``generator``, ``objective``) carry a ``name`` that selects a registered class; the rest
+of the section is checked against that class's ``Config`` dataclass. ``train`` and
+``sample`` are plain typed sections. Every unknown key or wrong type is a ``ConfigError``
+naming the dotted key and listing the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from genlab import registry
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used as written; the message says which key and why."""
+
+
+# ----------------------------------------------------------------------------- typed dataclasses
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` as type ``tp`` or raise ConfigError naming ``key``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: expected {tp}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        items = [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, prefix=key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking every key and type."""
+    where = prefix or cls.__name__
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        dotted = ", ".join(f"{prefix}.{k}" if prefix else k for k in unknown)
+        raise ConfigError(f"unknown key {dotted}; valid keys here: {', '.join(fields)}")
+    kwargs = {name: _coerce(v, hints[name], f"{prefix}.{name}" if prefix else name) for name, v in data.items()}
+    try:
+        obj = cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise ConfigError(f"{where}: {e}") from None
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain YAML/JSON-ready data from dataclasses and components."""
+    if isinstance(obj, Component):
+        return {"name": obj.name, **to_dict(obj.cfg)}
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+# ----------------------------------------------------------------------------- components
+
+
+@dataclass
+class Component:
+    """A registered part chosen by name, with that part's typed config."""
+
+    kind: str
+    name: str
+    cfg: Any
+
+    def build(self, *args: Any, **kwargs: Any) -> Any:
+        return registry.get(self.kind, self.name)(self.cfg, *args, **kwargs)
+
+
+def component_from_dict(kind: str, data: Any, prefix: str) -> Component:
+    if not isinstance(data, dict) or "name" not in data:
+        raise ConfigError(f"{prefix}: needs a 'name'; registered {kind}s: {', '.join(registry.names(kind))}")
+    data = dict(data)
+    name = str(data.pop("name"))
+    try:
+        cls = registry.get(kind, name)
+    except registry.RegistryError as e:
+        raise ConfigError(f"{prefix}.name: {e}") from None
+    return Component(kind, name, from_dict(cls.Config, data, prefix=prefix))
+
+
+# ----------------------------------------------------------------------------- the run config
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 64  # global batch (all processes together, before accumulation)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-4  # peak learning rate
+    weight_decay: float = 0.0
+    betas: tuple[float, ...] = (0.9, 0.999)
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"  # after warm-up
+    warmup_steps: int = 0
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+    ema_decay: float = 0.9999  # upper bound; diffusers' EMA warms up as (1+n)/(10+n)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    seed: int = 0
+    log_every: int = 10
+    sample_every: int = 0  # 0: only at the end
+    checkpoint_every: int = 0  # 0: only at the end
+    keep_checkpoints: int = 2  # newest valid checkpoints kept on disk
+    num_workers: int = 0  # DataLoader workers for datasets that are not held in memory
+    tensorboard: bool = True
+
+    def validate(self) -> None:
+        for key in ("steps", "batch_size", "grad_accum", "log_every"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"train.{key} must be positive, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr must be positive, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "euler"  # a registered sampler
+    steps: int = 32  # integration steps
+    cfg: float = 1.0  # classifier-free guidance scale; 1 = conditional only
+    guidance_channels: int = 0  # guide only the first N channels (DiT/LightningDiT: 3); 0 = all
+    per_class: int = 8  # images per class row in the periodic sample grids
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.steps <= 0:
+            raise ValueError(f"sample.steps must be positive, got {self.steps}")
+        if self.cfg < 0:
+            raise ValueError(f"sample.cfg must be >= 0, got {self.cfg}")
+
+
+COMPONENT_SECTIONS = {"data": "dataset", "tokenizer": "tokenizer", "generator": "generator", "objective": "objective"}
+
+
+@dataclass
+class RunConfig:
+    data: Component
+    tokenizer: Component
+    generator: Component
+    objective: Component
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    preset: str = ""  # the preset this config came from (informational)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a run config is a mapping of sections, got {data!r}")
+        valid = [*COMPONENT_SECTIONS, "train", "sample", "preset"]
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown key {', '.join(unknown)}; valid sections: {', '.join(valid)}")
+        missing = [s for s in COMPONENT_SECTIONS if s not in data]
+        if missing:
+            raise ConfigError(f"the config has no {', '.join(missing)} section")
+        parts = {s: component_from_dict(kind, data[s], s) for s, kind in COMPONENT_SECTIONS.items()}
+        return cls(
+            **parts,
+            train=from_dict(TrainConfig, data.get("train"), "train"),
+            sample=from_dict(SampleConfig, data.get("sample"), "sample"),
+            preset=str(data.get("preset", "")),
+        )
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+# ----------------------------------------------------------------------------- presets and overrides
+
+PRESET_ROOT = "presets"
+
+
+def _preset_files() -> dict[str, Any]:
+    root = resources.files("genlab") / PRESET_ROOT
+    found: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for child in node.iterdir():
+            if child.is_dir():
+                walk(child, f"{prefix}{child.name}/")
+            elif child.name.endswith(".yaml") and not child.name.startswith("_"):
+                found[prefix + child.name[: -len(".yaml")]] = child
+            elif child.name.endswith(".yaml"):
+                found[prefix + child.name[: -len(".yaml")]] = child  # bases, not listed
+
+    walk(root, "")
+    return found
+
+
+def list_presets() -> list[str]:
+    return sorted(n for n in _preset_files() if not n.rsplit("/", 1)[-1].startswith("_"))
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_preset_dict(name: str) -> dict:
+    """The raw mapping of a preset, with its ``base:`` chain merged in."""
+    files = _preset_files()
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        data = yaml.safe_load(path.read_text())
+    elif name in files:
+        data = yaml.safe_load(files[name].read_text())
+    else:
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(list_presets())} (or a path to a .yaml file)")
+    data = data or {}
+    base = data.pop("base", None)
+    if base:
+        data = _deep_merge(load_preset_dict(base), data)
+    data.setdefault("preset", name)
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.steps=100)")
+    key, raw = text.split("=", 1)
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    data = _deep_merge(data, {})
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            if not isinstance(nxt, dict):
+                nxt = {} if nxt is None else nxt
+                if not isinstance(nxt, dict):
+                    raise ConfigError(f"override {text!r}: {k} is not a section")
+                node[k] = nxt = dict(nxt)
+            node = nxt
+        if keys[-1] == "name" and node.get("name") != value:
+            # a new component: its old options may not apply, so start from its defaults
+            for other in [k for k in node if k != "name"]:
+                node.pop(other)
+        node[keys[-1]] = value
+    return data
+
+
+def load(preset: str, overrides: list[str] | None = None) -> RunConfig:
+    """Resolve a preset (by name or path) plus ``key=value`` overrides into a checked RunConfig."""
+    return RunConfig.from_dict(apply_overrides(load_preset_dict(preset), overrides or []))

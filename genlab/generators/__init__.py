@@ -1,0 +1,3 @@
+"""Generators: backbones (registry kind "generator") and the objectives that train them."""
+
+from genlab.generators import dit, objectives  # noqa: F401  (registers "dit", "flow")

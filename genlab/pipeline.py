@@ -1,0 +1,206 @@
+"""A run as one object: tokenizer + objective(backbone) + class names + sampling defaults.
+
+``Pipeline.from_config`` builds a fresh one (for training or counting parameters),
+``Pipeline.load(run_dir)`` a trained one from ``runs/NAME/``. Layout of a run directory:
+
+    config.yaml                       the fully resolved run config
+    class_names.json                  class id -> name
+    tokenizer/{config.json, model.safetensors}
+    generator/{config.json, model.safetensors}   (EMA weights of the backbone)
+    checkpoints/step_XXXXXXX/          accelerate state
+    samples/step_XXXXXXX.png
+    metrics.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from genlab import registry
+from genlab.config import ConfigError, RunConfig, to_dict
+from genlab.data import to_uint8
+from genlab.samplers import SampleResult
+
+RUN_FILES = ("config.yaml", "class_names.json", "generator/model.safetensors", "tokenizer/config.json")
+
+
+class RunError(RuntimeError):
+    """A run directory that is missing or incomplete; the message names what is missing."""
+
+
+def dataset_info(cfg: RunConfig) -> tuple[int, int]:
+    """(resolution, num_classes) of the configured dataset, without loading it."""
+    cls = registry.get("dataset", cfg.data.name)
+    return cfg.data.cfg.resolution, cls.num_classes(cfg.data.cfg)
+
+
+@dataclass
+class Generated:
+    images: Tensor  # (B, 3, H, W) float in [-1, 1]
+    labels: Tensor  # (B,)
+    nfe: int
+    seconds: float
+
+
+class Pipeline(nn.Module):
+    def __init__(self, cfg: RunConfig, tokenizer: nn.Module, objective: nn.Module, class_names: list[str]):
+        super().__init__()
+        self.cfg, self.tokenizer, self.objective = cfg, tokenizer, objective
+        self.class_names = list(class_names)
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, class_names: list[str] | None = None, *, device=None) -> Pipeline:
+        resolution, num_classes = dataset_info(cfg)
+        if class_names is not None:
+            num_classes = len(class_names)
+        with torch.device(device or "cpu"):
+            tokenizer = cfg.tokenizer.build(resolution=resolution)
+            spec = tokenizer.token_spec
+            if spec.kind != "continuous":
+                raise ConfigError(f"generator {cfg.generator.name} needs continuous tokens, got {spec.kind}")
+            try:
+                backbone = cfg.generator.build(in_channels=spec.channels, input_size=spec.size, num_classes=num_classes)
+            except ValueError as e:
+                raise ConfigError(f"generator: {e}") from None
+            objective = cfg.objective.build(backbone)
+        names = class_names or [str(i) for i in range(num_classes)]
+        return cls(cfg, tokenizer, objective, names)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.objective.backbone
+
+    def param_counts(self) -> dict[str, int]:
+        return {
+            "generator": sum(p.numel() for p in self.backbone.parameters()),
+            "tokenizer": sum(p.numel() for p in self.tokenizer.parameters()),
+        }
+
+    # ------------------------------------------------------------------ disk
+
+    def save(self, run_dir: Path) -> None:
+        run_dir = Path(run_dir)
+        for part, module, cfg in (
+            ("generator", self.backbone, self.cfg.generator),
+            ("tokenizer", self.tokenizer, self.cfg.tokenizer),
+        ):
+            d = run_dir / part
+            d.mkdir(parents=True, exist_ok=True)
+            state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            save_file(state, str(d / "model.safetensors"))
+            (d / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        (run_dir / "class_names.json").write_text(json.dumps(self.class_names, indent=2))
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, run_dir: Path | str, *, device=None) -> Pipeline:
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise RunError(
+                f"run directory {run_dir} does not exist; train one with `genlab train --preset NAME --out {run_dir}`"
+            )
+        missing = [f for f in RUN_FILES if not (run_dir / f).is_file()]
+        if missing:
+            raise RunError(
+                f"{run_dir} is not a finished genlab run (missing {', '.join(missing)}); "
+                "finish or resume its training with `genlab train ... --resume auto`"
+            )
+        cfg = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        class_names = json.loads((run_dir / "class_names.json").read_text())
+        pipe = cls.from_config(cfg, class_names)
+        pipe.backbone.load_state_dict(load_file(str(run_dir / "generator" / "model.safetensors")))
+        tok_file = run_dir / "tokenizer" / "model.safetensors"
+        if tok_file.is_file():
+            pipe.tokenizer.load_state_dict(load_file(str(tok_file)))
+        return pipe.to(device or "cpu").eval()
+
+    # ------------------------------------------------------------------ sampling
+
+    def class_ids(self, spec: str | list) -> list[int]:
+        """Class ids from ``"0,3,5"``, names (``"Flags,Food & Drink"``) or ``"all"``."""
+        items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s) for s in spec]
+        if items == ["all"]:
+            return list(range(len(self.class_names)))
+        lower = {n.lower(): i for i, n in enumerate(self.class_names)}
+        ids = []
+        for item in items:
+            if item.lstrip("-").isdigit():
+                i = int(item)
+                if not 0 <= i < len(self.class_names):
+                    raise ValueError(
+                        f"class id {i} is out of range; this run has classes 0..{len(self.class_names) - 1}"
+                    )
+                ids.append(i)
+            elif item.lower() in lower:
+                ids.append(lower[item.lower()])
+            else:
+                raise ValueError(f"unknown class {item!r}; classes: {', '.join(self.class_names)}")
+        if not ids:
+            raise ValueError("no classes given")
+        return ids
+
+    @torch.no_grad()
+    def generate(
+        self,
+        labels: list[int] | Tensor,
+        *,
+        seed: int = 0,
+        steps: int | None = None,
+        cfg: float | None = None,
+        sampler: str | None = None,
+        batch_size: int = 64,
+        **options,
+    ) -> Generated:
+        """Images for ``labels``; image i uses seed ``seed + i`` whatever ``batch_size`` is."""
+        s = self.cfg.sample
+        steps = s.steps if steps is None else steps
+        cfg = s.cfg if cfg is None else cfg
+        if steps <= 0:
+            raise ValueError(f"steps must be positive, got {steps}")
+        if cfg < 0:
+            raise ValueError(f"cfg must be >= 0, got {cfg}")
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        device = next(self.backbone.parameters()).device
+        spec = self.tokenizer.token_spec
+        out, nfe, t0 = [], 0, time.perf_counter()
+        for start in range(0, len(labels), batch_size):
+            y = labels[start : start + batch_size].to(device)
+            seeds = torch.arange(seed + start, seed + start + len(y), dtype=torch.long)
+            res: SampleResult = self.objective.sample(
+                y, seeds, shape=spec.shape, sampler=sampler or s.sampler, steps=steps, cfg=cfg,
+                guidance_channels=s.guidance_channels, **options,
+            )  # fmt: skip
+            out.append(self.tokenizer.decode(res.x).clamp(-1, 1).cpu())
+            nfe = res.nfe
+        return Generated(torch.cat(out), labels, nfe, time.perf_counter() - t0)
+
+
+def save_grid(images: Tensor, path: Path, nrow: int) -> None:
+    """Save (B, 3, H, W) images in [-1, 1] as one PNG grid, ``nrow`` images per row."""
+    from PIL import Image
+
+    B, _, H, W = images.shape
+    rows = (B + nrow - 1) // nrow
+    pad = 2
+    canvas = torch.full((3, rows * (H + pad) + pad, nrow * (W + pad) + pad), 255, dtype=torch.uint8)
+    u8 = to_uint8(images)
+    for i in range(B):
+        r, c = divmod(i, nrow)
+        canvas[:, pad + r * (H + pad) : pad + r * (H + pad) + H, pad + c * (W + pad) : pad + c * (W + pad) + W] = u8[i]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(path)
+
+
+def class_grid(pipe: Pipeline, per_class: int, *, seed: int = 0, **kw) -> Generated:
+    """One row per class, ``per_class`` images each."""
+    labels = [c for c in range(len(pipe.class_names)) for _ in range(per_class)]
+    return pipe.generate(labels, seed=seed, **kw)

@@ -1,0 +1,59 @@
+"""One registry for every pluggable part of genlab.
+
+``register(kind, name)`` decorates a class or function; ``get(kind, name)`` returns it;
+``names(kind)`` lists what exists (CLI choices and parametrised tests read it).
+Built-ins are registered by explicit imports in each subpackage's ``__init__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+KINDS = ("dataset", "tokenizer", "generator", "objective", "sampler", "evaluator")
+
+_ENTRIES: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+
+
+class RegistryError(KeyError):
+    """An unknown kind or name; the message lists the valid ones."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0])
+
+
+def _check_kind(kind: str) -> dict[str, Any]:
+    if kind not in _ENTRIES:
+        raise RegistryError(f"unknown registry kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    return _ENTRIES[kind]
+
+
+def register(kind: str, name: str) -> Callable[[Any], Any]:
+    """Decorator: ``@register("generator", "dit")``."""
+    entries = _check_kind(kind)
+
+    def deco(obj: Any) -> Any:
+        if name in entries and entries[name] is not obj:
+            raise RegistryError(f"{kind} {name!r} is already registered by {entries[name]!r}")
+        entries[name] = obj
+        return obj
+
+    return deco
+
+
+def get(kind: str, name: str) -> Any:
+    entries = _check_kind(kind)
+    if name not in entries:
+        valid = ", ".join(sorted(entries)) or "(none)"
+        raise RegistryError(f"unknown {kind} {name!r}; registered {kind}s: {valid}")
+    return entries[name]
+
+
+def names(kind: str) -> list[str]:
+    return sorted(_check_kind(kind))
+
+
+def build(kind: str, name: str, cfg: Any = None, **kwargs: Any) -> Any:
+    """Instantiate a registered class: ``cls(cfg, **kwargs)`` (``cls(**kwargs)`` without cfg)."""
+    cls = get(kind, name)
+    return cls(**kwargs) if cfg is None else cls(cfg, **kwargs)

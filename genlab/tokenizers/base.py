@@ -1,0 +1,55 @@
+"""The Tokenizer contract: pixels <-> tokens.
+
+Every tokenizer is an ``nn.Module`` with a typed ``Config``, a ``token_spec`` saying what its
+tokens look like, ``encode(images) -> tokens`` and ``decode(tokens) -> images`` (images in
+[-1, 1]), and ``loss(batch, step) -> dict`` when it can be trained. Generators read only
+``token_spec``; they never import a concrete tokenizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from torch import Tensor, nn
+
+
+class TokenizerError(RuntimeError):
+    """A tokenizer that cannot be built or loaded (e.g. weights missing offline)."""
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """What a tokenizer's tokens look like, per sample (batch dimension excluded)."""
+
+    kind: Literal["continuous", "discrete", "multiscale", "residual"]
+    shape: tuple[int, ...]  # continuous: (C, h, w); discrete: (N,) or (h, w); residual: (h, w, depth)
+    vocab_size: int = 0  # discrete kinds: codebook size
+    scales: tuple[int, ...] = ()  # multiscale: side of each scale's token map, coarse to fine
+    variable_length: bool = False  # 1-D tokenizers that can decode from a prefix (FlexTok-style)
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0] if self.kind == "continuous" else 0
+
+    @property
+    def size(self) -> int:
+        """Spatial side of a continuous token grid."""
+        return self.shape[-1]
+
+
+class Tokenizer(nn.Module):
+    """Base class: subclasses set ``Config`` and ``token_spec`` and implement encode/decode."""
+
+    Config: Any
+    token_spec: TokenSpec
+    trainable: bool = True  # False for fixed transforms (pixels) and frozen pretrained models
+
+    def encode(self, images: Tensor) -> Any:
+        raise NotImplementedError
+
+    def decode(self, tokens: Any) -> Tensor:
+        raise NotImplementedError
+
+    def loss(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+        raise TokenizerError(f"{type(self).__name__} has nothing to train")

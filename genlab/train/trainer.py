@@ -1,0 +1,237 @@
+"""One trainer for everything: anything whose ``forward(batch) -> {"loss": ..., ...}`` is trainable.
+
+Built on accelerate (device placement, data parallel, mixed precision); AdamW with diffusers'
+warm-up/cosine schedules and diffusers' EMA. Every step's data and randomness are functions of
+(seed, step), so a run resumed from a checkpoint continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from torch import nn
+from tqdm.auto import tqdm
+
+from genlab.config import TrainConfig
+from genlab.nn.rng import sample_seeds
+from genlab.train import checkpoint
+from genlab.train.data import SampleStream, StepBatches, flips
+
+
+class TrainError(RuntimeError):
+    """A training run that cannot start as configured; the message says what to change."""
+
+
+@dataclass
+class BatchPlan:
+    """How a global batch splits into micro-batches and processes."""
+
+    batch_size: int
+    grad_accum: int
+    num_processes: int
+    rank: int
+    stream: SampleStream
+    seed: int
+
+    def __post_init__(self) -> None:
+        per = self.batch_size // (self.grad_accum * self.num_processes)
+        if per * self.grad_accum * self.num_processes != self.batch_size or per == 0:
+            raise TrainError(
+                f"train.batch_size={self.batch_size} must be a multiple of grad_accum ({self.grad_accum}) x "
+                f"processes ({self.num_processes})"
+            )
+        self.local_batch = per
+
+    def local(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Dataset indices and per-sample seeds of this process's share of one micro-batch."""
+        offset = micro * self.local_batch * self.num_processes + self.rank * self.local_batch
+        positions = range(offset, offset + self.local_batch)  # positions within the global batch
+        start = step * self.batch_size + offset
+        return self.stream.indices(start, self.local_batch), sample_seeds(self.seed, step, positions)
+
+
+@dataclass
+class Hooks:
+    """What the task does besides computing the loss (all called on the main process, EMA weights loaded)."""
+
+    sample: Callable[[nn.Module, int, Path], None] | None = None  # (unwrapped model, step, out_dir)
+    export: Callable[[nn.Module, Path], None] | None = None  # (unwrapped model, out_dir)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, model: nn.Module, dataset, out_dir: Path, hooks: Hooks | None = None):
+        self.cfg, self.dataset, self.out = cfg, dataset, Path(out_dir)
+        self.hooks = hooks or Hooks()
+        trackers = "tensorboard" if cfg.tensorboard and _has_tensorboard() else None
+        self.acc = Accelerator(
+            mixed_precision=cfg.mixed_precision, log_with=trackers, project_dir=str(self.out / "tensorboard")
+        )
+        self.model = model.to(self.acc.device)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise TrainError(f"{type(model).__name__} has no trainable parameters")
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        names = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
+        self.sched = get_scheduler(
+            names[cfg.lr_schedule], self.opt, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
+        )
+        self.ema = EMAModel(self.params, decay=cfg.ema_decay, foreach=True)
+        self.ddp_model, self.opt = self.acc.prepare(self.model, self.opt)
+        # the scheduler is stepped by hand once per optimizer step, whatever the number of processes
+        self.acc.register_for_checkpointing(self.sched, self.ema)
+        self.plan = BatchPlan(
+            cfg.batch_size, cfg.grad_accum, self.acc.num_processes, self.acc.process_index,
+            SampleStream(len(dataset), cfg.seed), cfg.seed,
+        )  # fmt: skip
+        self.ckpt_root = self.out / "checkpoints"
+
+    # ------------------------------------------------------------------ state
+
+    def resume(self, how: str | None) -> int:
+        """Load a checkpoint: ``"auto"`` (the newest valid one, if any) or a path. Returns the step."""
+        if not how:
+            return 0
+        path = checkpoint.latest_checkpoint(self.ckpt_root) if how == "auto" else Path(how)
+        if path is None:
+            return 0
+        state_file = path / checkpoint.STATE_FILE
+        if not state_file.is_file():
+            raise TrainError(f"{path} is not a complete genlab checkpoint (no {checkpoint.STATE_FILE})")
+        self.acc.load_state(str(path))
+        step = json.loads(state_file.read_text())["step"]
+        self.acc.print(f"resumed from {path} at step {step}")
+        return step
+
+    def save(self, step: int) -> None:
+        tmp = checkpoint.begin(self.ckpt_root, step) if self.acc.is_main_process else None
+        self.acc.wait_for_everyone()
+        tmp = tmp or self.ckpt_root / f".tmp-step_{step:07d}"
+        self.acc.save_state(str(tmp), safe_serialization=True)
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            checkpoint.commit(self.ckpt_root, tmp, step, {"steps": self.cfg.steps}, self.cfg.keep_checkpoints)
+        self.acc.wait_for_everyone()
+
+    def with_ema(self, fn: Callable[[nn.Module], None]) -> None:
+        """Run ``fn(unwrapped model)`` on the main process with the EMA weights swapped in."""
+        if self.acc.is_main_process:
+            self.ema.store(self.params)
+            self.ema.copy_to(self.params)
+            try:
+                fn(self.model)
+            finally:
+                self.ema.restore(self.params)
+        self.acc.wait_for_everyone()
+
+    # ------------------------------------------------------------------ data
+
+    def batches(self, start: int):
+        """Yields, per optimizer step, a list of ``grad_accum`` micro-batches on the device."""
+        dev = self.acc.device
+        if hasattr(self.dataset, "get_batch"):
+            for step in range(start, self.cfg.steps):
+                micro = []
+                for m in range(self.cfg.grad_accum):
+                    idx, seeds = self.plan.local(step, m)
+                    b = self.dataset.get_batch(idx, flips(seeds))
+                    micro.append({**{k: v.to(dev, non_blocking=True) for k, v in b.items()}, "seed": seeds})
+                yield micro
+            return
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=StepBatches(self.plan, start, self.cfg.steps),
+            num_workers=self.cfg.num_workers,
+            pin_memory=dev.type == "cuda",
+            persistent_workers=self.cfg.num_workers > 0,
+        )
+        it = iter(loader)
+        for step in range(start, self.cfg.steps):
+            micro = []
+            for m in range(self.cfg.grad_accum):
+                b = next(it)
+                _, seeds = self.plan.local(step, m)
+                micro.append({**{k: v.to(dev, non_blocking=True) for k, v in b.items()}, "seed": seeds})
+            yield micro
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, resume: str | None = None) -> int:
+        cfg, acc = self.cfg, self.acc
+        start = self.resume(resume)
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+        if acc.log_with:
+            acc.init_trackers("genlab")
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not acc.is_main_process, dynamic_ncols=True)
+        log_sum, log_n, t_log = torch.zeros((), device=acc.device), 0, time.perf_counter()
+        step = start
+        for step_batches in self.batches(start):
+            for m, batch in enumerate(step_batches):
+                last = m == len(step_batches) - 1
+                ctx = acc.no_sync(self.ddp_model) if not last else nullcontext()
+                with ctx:
+                    out = self.ddp_model(batch)
+                    loss = out["loss"]
+                    acc.backward(loss / cfg.grad_accum)
+                log_sum += loss.detach().float() / cfg.grad_accum
+            if cfg.grad_clip > 0:
+                acc.clip_grad_norm_(self.params, cfg.grad_clip)
+            self.opt.step()
+            self.sched.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.ema.step(self.params)
+            step += 1
+            log_n += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                self._log(step, acc.reduce(log_sum, "mean").item() / log_n, log_n, time.perf_counter() - t_log, bar)
+                log_sum.zero_()
+                log_n, t_log = 0, time.perf_counter()
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                self.save(step)
+            if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps and self.hooks.sample:
+                self.with_ema(lambda m, step=step: self.hooks.sample(m, step, self.out))
+        bar.close()
+        if start < cfg.steps or checkpoint.latest_checkpoint(self.ckpt_root) is None:
+            self.save(cfg.steps)
+        if self.hooks.sample:
+            self.with_ema(lambda m: self.hooks.sample(m, cfg.steps, self.out))
+        if self.hooks.export:
+            self.with_ema(lambda m: self.hooks.export(m, self.out))
+        acc.end_training()
+        return cfg.steps
+
+    def _log(self, step: int, loss: float, n: int, seconds: float, bar) -> None:
+        if not math.isfinite(loss):
+            raise TrainError(f"loss became {loss} at step {step}; lower train.lr or enable train.grad_clip")
+        img_s = n * self.cfg.batch_size / max(seconds, 1e-9)
+        record = {
+            "step": step,
+            "loss": loss,
+            "lr": self.sched.get_last_lr()[0],
+            "img_per_s": img_s,
+            "time": time.time(),
+        }
+        self.acc.log({k: v for k, v in record.items() if k not in ("step", "time")}, step=step)
+        if self.acc.is_main_process:
+            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{img_s:.0f}")
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
