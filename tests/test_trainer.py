@@ -103,3 +103,23 @@ def test_batch_must_split_evenly(tmp_path):
     )
     assert bad.returncode == 2
     assert "must be a multiple of grad_accum" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "genlab", "train", "--preset", "smoke", "train.steps=100000", "--out", str(run)],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 60
+    while not (run / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "saved a checkpoint at step" in err
+    step = json.loads((checkpoint.latest_checkpoint(run / "checkpoints") / "trainer_state.json").read_text())["step"]
+    assert 10 <= step < 100000
+    resumed = genlab("train", "--preset", "smoke", f"train.steps={step + 5}", "--out", str(run), "--resume", "auto")
+    assert resumed.returncode == 0 and (run / "generator" / "model.safetensors").is_file()

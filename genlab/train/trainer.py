@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,6 +176,30 @@ class Trainer:
         if acc.log_with:
             acc.init_trackers("genlab")
         bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not acc.is_main_process, dynamic_ncols=True)
+        with _stop_on_sigint() as stop:
+            stopped_at = self._loop(start, bar, stop)
+        if stopped_at is not None:  # Ctrl-C loses nothing: checkpoint at the step boundary, then stop
+            bar.close()
+            self.save(stopped_at)
+            if self.acc.is_main_process:
+                print(
+                    f"interrupted: saved a checkpoint at step {stopped_at}; continue with --resume auto",
+                    file=sys.stderr,
+                )
+            raise KeyboardInterrupt
+        bar.close()
+        if start < cfg.steps or checkpoint.latest_checkpoint(self.ckpt_root) is None:
+            self.save(cfg.steps)
+        if self.hooks.sample:
+            self.with_ema(lambda m: self.hooks.sample(m, cfg.steps, self.out))
+        if self.hooks.export:
+            self.with_ema(lambda m: self.hooks.export(m, self.out))
+        acc.end_training()
+        return cfg.steps
+
+    def _loop(self, start: int, bar, stop: list[bool]) -> int | None:
+        """Train from ``start``; returns the step reached if Ctrl-C asked to stop early, else None."""
+        cfg, acc = self.cfg, self.acc
         log_sum, log_n, t_log = torch.zeros((), device=acc.device), 0, time.perf_counter()
         step = start
         for step_batches in self.batches(start):
@@ -201,15 +228,9 @@ class Trainer:
                 self.save(step)
             if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps and self.hooks.sample:
                 self.with_ema(lambda m, step=step: self.hooks.sample(m, step, self.out))
-        bar.close()
-        if start < cfg.steps or checkpoint.latest_checkpoint(self.ckpt_root) is None:
-            self.save(cfg.steps)
-        if self.hooks.sample:
-            self.with_ema(lambda m: self.hooks.sample(m, cfg.steps, self.out))
-        if self.hooks.export:
-            self.with_ema(lambda m: self.hooks.export(m, self.out))
-        acc.end_training()
-        return cfg.steps
+            if stop[0] and step < cfg.steps and acc.num_processes == 1:
+                return step
+        return None
 
     def _log(self, step: int, loss: float, n: int, seconds: float, bar) -> None:
         if not math.isfinite(loss):
@@ -227,6 +248,27 @@ class Trainer:
             bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{img_s:.0f}")
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+@contextmanager
+def _stop_on_sigint():
+    """The first Ctrl-C only asks the loop to stop at the next step boundary; a second one interrupts."""
+    stop = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop[0]:
+            raise KeyboardInterrupt
+        stop[0] = True
+        print("\nstopping after this step (Ctrl-C again to abort without a checkpoint)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _has_tensorboard() -> bool:
