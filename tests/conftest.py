@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 import genlab.data  # noqa: F401  (register built-ins)
 import genlab.generators  # noqa: F401
@@ -9,6 +10,7 @@ import genlab.samplers  # noqa: F401
 import genlab.tokenizers  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)  # pytest-xdist runs one worker per core; more threads per worker only oversubscribe
 
 
 @pytest.fixture(scope="session")

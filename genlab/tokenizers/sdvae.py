@@ -44,8 +44,6 @@ class SDVAETokenizer(Tokenizer):
         super().__init__()
         from diffusers import AutoencoderKL
 
-        if resolution % 8:
-            raise TokenizerError(f"the SD-VAE downsamples by 8; resolution {resolution} is not a multiple of 8")
         self.cfg = cfg
         on_meta = torch.empty(0).device.type == "meta"
         if on_meta:
@@ -63,7 +61,10 @@ class SDVAETokenizer(Tokenizer):
                 raise TokenizerError(f"cannot load an AutoencoderKL from {where} {cfg.path!r}: {e}") from None
         self.vae.requires_grad_(False)
         channels = self.vae.config.latent_channels
-        self.token_spec = TokenSpec("continuous", (channels, resolution // 8, resolution // 8))
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)  # SD's VAE: 8
+        if resolution % factor:
+            raise TokenizerError(f"this VAE downsamples by {factor}; resolution {resolution} is not a multiple of it")
+        self.token_spec = TokenSpec("continuous", (channels, resolution // factor, resolution // factor))
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
