@@ -262,19 +262,17 @@ PRESET_ROOT = "presets"
 
 
 def _preset_files() -> dict[str, Any]:
-    root = resources.files("genlab") / PRESET_ROOT
+    """Every YAML file under genlab/presets by name ("imagenet256/dit-xl-2"); names starting "_" are bases."""
     found: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
         for child in node.iterdir():
             if child.is_dir():
                 walk(child, f"{prefix}{child.name}/")
-            elif child.name.endswith(".yaml") and not child.name.startswith("_"):
-                found[prefix + child.name[: -len(".yaml")]] = child
             elif child.name.endswith(".yaml"):
-                found[prefix + child.name[: -len(".yaml")]] = child  # bases, not listed
+                found[prefix + child.name[: -len(".yaml")]] = child
 
-    walk(root, "")
+    walk(resources.files("genlab") / PRESET_ROOT, "")
     return found
 
 

@@ -12,14 +12,10 @@ from genlab.pipeline import Pipeline, class_grid, save_grid
 from genlab.train import GeneratorTask, Hooks, Trainer
 
 
-def build_dataset(cfg: RunConfig):
-    return cfg.data.build()
-
-
 def train_run(cfg: RunConfig, out_dir: Path | str, *, resume: str | None = None) -> Path:
     """Train ``cfg`` into ``out_dir`` (checkpoints, samples, metrics, exported weights)."""
     out = Path(out_dir)
-    dataset = build_dataset(cfg)
+    dataset = cfg.data.build()
     if len(dataset) < 1:
         raise ConfigError(f"dataset {cfg.data.name} is empty")
     torch.manual_seed(cfg.train.seed)  # the initial weights, the same for every process and every run
