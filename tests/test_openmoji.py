@@ -198,3 +198,14 @@ def test_unreadable_cache_is_rendered_again():
     assert len(ds) == 8
     with np.load(new[0], allow_pickle=False) as z:
         assert z["images"].shape == (8, 3, 16, 16)
+
+
+def test_skin_tone_variants_can_be_left_out():
+    full = make(resolution=16, split="all", limit=80)  # glyphs 64..68 are the skin tones of U+261D
+    base = make(resolution=16, split="all", limit=80, skin_tones=False)
+    assert len(base) == len(full) - 5
+    assert not any("1F3FB" in c.split("-") for c in base.codepoints)
+    assert any("1F3FB" in c.split("-") for c in full.codepoints)
+    train = make(resolution=16, split="train", limit=80, skin_tones=False)
+    val = make(resolution=16, split="val", limit=80, skin_tones=False)
+    assert len(train) + len(val) == len(base) and not set(train.codepoints) & set(val.codepoints)

@@ -109,6 +109,7 @@ class EmojiGroups:
         return self.exact.get(seq) or self.stripped.get(_strip_fe0f(seq))
 
 
+SKIN_TONES = {"1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF"}  # Fitzpatrick modifiers
 EXCLUDED_GROUPS = ("Component",)  # swatches that modify other emoji, not emoji of their own
 
 
@@ -276,6 +277,7 @@ class OpenMojiDataset(TensorImageDataset):
         val_fraction: float = 0.05
         hflip: bool = False  # random horizontal flips in training (mirrors arrows and text, so off by default)
         limit: int = 0  # keep only the first N glyphs (sorted by code points); 0 = all
+        skin_tones: bool = True  # keep the skin-tone variants (about half of all glyphs, all in People & Body)
 
         def validate(self) -> None:
             if self.resolution < 8:
@@ -297,7 +299,10 @@ class OpenMojiDataset(TensorImageDataset):
             raise DataError(f"unknown label_level {level!r}; use group or subgroup")
         labels = data[level]
         class_names = [str(n) for n in data[f"{level}_names"]]
-        idx = split_indices(len(labels), cfg.split, cfg.val_fraction)
+        items = np.arange(len(labels))
+        if not cfg.skin_tones:
+            items = np.array([i for i in items if not SKIN_TONES & set(str(data["codepoints"][i]).split("-"))])
+        idx = items[split_indices(len(items), cfg.split, cfg.val_fraction)]
         self.codepoints: list[str] = [str(data["codepoints"][i]) for i in idx]
         super().__init__(
             torch.from_numpy(data["images"][idx]),
