@@ -122,7 +122,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from genlab.bench import bench_train
 
-    result = bench_train(seconds=args.seconds, device=args.device)
+    result = bench_train(seconds=args.seconds, device=args.device, threads=args.threads)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks", description="Benchmarks.")
     b.add_argument("what", choices=["train"], help="train: training img/s of genlab's DiT vs diffusers' DiT")
     b.add_argument("--json", action="store_true")
-    b.add_argument("--seconds", type=float, default=15.0, help="timing budget per model and size")
+    b.add_argument("--seconds", type=float, default=15.0, help="timing budget per size, shared by the two models")
+    b.add_argument("--threads", type=int, help="CPU threads (1 gives steadier numbers on a busy machine)")
     b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     b.set_defaults(fn=cmd_bench)
     return p

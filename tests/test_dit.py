@@ -39,3 +39,15 @@ def test_class_conditioning_changes_the_output():
     x, t = torch.randn(1, 3, 8, 8).repeat(2, 1, 1, 1), torch.full((2,), 0.5)
     out = model(x, t, torch.tensor([0, 1]))
     assert not torch.allclose(out[0], out[1])
+
+
+def test_cpu_bf16_attention_matches_sdpa():
+    import torch.nn.functional as F
+
+    from genlab.nn.attention import attention
+
+    q, k, v = (torch.randn(2, 4, 64, 16) for _ in range(3))
+    ref = F.scaled_dot_product_attention(q, k, v)
+    assert torch.allclose(attention(q, k, v), ref)  # fp32: the fused kernel itself
+    low = attention(q.bfloat16(), k.bfloat16(), v.bfloat16()).float()
+    assert (low - ref).abs().max() < 0.05

@@ -114,7 +114,8 @@ class DiT(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         """x (B, C, H, W), t (B,) in [0, 1], y (B,) class ids (``num_classes`` = null) -> (B, C, H, W)."""
-        h = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed  # (B, T, D)
+        h = self.x_embedder(x).flatten(2).transpose(1, 2)  # (B, T, D)
+        h = h + self.pos_embed.to(h.dtype)  # keep the residual stream in the compute dtype (bf16 under autocast)
         c = self.t_embedder(t) + self.y_embedder(y)  # (B, D)
         for block in self.blocks:
             h = block(h, c)

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(q k^T / sqrt(d)) v over (B, H, N, Dh). PyTorch's fused SDPA everywhere except bf16/fp16 on
+    the CPU, where its kernel is slower than the explicit product at DiT's sequence lengths (measured with
+    ``genlab bench train``: attention forward+backward 1.6-1.9x faster at 64-256 tokens)."""
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+        return ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+    return F.scaled_dot_product_attention(q, k, v)
 
 
 class Attention(nn.Module):
@@ -19,7 +29,7 @@ class Attention(nn.Module):
         B, N, D = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, Dh)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, Dh)
+        out = attention(q, k, v)  # (B, H, N, Dh)
         return self.proj(out.transpose(1, 2).reshape(B, N, D))
 
 
