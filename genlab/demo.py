@@ -18,6 +18,7 @@ import math
 import os
 import random
 import shlex
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,8 +133,10 @@ class Demo:
         self.runs = {r.name: r for r in runs}
         self.limits = limits
         self.samplers = registry.names("sampler")
-        self._tmp = tempfile.TemporaryDirectory(prefix="genlab-demo-")
+        self._tmp = tempfile.TemporaryDirectory(prefix="genlab-demo-")  # removed when the app exits
         self._count = 0
+
+    KEEP_OUTPUTS = 8  # request folders kept in the private temporary folder (Gradio copies them to its cache)
 
     def run(self, name) -> Run:
         import gradio as gr
@@ -178,6 +181,7 @@ class Demo:
         self._count += 1
         out = Path(self._tmp.name) / f"{self._count:06d}"
         out.mkdir()
+        shutil.rmtree(Path(self._tmp.name) / f"{self._count - self.KEEP_OUTPUTS:06d}", ignore_errors=True)
         save_grid(result.images, out / "grid.png", nrow=n)
         names = [run.pipe.class_names[i] for i in ids]
         command = sample_command(run, names, n, sampler, steps, guidance, seed, interval)
@@ -417,11 +421,12 @@ def serve(run_dirs: list[str], *, host: str = "127.0.0.1", port: int = 7860, dev
     _gradio()
     runs = load_runs(run_dirs, device=device, limits=limits)
     app = build_app(runs, limits)
-    print(f"genlab demo: serving {', '.join(r.name for r in runs)} on http://{host}:{port} ({runs[0].device})")
+    names = ", ".join(r.name for r in runs)
+    print(f"genlab demo: loaded {names} on {runs[0].device}; starting http://{host}:{port}", flush=True)
     try:
         app.launch(server_name=host, server_port=port, **launch_kwargs(limits))
     except OSError as e:
-        raise DemoError(f"cannot listen on {host}:{port} ({e}); choose another --port") from None
+        raise DemoError(f"cannot listen on {host}:{port}, choose another --port ({e})") from None
 
 
 __all__ = ["Demo", "DemoError", "Limits", "Run", "RunError", "build_app", "load_runs", "serve"]

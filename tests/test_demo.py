@@ -51,7 +51,8 @@ def client(served):
 
 
 def generate(client, model, classes=("0", "3"), n=3, seed=7, steps=4, guidance=1.0, interval=(0.0, 1.0)):
-    args = (model, list(classes), n, "euler", steps, guidance, seed, *interval)
+    args = (model, list(classes), n, "euler", steps, guidance, seed)  # the interval may be left out
+    args += tuple(interval) if tuple(interval) != (0.0, 1.0) else ()
     return client.predict(*args, api_name="/generate")
 
 
