@@ -101,8 +101,8 @@ def sample_command(run: Run, classes: list[str], n: int, sampler: str, steps: in
                    interval: tuple[float, float] | None) -> str:  # fmt: skip
     """The ``genlab sample`` command line that writes the same grid."""
     names = ",".join(classes)
-    if any("," in c for c in classes):
-        names = ",".join(str(i) for i in run.pipe.class_ids(classes))
+    if any("," in c or c.strip().lstrip("-").isdigit() for c in classes):  # names `--classes` would misread
+        names = ",".join(str(run.pipe.class_names.index(c)) for c in classes)
     args = ["genlab", "sample", "--run", str(run.path), "--classes", names, "--n", str(n), "--sampler", sampler,
             "--steps", str(steps), "--cfg", repr(float(guidance)), "--seed", str(seed)]  # fmt: skip
     if interval is not None and tuple(interval) != (0.0, 1.0):
@@ -156,8 +156,9 @@ class Demo:
             classes = [classes]
         if not classes:
             raise gr.Error("choose at least one class")
-        try:
-            ids = run.pipe.class_ids([str(c) for c in classes])
+        names = run.pipe.class_names
+        try:  # the dropdown sends names; API clients may send ids
+            ids = [names.index(c) if c in names else run.pipe.class_ids([c])[0] for c in map(str, classes)]
         except ValueError as e:
             raise gr.Error(str(e)) from None
         n = _number(images_per_class, "images per class", 1, lim.max_images, integer=True)
@@ -183,11 +184,10 @@ class Demo:
         out.mkdir()
         shutil.rmtree(Path(self._tmp.name) / f"{self._count - self.KEEP_OUTPUTS:06d}", ignore_errors=True)
         save_grid(result.images, out / "grid.png", nrow=n)
-        names = [run.pipe.class_names[i] for i in ids]
-        command = sample_command(run, names, n, sampler, steps, guidance, seed, interval)
+        command = sample_command(run, [names[i] for i in ids], n, sampler, steps, guidance, seed, interval)
         (out / "command.sh").write_text(command + "\n")
         u8 = to_uint8(result.images).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
-        gallery = [(u8[i], f"{run.pipe.class_names[c]} · seed {seed + i}") for i, c in enumerate(labels)]
+        gallery = [(u8[i], f"{names[c]} · seed {seed + i}") for i, c in enumerate(labels)]
         info = (f"{len(labels)} images of {run.resolution}×{run.resolution} in **{result.seconds:.2f} s** "
                 f"on {run.device} · **{result.nfe} NFE**")  # fmt: skip
         return gallery, info, str(out / "grid.png"), str(out / "command.sh"), command
