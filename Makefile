@@ -13,7 +13,7 @@ $(BIN)/python:
 
 venv: $(BIN)/python
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[data,dev]"
+	$(BIN)/pip install -q -e ".[data,demo,dev]"
 
 quickstart: venv
 	$(BIN)/genlab train --preset quickstart --out runs/quickstart

@@ -1,4 +1,4 @@
-"""The ``genlab`` command: train | sample | info | bench.
+"""The ``genlab`` command: train | sample | info | bench | demo.
 
 Bad input exits with status 2 and one line on stderr saying what to do, never a traceback.
 """
@@ -20,12 +20,13 @@ class UsageError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from genlab.config import ConfigError
     from genlab.data.base import DataError
+    from genlab.demo import DemoError
     from genlab.pipeline import RunError
     from genlab.registry import RegistryError
     from genlab.tokenizers.base import TokenizerError
     from genlab.train.trainer import TrainError
 
-    return (UsageError, ConfigError, DataError, RunError, RegistryError, TokenizerError, TrainError)
+    return (UsageError, ConfigError, DataError, DemoError, RunError, RegistryError, TokenizerError, TrainError)
 
 
 # ----------------------------------------------------------------------------- train
@@ -70,9 +71,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     labels = [c for c in classes for _ in range(args.n)]
+    options = {}
+    if args.guidance_interval is not None:
+        options["guidance_interval"] = _interval(args.guidance_interval)
     result = pipe.generate(
-        labels, seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler, batch_size=args.batch_size
-    )
+        labels, seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler, batch_size=args.batch_size,
+        **options,
+    )  # fmt: skip
     out = Path(args.out)
     fmt = args.format or ("npz" if out.suffix == ".npz" else "png")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +87,29 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         save_grid(result.images, out, nrow=args.n)
     print(f"{len(labels)} images, {result.nfe} NFE, {result.seconds:.1f}s -> {out}")
+    return 0
+
+
+def _interval(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--guidance-interval takes LO,HI (e.g. 0.1,0.9), got {text!r}") from None
+    if not 0 <= lo <= hi <= 1:
+        raise UsageError(f"--guidance-interval needs 0 <= LO <= HI <= 1, got {text!r}")
+    return lo, hi
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from genlab.demo import Limits, serve
+
+    if args.max_images <= 0 or args.max_steps <= 0:
+        raise UsageError("--max-images and --max-steps must be positive")
+    serve(args.run, host=args.host, port=args.port, device=args.device,
+          limits=Limits(max_images=args.max_images, max_steps=args.max_steps))  # fmt: skip
     return 0
 
 
@@ -164,7 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["png", "npz"], help="default: from the --out suffix")
     s.add_argument("--batch-size", type=int, default=64, help="images per forward batch (does not change the images)")
     s.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    s.add_argument("--guidance-interval", metavar="LO,HI", help="guide only for t in [LO, HI] (t = 1 is noise)")
     s.set_defaults(fn=cmd_sample)
+
+    d = sub.add_parser(
+        "demo", help="the Gradio demo app over trained runs", description="Serve trained runs in a Gradio app."
+    )
+    d.add_argument("--run", action="append", required=True, help="run directory; repeat for several models")
+    d.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    d.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    d.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    d.add_argument("--max-images", type=int, default=16, help="images per request (default 16)")
+    d.add_argument("--max-steps", type=int, default=100, help="sampler steps per request (default 100)")
+    d.set_defaults(fn=cmd_demo)
 
     i = sub.add_parser(
         "info",

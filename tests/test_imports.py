@@ -18,6 +18,7 @@ ALLOWED = {
     "train": {"registry", "config", "nn", "data", "tokenizers.base", "train"},
     "pipeline": {"registry", "config", "nn", "data", "tokenizers", "generators", "samplers", "train", "pipeline"},
     "launch": {"registry", "config", "data", "train", "pipeline"},
+    "demo": {"registry", "config", "data", "tokenizers", "samplers", "pipeline", "demo"},
     "bench": {"registry", "config", "nn", "generators", "samplers", "train"},
 }
 
@@ -49,6 +50,18 @@ def test_import_direction():
             full = ".".join(mod.split(".")[1:3])
             if target and target not in allowed and full not in allowed:
                 bad.append(f"{rel} imports {mod}")
+    assert not bad, bad
+
+
+def test_nothing_in_genlab_imports_apps():
+    bad = []
+    for path in PKG.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            bad += [f"{path.relative_to(PKG.parent)} imports {n}" for n in names if n.split(".")[0] == "apps"]
     assert not bad, bad
 
 

@@ -1,0 +1,1 @@
+"""Applications on top of genlab (nothing in genlab imports them)."""
