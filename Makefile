@@ -11,9 +11,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# the quickstart needs only the data extra; the tests need the demo and dev extras too
+EXTRAS ?= data
+test lint: EXTRAS = data,demo,dev
+
 venv: $(BIN)/python
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[data,demo,dev]"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 
 quickstart: venv
 	$(BIN)/genlab train --preset quickstart --out runs/quickstart
