@@ -229,6 +229,7 @@ class Trainer:
             if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps and self.hooks.sample:
                 self.with_ema(lambda m, step=step: self.hooks.sample(m, step, self.out))
             if stop[0] and step < cfg.steps and acc.num_processes == 1:
+                print(f"\nstopping at step {step} (Ctrl-C again aborts without a checkpoint)", file=sys.stderr)
                 return step
         return None
 
@@ -261,8 +262,7 @@ def _stop_on_sigint():
     def handler(signum, frame):
         if stop[0]:
             raise KeyboardInterrupt
-        stop[0] = True
-        print("\nstopping after this step (Ctrl-C again to abort without a checkpoint)", file=sys.stderr)
+        stop[0] = True  # no I/O here: the handler may interrupt a write in progress
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
