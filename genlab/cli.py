@@ -90,6 +90,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
+    import yaml
 
     from genlab import config
     from genlab.pipeline import Pipeline, RunError
@@ -98,18 +99,24 @@ def cmd_info(args: argparse.Namespace) -> int:
         raise UsageError("give exactly one of --preset NAME or --run DIR")
     if args.preset:
         cfg = config.load(args.preset, args.overrides)
-        pipe = Pipeline.from_config(cfg, device=torch.device("meta"))
     else:
         if not Path(args.run).is_dir():
             raise RunError(f"run directory {args.run} does not exist")
+        run_cfg = Path(args.run) / "config.yaml"
+        cfg = config.RunConfig.from_dict(yaml.safe_load(run_cfg.read_text())) if run_cfg.is_file() else None
+    if cfg is not None and cfg.task == "tokenizer":  # a tokenizer run: the tokenizer alone, counted on the meta device
+        with torch.device("meta"):
+            tokenizer = cfg.tokenizer.build(resolution=cfg.data.cfg.resolution)
+        params = {"tokenizer": sum(p.numel() for p in tokenizer.parameters())}
+    elif args.preset:
+        params = Pipeline.from_config(cfg, device=torch.device("meta")).param_counts()
+    else:
         pipe = Pipeline.load(args.run)
-        cfg = pipe.cfg
-    info = {"params": pipe.param_counts(), "config": cfg.to_dict()}
+        cfg, params = pipe.cfg, pipe.param_counts()
+    info = {"params": params, "config": cfg.to_dict()}
     if args.json:
         print(json.dumps(info))
     else:
-        import yaml
-
         for part, n in info["params"].items():
             print(f"{part:>10}: {n:,} parameters ({n / 1e6:.2f}M)")
         print(yaml.safe_dump(info["config"], sort_keys=False), end="")
