@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -76,9 +77,13 @@ class Trainer:
         self.cfg, self.dataset, self.out = cfg, dataset, Path(out_dir)
         self.hooks = hooks or Hooks()
         trackers = "tensorboard" if cfg.tensorboard and _has_tensorboard() else None
+        # accelerate 1.15 takes torchrun's processes for MULTI_CPU only when told cpu=True; without it, on a machine
+        # without a GPU, every process believes it is the only (main) one and trains the whole batch on its own
+        multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
         self.acc = Accelerator(
-            mixed_precision=cfg.mixed_precision, log_with=trackers, project_dir=str(self.out / "tensorboard")
-        )
+            mixed_precision=cfg.mixed_precision, log_with=trackers, project_dir=str(self.out / "tensorboard"),
+            cpu=multi_cpu,
+        )  # fmt: skip
         self.model = model.to(self.acc.device)
         # a task with a ``discriminator`` (GAN terms of tokenizers) gets a second optimizer over its parameters
         disc = getattr(model, "discriminator", None)
