@@ -1,7 +1,11 @@
 """2-D discrete tokenizers: the contract for each, paper presets' parameter counts, losses, training runs."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +20,7 @@ from genlab.tokenizers.losses import LPIPS, LossConfig, TokenizerCriterion
 from genlab.tokenizers.vq import MultiScaleVQTokenizer, RQVAETokenizer, VQGANTokenizer
 from genlab.train import TokenizerTask
 
+ROOT = Path(__file__).resolve().parents[1]
 NET = {"ch": 16, "ch_mult": [1, 2], "num_res_blocks": 1, "z_channels": 8, "norm_groups": 8}
 LOSS = {
     "perceptual": "random-conv",
@@ -220,3 +225,25 @@ def test_tokenizer_task_exposes_the_discriminator():
     task.set_step(0)
     out = task({"image": torch.rand(2, 3, 16, 16) * 2 - 1})
     assert out["gan"] == 0 and out["discriminator_loss"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+    reason="torchrun missing",
+)
+def test_smoke_vq_in_two_processes_matches_one(tmp_path):
+    """Generator and discriminator optimizers, the adaptive GAN weight, codebook statistics and dead-code
+    re-seeding: 2 processes at the same global batch give the weights of 1 (a few steps: later steps amplify
+    float rounding through code assignments)."""
+    args = ["--preset", "smoke-vq", "train.steps=3", "tokenizer.loss.disc_start=1", "train.log_every=1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    for n in (1, 2):
+        cmd = [torchrun, "--standalone", "--nproc_per_node", str(n), "-m", "genlab", "train", *args]
+        done = subprocess.run([*cmd, "--out", str(tmp_path / str(n))], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+    a, b = (load_file(str(tmp_path / n / "checkpoints" / "step_0000003" / "model.safetensors")) for n in "12")
+    assert any("discriminator" in k for k in a) and any("codebook" in k for k in a)
+    diffs = {k: (a[k].float() - b[k].float()).abs().max().item() for k in a}
+    assert max(diffs.values()) < 1e-5, sorted(diffs.items(), key=lambda kv: -kv[1])[:3]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -179,9 +180,15 @@ def generator_gan_loss(kind: str, fake: Tensor) -> Tensor:
 
 
 def adaptive_weight(rec_loss: Tensor, gan_loss: Tensor, last_layer: Tensor) -> Tensor:
-    """VQGAN eq. 7: lambda = ||grad_GL L_rec|| / (||grad_GL L_GAN|| + 1e-4), at the decoder's last layer GL."""
+    """VQGAN eq. 7: lambda = ||grad_GL L_rec|| / (||grad_GL L_GAN|| + 1e-4), at the decoder's last layer GL.
+    Under data parallelism the gradients are averaged over processes first, so lambda is the global batch's
+    (taming uses each process's own, which makes n processes differ from one)."""
     g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
     g_gan = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        both = torch.stack([g_rec, g_gan]) / dist.get_world_size()
+        dist.all_reduce(both)
+        g_rec, g_gan = both.unbind(0)
     return (g_rec.norm() / (g_gan.norm() + 1e-4)).clamp(0.0, 1e4).detach()
 
 

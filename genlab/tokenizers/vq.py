@@ -49,7 +49,8 @@ class VQGANTokenizer(Tokenizer):
         quantizers: ClassVar[tuple[str, ...]] = ("vq", "fsq", "lfq")  # the quantizers this tokenizer takes
 
         def validate(self) -> None:
-            self.quantizer = resolve_quantizer(self.quantizer, self.quantizers)
+            # a quantizer section without a name is the tokenizer's first choice (vq, rvq, msvq)
+            self.quantizer = resolve_quantizer({"name": self.quantizers[0], **self.quantizer}, self.quantizers)
             if self.quant_conv_kernel == 0 and self.embed_dim != self.net.z_channels:
                 raise ValueError("without quant convs (quant_conv_kernel: 0) embed_dim must equal net.z_channels")
 
