@@ -1,4 +1,4 @@
-"""The ``genlab`` command: train | sample | info | bench.
+"""The ``genlab`` command: train | sample | eval | info | bench.
 
 Bad input exits with status 2 and one line on stderr saying what to do, never a traceback.
 """
@@ -123,6 +123,43 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- eval
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from genlab import config
+    from genlab.pipeline import load_tokenizer, reconstruction_metrics
+
+    if not args.tokenizer:
+        raise UsageError("give --tokenizer RUN (a run trained with task: tokenizer)")
+    if args.n <= 0:
+        raise UsageError(f"--n must be positive, got {args.n}")
+    if args.rfid:
+        raise UsageError("--rfid is not available yet (it needs the Inception features of genlab.evals)")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg, tokenizer = load_tokenizer(args.tokenizer, device=device)
+    name = args.dataset or cfg.data.name
+    data = config.to_dict(cfg.data) if name == cfg.data.name else {"name": name}
+    data |= {"resolution": cfg.data.cfg.resolution, "split": args.split}
+    data = config.apply_overrides({"data": data}, [f"data.{o}" for o in args.overrides])["data"]
+    dataset = config.component_from_dict("dataset", data, "data").build()
+    n = min(args.n, len(dataset))
+    idx = torch.arange(n)
+    if hasattr(dataset, "get_batch"):
+        images = dataset.get_batch(idx)["image"]
+    else:
+        images = torch.stack([dataset[i]["image"] for i in range(n)])
+    result = {"dataset": name, "split": args.split, **reconstruction_metrics(tokenizer, images, args.batch_size)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>10}: {v:.4f}" if isinstance(v, float) else f"{k:>10}: {v}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- bench
 
 
@@ -184,6 +221,20 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--list", action="store_true", help="list the shipped presets and registered components")
     i.add_argument("overrides", nargs="*", metavar="key=value")
     i.set_defaults(fn=cmd_info)
+
+    e = sub.add_parser(
+        "eval", help="evaluate a trained run", description="Reconstruction metrics of a trained tokenizer run."
+    )
+    e.add_argument("--tokenizer", help="a tokenizer run directory (task: tokenizer)")
+    e.add_argument("--dataset", help="registered dataset (default: the run's)")
+    e.add_argument("--split", default="val", help="dataset split (default: val)")
+    e.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--rfid", action="store_true", help="also compute rFID (not available yet)")
+    e.add_argument("--json", action="store_true", help="one JSON object: psnr, ssim, usage, perplexity, n")
+    e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    e.add_argument("overrides", nargs="*", metavar="key=value", help="dataset options, e.g. root=/data/imagenet")
+    e.set_defaults(fn=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks", description="Benchmarks.")
     b.add_argument("what", choices=["train"], help="train: training img/s of genlab's DiT vs diffusers' DiT")

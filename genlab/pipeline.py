@@ -240,10 +240,10 @@ def load_tokenizer(run_dir: Path | str, *, device=None) -> tuple[RunConfig, nn.M
 
 @torch.no_grad()
 def reconstruction_metrics(tokenizer: nn.Module, images: Tensor, batch_size: int = 64) -> dict[str, float]:
-    """PSNR (dB, on uint8 images, mean over images) of encode -> decode, and for discrete tokenizers the codebook
-    usage (fraction of codes used over all of ``images``) and perplexity of the code histogram."""
+    """PSNR (dB) and SSIM (mean over images, on uint8 values) of encode -> decode, and for discrete tokenizers the
+    codebook usage (fraction of codes used over all of ``images``) and perplexity of the code histogram."""
     device = next(tokenizer.parameters()).device
-    psnrs, hist = [], None
+    psnrs, ssims, hist = [], [], None
     vocab = tokenizer.token_spec.vocab_size
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device)
@@ -252,13 +252,35 @@ def reconstruction_metrics(tokenizer: nn.Module, images: Tensor, batch_size: int
         a, b = to_uint8(x).float(), to_uint8(recon).float()
         mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
         psnrs.append(10 * torch.log10(255.0**2 / mse).cpu())
+        ssims.append(ssim(a, b).cpu())
         if vocab:
             flat = torch.cat([t.flatten() for t in tokens]) if isinstance(tokens, list) else tokens.flatten()
             h = torch.bincount(flat.cpu(), minlength=vocab).double()
             hist = h if hist is None else hist + h
-    out = {"psnr": torch.cat(psnrs).mean().item(), "n": len(images)}
+    out = {"psnr": torch.cat(psnrs).mean().item(), "ssim": torch.cat(ssims).mean().item(), "n": len(images)}
     if hist is not None:
         p = hist / hist.sum()
         out["usage"] = (hist > 0).double().mean().item()
         out["perplexity"] = torch.exp(-(p * p.clamp_min(1e-12).log()).sum()).item()
     return out
+
+
+def ssim(a: Tensor, b: Tensor, *, peak: float = 255.0) -> Tensor:
+    """SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03) per image (B,), averaged over
+    channels and valid window positions; images (B, C, H, W) in [0, peak]. Sides under 11 use the whole side."""
+    import torch.nn.functional as F
+
+    k = min(11, a.shape[-1], a.shape[-2])
+    g = torch.exp(-((torch.arange(k, dtype=torch.float64) - (k - 1) / 2) ** 2) / (2 * 1.5**2))
+    g = (g / g.sum()).float().to(a.device)
+    window = (g[:, None] * g[None, :]).expand(a.shape[1], 1, k, k)
+
+    def blur(x: Tensor) -> Tensor:
+        return F.conv2d(x, window, groups=a.shape[1])
+
+    c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s.flatten(1).mean(1)

@@ -12,9 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from genlab import config
+from genlab.cli import main
 from genlab.config import ConfigError, from_dict
 from genlab.launch import train_run
-from genlab.pipeline import load_tokenizer, reconstruction_metrics
+from genlab.pipeline import load_tokenizer, reconstruction_metrics, ssim
 from genlab.tokenizers.base import TokenizerError
 from genlab.tokenizers.losses import LPIPS, LossConfig, TokenizerCriterion
 from genlab.tokenizers.vq import MultiScaleVQTokenizer, RQVAETokenizer, VQGANTokenizer
@@ -196,7 +197,7 @@ ARGS = [
 ]
 
 
-def test_smoke_vq_trains_exports_and_resumes_bitwise(tmp_path):
+def test_smoke_vq_trains_exports_evaluates_and_resumes_bitwise(tmp_path, capsys):
     cfg = config.load("smoke-vq", [*ARGS, "train.checkpoint_every=6", "train.keep_checkpoints=5"])
     run = train_run(cfg, tmp_path / "a")
     assert (run / "samples" / "step_0000012.png").is_file()
@@ -206,6 +207,10 @@ def test_smoke_vq_trains_exports_and_resumes_bitwise(tmp_path):
     assert {"rec", "usage", "perplexity", "gan", "disc"} <= set(logs[-1]) and logs[-1]["gan"] != 0
     _, tok = load_tokenizer(run)
     assert reconstruction_metrics(tok, torch.zeros(2, 3, 16, 16))["n"] == 2
+    assert main(["eval", "--tokenizer", str(run), "--dataset", "digits", "--n", "40", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n"] == 40 and result["split"] == "val" and {"psnr", "ssim", "usage", "perplexity"} <= set(result)
+    assert 0 < result["usage"] <= 1 and -1 <= result["ssim"] <= 1
     # resume from the step-6 checkpoint (both optimizers, the discriminator, the codebook statistics)
     b = tmp_path / "b"
     (b / "checkpoints").mkdir(parents=True)
@@ -247,3 +252,14 @@ def test_smoke_vq_in_two_processes_matches_one(tmp_path):
     assert any("discriminator" in k for k in a) and any("codebook" in k for k in a)
     diffs = {k: (a[k].float() - b[k].float()).abs().max().item() for k in a}
     assert max(diffs.values()) < 1e-5, sorted(diffs.items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_ssim_is_one_for_identical_images_and_falls_with_noise():
+    torch.manual_seed(0)
+    a = torch.rand(2, 3, 32, 32) * 255
+    assert torch.allclose(ssim(a, a), torch.ones(2))
+    light, heavy = (
+        ssim(a, (a + 10 * torch.randn_like(a)).clamp(0, 255)),
+        ssim(a, (a + 60 * torch.randn_like(a)).clamp(0, 255)),
+    )
+    assert (heavy < light).all() and (light < 1).all()
