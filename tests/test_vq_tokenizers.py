@@ -53,6 +53,7 @@ def test_tokenizer_contract(name):
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     tokens = tok.encode(x)
     spec = tok.token_spec
+    assert spec.code_dim == 4  # embed_dim: the channels indices_to_codes gives
     if spec.kind == "multiscale":
         assert [tuple(t.shape) for t in tokens] == [(2, s, s) for s in spec.scales] and spec.shape == (8, 8)
     else:

@@ -28,6 +28,7 @@ class TokenSpec:
     vocab_size: int = 0  # discrete kinds: codebook size
     scales: tuple[int, ...] = ()  # multiscale: side of each scale's token map, coarse to fine
     variable_length: bool = False  # 1-D tokenizers that can decode from a prefix (FlexTok-style)
+    code_dim: int = 0  # discrete kinds: channels of a token's code vector (what indices_to_codes returns)
 
     @property
     def channels(self) -> int:

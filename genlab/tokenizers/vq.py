@@ -71,7 +71,9 @@ class VQGANTokenizer(Tokenizer):
         self.token_spec = self.make_token_spec()
 
     def make_token_spec(self) -> TokenSpec:
-        return TokenSpec(self.KIND, (self.grid, self.grid), vocab_size=self.quantizer.codebook_size)
+        return TokenSpec(
+            self.KIND, (self.grid, self.grid), vocab_size=self.quantizer.codebook_size, code_dim=self.cfg.embed_dim
+        )
 
     # -- the Tokenizer contract
 
@@ -124,7 +126,12 @@ class RQVAETokenizer(VQGANTokenizer):
 
     def make_token_spec(self) -> TokenSpec:
         depth = self.quantizer.cfg.depth
-        return TokenSpec(self.KIND, (self.grid, self.grid, depth), vocab_size=self.quantizer.codebook_size)
+        return TokenSpec(
+            self.KIND,
+            (self.grid, self.grid, depth),
+            vocab_size=self.quantizer.codebook_size,
+            code_dim=self.cfg.embed_dim,
+        )
 
     @torch.no_grad()
     def decode(self, tokens: Tensor, depth: int | None = None) -> Tensor:
@@ -151,7 +158,8 @@ class MultiScaleVQTokenizer(VQGANTokenizer):
 
     def make_token_spec(self) -> TokenSpec:
         s = self.quantizer.scales
-        return TokenSpec(self.KIND, (s[-1], s[-1]), vocab_size=self.quantizer.codebook_size, scales=tuple(s))
+        K, e = self.quantizer.codebook_size, self.cfg.embed_dim
+        return TokenSpec(self.KIND, (s[-1], s[-1]), vocab_size=K, scales=tuple(s), code_dim=e)
 
     @torch.no_grad()
     def decode(self, tokens: list[Tensor]) -> Tensor:
