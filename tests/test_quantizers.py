@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -270,7 +271,12 @@ def test_msvq_scales_sum_to_the_latent_and_more_scales_reconstruct_better():
 def test_msvq_phi_sharing_follows_var():
     q = build("msvq", dim=4, scales=[1, 2, 3, 4, 5, 6, 8, 10, 13, 16], phi_count=4)
     used = [int((q.ticks - k / 9).abs().argmin()) for k in range(10)]
-    assert used == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3] or sorted(set(used)) == [0, 1, 2, 3]
+    assert used == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]  # VAR's PhiPartiallyShared with numpy's float64 ticks
+    for K, n in itertools.product((1, 2, 3, 4, 6), (2, 3, 5, 16)):  # ties break as VAR's numpy code does
+        ticks = np.linspace(1 / 3 / K, 1 - 1 / 3 / K, K) if K == 4 else np.linspace(1 / 2 / K, 1 - 1 / 2 / K, K)
+        q = build("msvq", dim=4, scales=list(range(1, n + 1)), phi_count=K)
+        ours = [int((q.ticks - k / (n - 1)).abs().argmin()) for k in range(n)]
+        assert ours == [int(np.argmin(np.abs(ticks - k / (n - 1)))) for k in range(n)], (K, n)
     assert len(build("msvq", phi_count=0).phis) == 3 and build("msvq", phi_ratio=0.0).phis is None
 
 

@@ -474,10 +474,11 @@ class MultiScaleVQ(nn.Module):
         n = cfg.phi_count or len(cfg.scales)
         self.phis = nn.ModuleList(Phi(dim, cfg.phi_ratio) for _ in range(n)) if cfg.phi_ratio else None
         k = len(self.phis) if self.phis is not None else 1
-        # VAR's ticks: phi j serves the scales whose position k/(K-1) is nearest to tick j
-        self.ticks = (
-            torch.linspace(1 / 3 / k, 1 - 1 / 3 / k, k) if k == 4 else torch.linspace(1 / 2 / k, 1 - 1 / 2 / k, k)
-        )
+        # VAR's ticks: phi j serves the scales whose position k/(K-1) is nearest to tick j (float64, as VAR's numpy)
+        lo = 1 / 3 / k if k == 4 else 1 / 2 / k
+        ticks = [i * (((1 - lo) - lo) / max(k - 1, 1)) + lo for i in range(k)]
+        ticks[-1] = 1 - lo if k > 1 else lo  # numpy.linspace's arithmetic, so ties break as in VAR
+        self.ticks = torch.tensor(ticks, dtype=torch.float64)
 
     @property
     def scales(self) -> tuple[int, ...]:
