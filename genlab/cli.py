@@ -1,4 +1,4 @@
-"""The ``genlab`` command: train | sample | info | bench | demo.
+"""The ``genlab`` command: train | sample | eval | info | bench | demo.
 
 Bad input exits with status 2 and one line on stderr saying what to do, never a traceback.
 """
@@ -118,6 +118,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
+    import yaml
 
     from genlab import config
     from genlab.pipeline import Pipeline, RunError
@@ -126,21 +127,64 @@ def cmd_info(args: argparse.Namespace) -> int:
         raise UsageError("give exactly one of --preset NAME or --run DIR")
     if args.preset:
         cfg = config.load(args.preset, args.overrides)
-        pipe = Pipeline.from_config(cfg, device=torch.device("meta"))
     else:
         if not Path(args.run).is_dir():
             raise RunError(f"run directory {args.run} does not exist")
+        run_cfg = Path(args.run) / "config.yaml"
+        cfg = config.RunConfig.from_dict(yaml.safe_load(run_cfg.read_text())) if run_cfg.is_file() else None
+    if cfg is not None and cfg.task == "tokenizer":  # a tokenizer run: the tokenizer alone, counted on the meta device
+        with torch.device("meta"):
+            tokenizer = cfg.tokenizer.build(resolution=cfg.data.cfg.resolution)
+        params = {"tokenizer": sum(p.numel() for p in tokenizer.parameters())}
+    elif args.preset:
+        params = Pipeline.from_config(cfg, device=torch.device("meta")).param_counts()
+    else:
         pipe = Pipeline.load(args.run)
-        cfg = pipe.cfg
-    info = {"params": pipe.param_counts(), "config": cfg.to_dict()}
+        cfg, params = pipe.cfg, pipe.param_counts()
+    info = {"params": params, "config": cfg.to_dict()}
     if args.json:
         print(json.dumps(info))
     else:
-        import yaml
-
         for part, n in info["params"].items():
             print(f"{part:>10}: {n:,} parameters ({n / 1e6:.2f}M)")
         print(yaml.safe_dump(info["config"], sort_keys=False), end="")
+    return 0
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from genlab import config
+    from genlab.pipeline import load_tokenizer, reconstruction_metrics
+
+    if not args.tokenizer:
+        raise UsageError("give --tokenizer RUN (a run trained with task: tokenizer)")
+    if args.n <= 0:
+        raise UsageError(f"--n must be positive, got {args.n}")
+    if args.rfid:
+        raise UsageError("--rfid is not available yet (it needs the Inception features of genlab.evals)")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg, tokenizer = load_tokenizer(args.tokenizer, device=device)
+    name = args.dataset or cfg.data.name
+    data = config.to_dict(cfg.data) if name == cfg.data.name else {"name": name}
+    data |= {"resolution": cfg.data.cfg.resolution, "split": args.split}
+    data = config.apply_overrides({"data": data}, [f"data.{o}" for o in args.overrides])["data"]
+    dataset = config.component_from_dict("dataset", data, "data").build()
+    n = min(args.n, len(dataset))
+    idx = torch.arange(n)
+    if hasattr(dataset, "get_batch"):
+        images = dataset.get_batch(idx)["image"]
+    else:
+        images = torch.stack([dataset[i]["image"] for i in range(n)])
+    result = {"dataset": name, "split": args.split, **reconstruction_metrics(tokenizer, images, args.batch_size)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>10}: {v:.4f}" if isinstance(v, float) else f"{k:>10}: {v}")
     return 0
 
 
@@ -217,6 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--list", action="store_true", help="list the shipped presets and registered components")
     i.add_argument("overrides", nargs="*", metavar="key=value")
     i.set_defaults(fn=cmd_info)
+
+    e = sub.add_parser(
+        "eval", help="evaluate a trained run", description="Reconstruction metrics of a trained tokenizer run."
+    )
+    e.add_argument("--tokenizer", help="a tokenizer run directory (task: tokenizer)")
+    e.add_argument("--dataset", help="registered dataset (default: the run's)")
+    e.add_argument("--split", default="val", help="dataset split (default: val)")
+    e.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--rfid", action="store_true", help="also compute rFID (not available yet)")
+    e.add_argument("--json", action="store_true", help="one JSON object: psnr, ssim, usage, perplexity, n")
+    e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    e.add_argument("overrides", nargs="*", metavar="key=value", help="dataset options, e.g. root=/data/imagenet")
+    e.set_defaults(fn=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks", description="Benchmarks.")
     b.add_argument("what", choices=["train"], help="train: training img/s of genlab's DiT vs diffusers' DiT")

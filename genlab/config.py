@@ -193,6 +193,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # newest valid checkpoints kept on disk
     num_workers: int = 0  # DataLoader workers for datasets that are not held in memory
     tensorboard: bool = True
+    disc_lr: float = 0.0  # learning rate of a task's discriminator (second optimizer); 0: train.lr
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "grad_accum", "log_every"):
@@ -221,39 +222,51 @@ class SampleConfig:
 
 
 COMPONENT_SECTIONS = {"data": "dataset", "tokenizer": "tokenizer", "generator": "generator", "objective": "objective"}
+TOKENIZER_SECTIONS = {"data": "dataset", "tokenizer": "tokenizer"}  # task: tokenizer trains the tokenizer alone
 
 
 @dataclass
 class RunConfig:
     data: Component
     tokenizer: Component
-    generator: Component
-    objective: Component
+    generator: Component | None = None  # absent in tokenizer runs
+    objective: Component | None = None  # absent in tokenizer runs
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     preset: str = ""  # the preset this config came from (informational)
+    task: Literal["generator", "tokenizer"] = "generator"  # what is trained: a generator, or the tokenizer itself
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"a run config is a mapping of sections, got {data!r}")
-        valid = [*COMPONENT_SECTIONS, "train", "sample", "preset"]
+        valid = [*COMPONENT_SECTIONS, "train", "sample", "preset", "task"]
         unknown = sorted(set(data) - set(valid))
         if unknown:
             raise ConfigError(f"unknown key {', '.join(unknown)}; valid sections: {', '.join(valid)}")
-        missing = [s for s in COMPONENT_SECTIONS if s not in data]
+        task = _coerce(data.get("task", "generator"), Literal["generator", "tokenizer"], "task")
+        sections = TOKENIZER_SECTIONS if task == "tokenizer" else COMPONENT_SECTIONS
+        if task == "tokenizer":
+            extra = [s for s in COMPONENT_SECTIONS if s not in sections and data.get(s) is not None]
+            if extra:
+                raise ConfigError(f"a tokenizer run (task: tokenizer) has no {', '.join(extra)} section")
+        missing = [s for s in sections if s not in data]
         if missing:
             raise ConfigError(f"the config has no {', '.join(missing)} section")
-        parts = {s: component_from_dict(kind, data[s], s) for s, kind in COMPONENT_SECTIONS.items()}
+        parts = {s: component_from_dict(kind, data[s], s) for s, kind in sections.items()}
         return cls(
             **parts,
             train=from_dict(TrainConfig, data.get("train"), "train"),
             sample=from_dict(SampleConfig, data.get("sample"), "sample"),
             preset=str(data.get("preset", "")),
+            task=task,
         )
 
     def to_dict(self) -> dict:
-        return to_dict(self)
+        out = to_dict(self)
+        if self.task == "generator":
+            out.pop("task")
+        return {k: v for k, v in out.items() if v is not None}
 
 
 # ----------------------------------------------------------------------------- presets and overrides

@@ -204,3 +204,83 @@ def class_grid(pipe: Pipeline, per_class: int, *, seed: int = 0, **kw) -> Genera
     """One row per class, ``per_class`` images each."""
     labels = [c for c in range(len(pipe.class_names)) for _ in range(per_class)]
     return pipe.generate(labels, seed=seed, **kw)
+
+
+# ----------------------------------------------------------------------------- tokenizer runs (task: tokenizer)
+
+TOKENIZER_RUN_FILES = ("config.yaml", "tokenizer/config.json", "tokenizer/model.safetensors")
+
+
+def save_tokenizer(cfg: RunConfig, tokenizer: nn.Module, run_dir: Path, class_names: list[str]) -> None:
+    """A trained tokenizer run: config.yaml, class_names.json, tokenizer/{config.json, model.safetensors}."""
+    run_dir = Path(run_dir)
+    d = run_dir / "tokenizer"
+    d.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in tokenizer.state_dict().items()}
+    save_file(state, str(d / "model.safetensors"))
+    (d / "config.json").write_text(json.dumps(to_dict(cfg.tokenizer), indent=2))
+    (run_dir / "class_names.json").write_text(json.dumps(list(class_names), indent=2))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def load_tokenizer(run_dir: Path | str, *, device=None) -> tuple[RunConfig, nn.Module]:
+    """(config, tokenizer in eval mode) of a run trained with ``task: tokenizer``."""
+    run_dir = Path(run_dir)
+    missing = [f for f in TOKENIZER_RUN_FILES if not (run_dir / f).is_file()]
+    if missing:
+        raise RunError(
+            f"{run_dir} is not a finished tokenizer run (missing {', '.join(missing)}); "
+            "train one with `genlab train --preset smoke-vq --out DIR`"
+        )
+    cfg = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    tokenizer = cfg.tokenizer.build(resolution=cfg.data.cfg.resolution)
+    tokenizer.load_state_dict(load_file(str(run_dir / "tokenizer" / "model.safetensors")))
+    return cfg, tokenizer.to(device or "cpu").eval()
+
+
+@torch.no_grad()
+def reconstruction_metrics(tokenizer: nn.Module, images: Tensor, batch_size: int = 64) -> dict[str, float]:
+    """PSNR (dB) and SSIM (mean over images, on uint8 values) of encode -> decode, and for discrete tokenizers the
+    codebook usage (fraction of codes used over all of ``images``) and perplexity of the code histogram."""
+    device = next(tokenizer.parameters()).device
+    psnrs, ssims, hist = [], [], None
+    vocab = tokenizer.token_spec.vocab_size
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device)
+        tokens = tokenizer.encode(x)
+        recon = tokenizer.decode(tokens).clamp(-1, 1)
+        a, b = to_uint8(x).float(), to_uint8(recon).float()
+        mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+        psnrs.append(10 * torch.log10(255.0**2 / mse).cpu())
+        ssims.append(ssim(a, b).cpu())
+        if vocab:
+            flat = torch.cat([t.flatten() for t in tokens]) if isinstance(tokens, list) else tokens.flatten()
+            h = torch.bincount(flat.cpu(), minlength=vocab).double()
+            hist = h if hist is None else hist + h
+    out = {"psnr": torch.cat(psnrs).mean().item(), "ssim": torch.cat(ssims).mean().item(), "n": len(images)}
+    if hist is not None:
+        p = hist / hist.sum()
+        out["usage"] = (hist > 0).double().mean().item()
+        out["perplexity"] = torch.exp(-(p * p.clamp_min(1e-12).log()).sum()).item()
+    return out
+
+
+def ssim(a: Tensor, b: Tensor, *, peak: float = 255.0) -> Tensor:
+    """SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03) per image (B,), averaged over
+    channels and valid window positions; images (B, C, H, W) in [0, peak]. Sides under 11 use the whole side."""
+    import torch.nn.functional as F
+
+    k = min(11, a.shape[-1], a.shape[-2])
+    g = torch.exp(-((torch.arange(k, dtype=torch.float64) - (k - 1) / 2) ** 2) / (2 * 1.5**2))
+    g = (g / g.sum()).float().to(a.device)
+    window = (g[:, None] * g[None, :]).expand(a.shape[1], 1, k, k)
+
+    def blur(x: Tensor) -> Tensor:
+        return F.conv2d(x, window, groups=a.shape[1])
+
+    c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s.flatten(1).mean(1)

@@ -23,10 +23,12 @@ class TokenSpec:
     """What a tokenizer's tokens look like, per sample (batch dimension excluded)."""
 
     kind: Literal["continuous", "discrete", "multiscale", "residual"]
-    shape: tuple[int, ...]  # continuous: (C, h, w); discrete: (N,) or (h, w); residual: (h, w, depth)
+    # continuous: (C, h, w); discrete: (N,) or (h, w); residual: (h, w, depth); multiscale: the last map's (h, w)
+    shape: tuple[int, ...]
     vocab_size: int = 0  # discrete kinds: codebook size
     scales: tuple[int, ...] = ()  # multiscale: side of each scale's token map, coarse to fine
     variable_length: bool = False  # 1-D tokenizers that can decode from a prefix (FlexTok-style)
+    code_dim: int = 0  # discrete kinds: channels of a token's code vector (what indices_to_codes returns)
 
     @property
     def channels(self) -> int:
@@ -51,5 +53,12 @@ class Tokenizer(nn.Module):
     def decode(self, tokens: Any) -> Tensor:
         raise NotImplementedError
 
-    def loss(self, batch: dict[str, Tensor], step: int) -> dict[str, Tensor]:
+    def training_losses(self) -> nn.Module | None:
+        """Modules training needs besides the tokenizer (perceptual net, discriminator), kept out of its weights.
+        A module with a ``discriminator`` gets a second optimizer in the trainer."""
+        return None
+
+    def loss(self, batch: dict[str, Tensor], step: int, losses: nn.Module | None = None) -> dict[str, Tensor]:
+        """Training losses at optimizer step ``step``: "loss" (and "discriminator_loss" with a discriminator);
+        ``losses`` is what ``training_losses()`` built."""
         raise TokenizerError(f"{type(self).__name__} has nothing to train")

@@ -20,3 +20,35 @@ class GeneratorTask(nn.Module):
         with torch.no_grad():
             tokens = self.tokenizer.encode(batch["image"])
         return self.objective(tokens, batch["label"], batch["seed"])
+
+
+class TokenizerTask(nn.Module):
+    """Trains a tokenizer itself: its ``loss(batch, step, losses)`` with the modules ``training_losses()`` builds.
+
+    A discriminator among those modules is exposed as ``discriminator``, which gives it its own optimizer in the
+    trainer; ``set_step`` tells the losses the optimizer step (delayed GAN start).
+    """
+
+    def __init__(self, tokenizer: Tokenizer):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.losses = tokenizer.training_losses()
+        self.step = 0
+        keys = ["rec", "usage", "perplexity"]
+        if self.losses is not None and getattr(self.losses, "perceptual", None) is not None:
+            keys.append("perceptual")
+        if self.discriminator is not None:
+            keys += ["gan", "disc"]
+        self.log_keys = tuple(keys)
+
+    @property
+    def discriminator(self) -> nn.Module | None:
+        return getattr(self.losses, "discriminator", None)
+
+    def set_step(self, step: int) -> None:
+        self.step = step
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        out = self.tokenizer.loss(batch, self.step, self.losses)
+        zero = out["loss"].new_zeros(())
+        return {**{k: zero for k in self.log_keys}, **out}  # e.g. "gan" is 0 before the GAN term starts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -76,11 +77,19 @@ class Trainer:
         self.cfg, self.dataset, self.out = cfg, dataset, Path(out_dir)
         self.hooks = hooks or Hooks()
         trackers = "tensorboard" if cfg.tensorboard and _has_tensorboard() else None
+        # accelerate 1.15 takes torchrun's processes for MULTI_CPU only when told cpu=True; without it, on a machine
+        # without a GPU, every process believes it is the only (main) one and trains the whole batch on its own
+        multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
         self.acc = Accelerator(
-            mixed_precision=cfg.mixed_precision, log_with=trackers, project_dir=str(self.out / "tensorboard")
-        )
+            mixed_precision=cfg.mixed_precision, log_with=trackers, project_dir=str(self.out / "tensorboard"),
+            cpu=multi_cpu,
+        )  # fmt: skip
         self.model = model.to(self.acc.device)
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        # a task with a ``discriminator`` (GAN terms of tokenizers) gets a second optimizer over its parameters
+        disc = getattr(model, "discriminator", None)
+        self.disc_params = [p for p in disc.parameters() if p.requires_grad] if disc is not None else []
+        in_disc = {id(p) for p in self.disc_params}
+        self.params = [p for p in model.parameters() if p.requires_grad and id(p) not in in_disc]
         if not self.params:
             raise TrainError(f"{type(model).__name__} has no trainable parameters")
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
@@ -89,9 +98,21 @@ class Trainer:
             names[cfg.lr_schedule], self.opt, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
         )
         self.ema = EMAModel(self.params, decay=cfg.ema_decay, foreach=True)
-        self.ddp_model, self.opt = self.acc.prepare(self.model, self.opt)
+        if self.disc_params:
+            d_opt = torch.optim.AdamW(
+                self.disc_params, lr=cfg.disc_lr or cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+            )
+            self.disc_sched = get_scheduler(
+                names[cfg.lr_schedule], d_opt, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
+            )
+            self.ddp_model, self.opt, self.disc_opt = self.acc.prepare(self.model, self.opt, d_opt)
+            self.acc.register_for_checkpointing(self.disc_sched)
+        else:
+            self.disc_opt = None
+            self.ddp_model, self.opt = self.acc.prepare(self.model, self.opt)
         # the scheduler is stepped by hand once per optimizer step, whatever the number of processes
         self.acc.register_for_checkpointing(self.sched, self.ema)
+        self.log_keys = tuple(getattr(model, "log_keys", ()))  # extra scalar outputs logged beside the loss
         self.plan = BatchPlan(
             cfg.batch_size, cfg.grad_accum, self.acc.num_processes, self.acc.process_index,
             SampleStream(len(dataset), cfg.seed), cfg.seed,
@@ -201,27 +222,48 @@ class Trainer:
         """Train from ``start``; returns the step reached if Ctrl-C asked to stop early, else None."""
         cfg, acc = self.cfg, self.acc
         log_sum, log_n, t_log = torch.zeros((), device=acc.device), 0, time.perf_counter()
+        extra_sum = torch.zeros(len(self.log_keys), device=acc.device)
+        set_step = getattr(self.model, "set_step", None)  # tasks whose losses depend on the step (GAN start)
         step = start
         for step_batches in self.batches(start):
+            if set_step is not None:
+                set_step(step)
             for m, batch in enumerate(step_batches):
                 last = m == len(step_batches) - 1
                 ctx = acc.no_sync(self.ddp_model) if not last else nullcontext()
                 with ctx:
                     out = self.ddp_model(batch)
                     loss = out["loss"]
-                    acc.backward(loss / cfg.grad_accum)
+                    # one backward: the task keeps the two losses' gradients on disjoint parameter sets
+                    total = loss + out["discriminator_loss"] if self.disc_opt is not None else loss
+                    acc.backward(total / cfg.grad_accum)
                 log_sum += loss.detach().float() / cfg.grad_accum
+                if self.log_keys:
+                    extra_sum += torch.stack([out[k].detach().float() for k in self.log_keys]) / cfg.grad_accum
             if cfg.grad_clip > 0:
                 acc.clip_grad_norm_(self.params, cfg.grad_clip)
             self.opt.step()
             self.sched.step()
             self.opt.zero_grad(set_to_none=True)
+            if self.disc_opt is not None:
+                if cfg.grad_clip > 0:
+                    acc.clip_grad_norm_(self.disc_params, cfg.grad_clip)
+                self.disc_opt.step()
+                self.disc_sched.step()
+                self.disc_opt.zero_grad(set_to_none=True)
             self.ema.step(self.params)
             step += 1
             log_n += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
-                self._log(step, acc.reduce(log_sum, "mean").item() / log_n, log_n, time.perf_counter() - t_log, bar)
+                extra = {}
+                if self.log_keys:
+                    means = (acc.reduce(extra_sum, "mean") / log_n).tolist()
+                    extra = dict(zip(self.log_keys, means))
+                    extra_sum.zero_()
+                self._log(
+                    step, acc.reduce(log_sum, "mean").item() / log_n, log_n, time.perf_counter() - t_log, bar, extra
+                )
                 log_sum.zero_()
                 log_n, t_log = 0, time.perf_counter()
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
@@ -233,7 +275,7 @@ class Trainer:
                 return step
         return None
 
-    def _log(self, step: int, loss: float, n: int, seconds: float, bar) -> None:
+    def _log(self, step: int, loss: float, n: int, seconds: float, bar, extra: dict | None = None) -> None:
         if not math.isfinite(loss):
             raise TrainError(f"loss became {loss} at step {step}; lower train.lr or enable train.grad_clip")
         img_s = n * self.cfg.batch_size / max(seconds, 1e-9)
@@ -242,6 +284,7 @@ class Trainer:
             "loss": loss,
             "lr": self.sched.get_last_lr()[0],
             "img_per_s": img_s,
+            **(extra or {}),
             "time": time.time(),
         }
         self.acc.log({k: v for k, v in record.items() if k not in ("step", "time")}, step=step)
