@@ -17,8 +17,9 @@ ALLOWED = {
     "evals": {"registry", "config", "nn", "data", "evals"},
     "train": {"registry", "config", "nn", "data", "tokenizers.base", "train"},
     "pipeline": {"registry", "config", "nn", "data", "tokenizers", "generators", "samplers", "train", "pipeline"},
-    "launch": {"registry", "config", "data", "train", "pipeline"},
+    "launch": {"registry", "config", "data", "generators", "train", "pipeline"},
     "bench": {"registry", "config", "nn", "generators", "samplers", "train"},
+    "bench_sample": {"registry", "config", "nn", "data", "generators", "samplers", "train", "pipeline", "evals"},
 }
 
 
