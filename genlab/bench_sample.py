@@ -143,6 +143,8 @@ def bench_sample(
         say(f"reference: {ref_name} {2 * ref_steps} NFE")
         rows = []
         for name in samplers:
+            warm = plan(name, min(nfes), refiner=pipe.refiner is not None) or {"steps": 2}
+            _generate(pipe, labels[:batch_size], sampler=name, batch=batch_size, cfg=cfg, **warm)  # imports, caches
             for nfe in nfes:
                 p = plan(name, nfe, refiner=pipe.refiner is not None)
                 if p is None:
@@ -162,6 +164,7 @@ def bench_sample(
                 rows.append(row)
                 say(_format_row(row))
         peer = []
+        _generate(pipe, labels[:batch_size], sampler=diffusers_euler, steps=2, batch=batch_size, cfg=cfg)
         for nfe in nfes:
             out, sec = _generate(pipe, labels, sampler=diffusers_euler, steps=nfe, batch=batch_size, cfg=cfg)
             ours = next((r for r in rows if r["sampler"] == "euler" and r["nfe"] == nfe), None)

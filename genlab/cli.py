@@ -217,7 +217,7 @@ def cmd_bench_sample(args: argparse.Namespace) -> int:
     result = bench_sample(
         args.run, n=args.n, samplers=samplers, nfes=nfes, batch_size=args.batch_size, cfg=args.cfg,
         refiner=args.refiner, use_evals=not args.no_fid, max_batch=args.max_batch, device=args.device,
-        progress=None if quiet else print,
+        progress=None if quiet else (lambda line: print(line, file=sys.stderr)),
     )  # fmt: skip
     message = plot(result, Path(args.plot)) if args.plot else "plot skipped: no --plot PATH"
     result["plot"] = message
