@@ -105,7 +105,13 @@ def throughput(pipe: Pipeline, *, cfg: float, steps: int = 16, start: int = 8, m
         rows.append({"batch": batch, "img_per_s": batch / sec})
         batch *= 2
     best = max(rows, key=lambda r: r["img_per_s"]) if rows else None
-    return {"sampler": "euler", "nfe": steps, "rows": rows, "largest_batch": rows[-1]["batch"] if rows else 0, "best": best}
+    return {
+        "sampler": "euler",
+        "nfe": steps,
+        "rows": rows,
+        "largest_batch": rows[-1]["batch"] if rows else 0,
+        "best": best,
+    }
 
 
 def bench_sample(
@@ -266,8 +272,12 @@ def format_table(result: dict) -> str:
         got = t["flowturbo"]
         lines.append(
             "FlowTurbo at Euler-64's quality: "
-            + (f"{got['blocks']} {got['ms_per_image']:.2f} vs {t['euler64']['ms_per_image']:.2f} ms/img, "
-               f"{t['speedup']:.2f}x" if got else "not reached")  # fmt: skip
+            + (
+                f"{got['blocks']} {got['ms_per_image']:.2f} vs {t['euler64']['ms_per_image']:.2f} ms/img, "
+                f"{t['speedup']:.2f}x"
+                if got
+                else "not reached"
+            )  # fmt: skip
         )
     b = result["targets"].get("best_at_8_nfe")
     if b:

@@ -116,7 +116,9 @@ def _sampler_options(args: argparse.Namespace) -> dict:
         options["guidance_interval"] = _interval(args.cfg_interval)
     if args.cfg_schedule is not None:
         if args.cfg_schedule not in GUIDANCE_SCHEDULES:
-            raise UsageError(f"--cfg-schedule must be one of {', '.join(GUIDANCE_SCHEDULES)}, got {args.cfg_schedule!r}")
+            raise UsageError(
+                f"--cfg-schedule must be one of {', '.join(GUIDANCE_SCHEDULES)}, got {args.cfg_schedule!r}"
+            )
         options["guidance_schedule"] = args.cfg_schedule
     if args.schedule is not None:
         if args.schedule not in SCHEDULES:
@@ -258,12 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, help="sampler steps (default: the run's sample.steps)")
     s.add_argument("--cfg", type=float, help="guidance scale, 1 = none (default: the run's sample.cfg)")
     s.add_argument("--sampler", help="euler | heun | dpm++ | unipc | flowturbo (default: the run's sample.sampler)")
-    s.add_argument("--cfg-interval", metavar="LO,HI", help="guide only for t in [LO, HI] (t = 1 is noise), e.g. 0.1,1.0")
-    s.add_argument("--cfg-schedule", metavar="NAME", help="guidance scale over time: constant (default), linear, cosine")
+    s.add_argument(
+        "--cfg-interval", metavar="LO,HI", help="guide only for t in [LO, HI] (t = 1 is noise), e.g. 0.1,1.0"
+    )
+    s.add_argument(
+        "--cfg-schedule", metavar="NAME", help="guidance scale over time: constant (default), linear, cosine"
+    )
     s.add_argument("--schedule", help="timestep schedule: uniform (default), logit_normal, edm")
     s.add_argument("--shift", type=float, help="timestep shift s: t' = s t / (1 + (s - 1) t) (default 1)")
     s.add_argument("--blocks", help="flowturbo: Heun, pseudo-corrector and refiner steps, e.g. H1P5R3")
-    s.add_argument("--refiner", metavar="DIR", help="a FlowTurbo refiner run (`genlab train --preset flowturbo-refiner`)")
+    s.add_argument(
+        "--refiner", metavar="DIR", help="a FlowTurbo refiner run (`genlab train --preset flowturbo-refiner`)"
+    )
     s.add_argument("--compile", action="store_true", help="torch.compile the networks (GPU; ignored on the CPU)")
     s.add_argument("--seed", type=int, default=0, help="image i uses seed SEED+i (default 0)")
     s.add_argument("--out", default="samples.png", help="output .png grid or .npz batch")

@@ -44,9 +44,12 @@ def mixture_velocity(x: Tensor, t: Tensor) -> Tensor:
 def rk4(velocity, noise: Tensor, steps: int = 1024) -> Tensor:
     """A fine reference solution (classical Runge-Kutta, uniform steps from t = 1 to 0)."""
     x, h = noise, -1.0 / steps
+
+    def tt(s: float) -> Tensor:
+        return noise.new_full((noise.shape[0],), s)
+
     for i in range(steps):
         t = 1.0 - i / steps
-        tt = lambda s: x.new_full((x.shape[0],), s)  # noqa: E731
         k1 = velocity(x, tt(t))
         k2 = velocity(x + h / 2 * k1, tt(t + h / 2))
         k3 = velocity(x + h / 2 * k2, tt(t + h / 2))

@@ -225,7 +225,9 @@ def test_guidance_batches_cond_and_uncond_and_follows_its_schedule():
 
 def tiny_flow_and_refiner():
     torch.manual_seed(0)
-    dit = DiT(DiT.Config(depth=1, hidden_size=32, num_heads=2, patch_size=2), in_channels=3, input_size=8, num_classes=3)
+    dit = DiT(
+        DiT.Config(depth=1, hidden_size=32, num_heads=2, patch_size=2), in_channels=3, input_size=8, num_classes=3
+    )
     ref = VelocityRefiner(VelocityRefiner.Config(hidden_size=16, num_heads=2, patch_size=2), in_channels=3,
                           input_size=8, num_classes=3)  # fmt: skip
     for p in [*dit.parameters(), *ref.parameters()]:

@@ -64,7 +64,11 @@ class VelocityRefiner(nn.Module):
         self.cfg, self.in_channels, self.input_size, self.num_classes = cfg, in_channels, input_size, num_classes
         dit_cfg = DiT.Config(cfg.depth, cfg.hidden_size, cfg.num_heads, cfg.patch_size, cfg.mlp_ratio)
         self.net = DiT(
-            dit_cfg, in_channels=2 * in_channels, input_size=input_size, num_classes=num_classes, out_channels=in_channels
+            dit_cfg,
+            in_channels=2 * in_channels,
+            input_size=input_size,
+            num_classes=num_classes,
+            out_channels=in_channels,
         )
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor, v: Tensor) -> Tensor:

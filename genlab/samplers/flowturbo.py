@@ -89,7 +89,11 @@ def flowturbo(
 ) -> SampleResult:
     """Sample with H/P/R blocks (``blocks``, default from ``steps``: ``Blocks.default``). ``steps`` must equal the
     blocks' total. Without a ``refiner``, the default has no R steps (Heun then pseudo-corrector steps)."""
-    b = Blocks.parse(blocks) if isinstance(blocks, str) else blocks or Blocks.default(steps, refiner=refiner is not None)
+    b = (
+        Blocks.parse(blocks)
+        if isinstance(blocks, str)
+        else blocks or Blocks.default(steps, refiner=refiner is not None)
+    )
     if b.steps != steps:
         raise ValueError(f"flowturbo blocks {b} take {b.steps} steps, but steps={steps}")
     if b.refine and refiner is None:
