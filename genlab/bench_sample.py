@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genlab.config import to_dict
 from genlab.data import to_uint8
 from genlab.pipeline import Pipeline
 from genlab.samplers import Blocks, SampleResult, get
@@ -58,19 +59,40 @@ def diffusers_euler(velocity, noise: Tensor, *, steps: int, generator=None) -> S
     return SampleResult(x=x, nfe=steps)
 
 
-def fid_metric(run_dir: Path, n: int, device) -> tuple[Metric | None, str]:
-    """FID from ``genlab.evals`` when it is there; else (None, why)."""
+def fid_metric(pipe: Pipeline, run_dir: Path, n: int, device) -> tuple[Metric | None, str]:
+    """FID from ``genlab.evals`` when it is there (against the run's training set, reference statistics cached by
+    genlab.evals); else (None, why). ``genlab.evals.fid_metric_for_run(run_dir, n=, device=)``, if it exists,
+    takes precedence over the adapter below."""
     try:
         import genlab.evals as evals
+        from genlab.evals.sources import ImageSource
     except ImportError as e:
         return None, f"FID unavailable: genlab.evals is not importable ({e}); quality is the proxy only"
     factory = getattr(evals, "fid_metric_for_run", None)
-    if factory is None:
-        return None, "FID unavailable: genlab.evals has no fid_metric_for_run(run_dir, n=, device=); proxy only"
+    if factory is not None:
+        return factory(run_dir, n=n, device=device), "FID from genlab.evals.fid_metric_for_run"
+    data = pipe.cfg.data
     try:
-        return factory(run_dir, n=n, device=device), "FID from genlab.evals"
-    except Exception as e:  # a missing feature network or reference set: say so, keep the speed numbers
+        net = evals.resolve(device=device)
+        options = {k: v for k, v in to_dict(data.cfg).items() if k not in ("resolution", "split")}
+        ref = evals.dataset_reference(
+            data.name, data.cfg.resolution, net, split="train", options=options, progress=False
+        )[0]
+    except Exception as e:  # a missing feature network or dataset: say so, keep the speed numbers
         return None, f"FID unavailable: {e}"
+
+    class Images(ImageSource):
+        def __init__(self, images: Tensor):
+            self.images, self.n, self.resolution, self.description = images, len(images), images.shape[-1], "bench"
+
+        def batch(self, start: int, stop: int) -> Tensor:
+            return self.images[start:stop]
+
+    def metric(images: Tensor) -> float:
+        return float(evals.evaluate(Images(images), ref, net, ["fid"], progress=False).metrics["fid"])
+
+    note = f"FID of N={n} samples (biased upward at small N) against {data.name} train ({ref.n} images), {net.name}"
+    return metric, note
 
 
 def _sync(device: torch.device) -> None:
@@ -138,7 +160,7 @@ def bench_sample(
         get(name)  # unknown names fail here, listing the registered ones
     note = "FID: given metric"
     if metric is None and use_evals:
-        metric, note = fid_metric(Path(run), n, device)
+        metric, note = fid_metric(pipe, Path(run), n, device)
     elif metric is None:
         note = "FID not requested; quality is the proxy only"
     labels = [i % len(pipe.class_names) for i in range(n)]

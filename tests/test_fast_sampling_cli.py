@@ -144,3 +144,31 @@ def test_bench_sample_takes_a_metric(smoke_run):
     result = bench_sample(smoke_run, n=4, samplers=("euler", "dpm++"), nfes=(4,), metric=metric, max_batch=8)
     assert result["quality"] == "fid" and len(seen) == 2 and seen[0] == (4, 3, 16, 16)
     assert all(r["fid"] is not None for r in result["rows"])
+
+
+def test_bench_sample_uses_genlab_evals_when_present(smoke_run, monkeypatch):
+    """The adapter to genlab.evals (resolve, dataset_reference, evaluate), against a stand-in module."""
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    from genlab.bench_sample import bench_sample
+
+    @dataclass
+    class Ref:
+        n: int = 100
+
+    calls = []
+    evals = types.ModuleType("genlab.evals")
+    sources = types.ModuleType("genlab.evals.sources")
+    sources.ImageSource = type("ImageSource", (), {})
+    evals.resolve = lambda device: types.SimpleNamespace(name="inception-stand-in")
+    evals.dataset_reference = lambda name, res, net, **kw: (calls.append((name, res, kw["split"])) or Ref(), None, True)
+    evals.evaluate = lambda source, ref, net, metrics, **kw: types.SimpleNamespace(
+        metrics={"fid": float(source.batch(0, source.n).float().mean())}
+    )
+    monkeypatch.setitem(sys.modules, "genlab.evals", evals)
+    monkeypatch.setitem(sys.modules, "genlab.evals.sources", sources)
+    result = bench_sample(smoke_run, n=4, samplers=("euler",), nfes=(4,), max_batch=8)
+    assert calls == [("digits", 16, "train")] and result["quality"] == "fid"
+    assert result["rows"][0]["fid"] > 0 and "against digits train (100 images)" in result["fid_note"]
