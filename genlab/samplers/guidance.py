@@ -22,6 +22,7 @@ from torch import Tensor
 
 Network = Callable[..., Tensor]  # f(x, t, labels, *extra) -> (B, C, H, W)
 GUIDANCE_SCHEDULES = ("constant", "linear", "cosine")
+_EPS = 1e-6
 
 
 def _ramp(schedule: str | Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
@@ -55,7 +56,7 @@ def guided(
     null = torch.full_like(labels, null_label)
 
     def fn(x: Tensor, t: Tensor, *extra: Tensor) -> Tensor:
-        inside = (t >= lo) & (t <= hi)  # (B,)
+        inside = (t >= lo - _EPS) & (t <= hi + _EPS)  # (B,); the tolerance absorbs t's float32 rounding
         if scale == 1.0 or not bool(inside.any()):
             return net(x, t, labels, *extra)
         both = [torch.cat([e, e]) for e in (x, t, *extra)]
