@@ -307,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--nfe", default="4,8,16,32,64", help="sample: NFE values (default 4,8,16,32,64)")
     b.add_argument("--samplers", default="euler,heun,dpm++,unipc,flowturbo", help="sample: comma-separated")
     b.add_argument("--batch-size", type=int, default=8, help="sample: batch for ms/image (default 8, FlowTurbo's)")
-    b.add_argument("--max-batch", type=int, help="sample: largest batch for images/s (default 64 CPU, 4096 GPU)")
+    b.add_argument(
+        "--max-batch", type=int, help="sample: largest batch for images/s (default 64 CPU, 4096 GPU; 0 skips)"
+    )
     b.add_argument("--cfg", type=float, help="sample: guidance scale (default: the run's)")
     b.add_argument("--no-fid", action="store_true", help="sample: skip FID even when genlab.evals is there")
     b.add_argument("--plot", metavar="PNG", help="sample: write FID (or proxy) against ms/image (needs matplotlib)")
