@@ -64,20 +64,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UsageError(f"--steps must be positive, got {args.steps}")
     if args.cfg is not None and args.cfg < 0:
         raise UsageError(f"--cfg must be >= 0 (1 = no guidance), got {args.cfg}")
+    options = _sampler_options(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = Pipeline.load(args.run, device=device)
+    if args.compile and device == "cpu":
+        print("genlab sample: --compile is for GPUs; sampling eagerly on the CPU", file=sys.stderr)
+        options.pop("compile")
+    pipe = Pipeline.load(args.run, device=device, refiner=args.refiner)
     try:
         classes = pipe.class_ids(args.classes)
     except ValueError as e:
         raise UsageError(str(e)) from None
     labels = [c for c in classes for _ in range(args.n)]
-    options = {}
-    if args.guidance_interval is not None:
-        options["guidance_interval"] = _interval(args.guidance_interval)
-    result = pipe.generate(
-        labels, seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler, batch_size=args.batch_size,
-        **options,
-    )  # fmt: skip
+    try:
+        result = pipe.generate(
+            labels, seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler, batch_size=args.batch_size,
+            **options,
+        )  # fmt: skip
+    except ValueError as e:  # sampler options that don't fit (blocks vs steps, R steps without a refiner, ...)
+        raise UsageError(str(e)) from None
     out = Path(args.out)
     fmt = args.format or ("npz" if out.suffix == ".npz" else "png")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +90,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         np.savez(out, arr_0=arr, labels=result.labels.numpy())
     else:
         save_grid(result.images, out, nrow=args.n)
-    print(f"{len(labels)} images, {result.nfe} NFE, {result.seconds:.1f}s -> {out}")
+    refined = f" + {result.refiner_nfe} refiner evaluations" if result.refiner_nfe else ""
+    print(f"{len(labels)} images, {result.nfe} NFE{refined}, {result.seconds:.1f}s -> {out}")
     return 0
 
 
@@ -94,10 +99,48 @@ def _interval(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise UsageError(f"--guidance-interval takes LO,HI (e.g. 0.1,0.9), got {text!r}") from None
-    if not 0 <= lo <= hi <= 1:
-        raise UsageError(f"--guidance-interval needs 0 <= LO <= HI <= 1, got {text!r}")
+        raise UsageError(f"--cfg-interval must be LO,HI (e.g. 0.1,1.0), got {text!r}") from None
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise UsageError(f"--cfg-interval needs 0 <= LO <= HI <= 1 (t = 1 is noise), got {text!r}")
     return lo, hi
+
+
+def _sampler_options(args: argparse.Namespace) -> dict:
+    """Sampler and guidance options from the command line, checked before the run is loaded."""
+    from genlab import registry
+    from genlab.samplers import GUIDANCE_SCHEDULES, SCHEDULES, Blocks
+
+    if args.sampler is not None:
+        registry.get("sampler", args.sampler)  # an unknown name lists the registered ones
+    options: dict = {"compile": bool(args.compile)}
+    if args.cfg_interval is not None:
+        options["guidance_interval"] = _interval(args.cfg_interval)
+    if args.cfg_schedule is not None:
+        if args.cfg_schedule not in GUIDANCE_SCHEDULES:
+            raise UsageError(
+                f"--cfg-schedule must be one of {', '.join(GUIDANCE_SCHEDULES)}, got {args.cfg_schedule!r}"
+            )
+        options["guidance_schedule"] = args.cfg_schedule
+    if args.schedule is not None:
+        if args.schedule not in SCHEDULES:
+            raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {args.schedule!r}")
+        options["schedule"] = args.schedule
+    if args.shift is not None:
+        if not args.shift > 0:
+            raise UsageError(f"--shift must be positive, got {args.shift}")
+        options["shift"] = args.shift
+    if args.blocks is not None:
+        if args.sampler != "flowturbo":
+            raise UsageError("--blocks is an option of --sampler flowturbo")
+        try:
+            blocks = Blocks.parse(args.blocks)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if args.steps is not None and args.steps != blocks.steps:
+            raise UsageError(f"--blocks {blocks} take {blocks.steps} steps, but --steps is {args.steps}")
+        args.steps = blocks.steps
+        options["blocks"] = blocks
+    return options
 
 
 # ----------------------------------------------------------------------------- demo
@@ -127,6 +170,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         raise UsageError("give exactly one of --preset NAME or --run DIR")
     if args.preset:
         cfg = config.load(args.preset, args.overrides)
+        if not isinstance(cfg, config.RunConfig):  # a refiner run: its sizes depend on its base run
+            print(json.dumps({"params": {}, "config": cfg.to_dict()}) if args.json else yaml_dump(cfg.to_dict()))
+            return 0
+        pipe = Pipeline.from_config(cfg, device=torch.device("meta"))
     else:
         if not Path(args.run).is_dir():
             raise RunError(f"run directory {args.run} does not exist")
@@ -188,10 +235,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def yaml_dump(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False).rstrip()
+
+
 # ----------------------------------------------------------------------------- bench
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "sample":
+        return cmd_bench_sample(args)
     from genlab.bench import bench_train
 
     result = bench_train(seconds=args.seconds, device=args.device, threads=args.threads)
@@ -202,6 +257,39 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(
                 f"{size}: genlab {r['genlab_img_s']:.1f} img/s, diffusers {r['diffusers_img_s']:.1f} img/s, ratio {r['ratio']:.2f}"
             )
+    return 0
+
+
+def cmd_bench_sample(args: argparse.Namespace) -> int:
+    from genlab.bench_sample import bench_sample, format_table, plot
+
+    if not args.run:
+        raise UsageError("bench sample needs --run DIR (a trained run)")
+    if args.n < 2:
+        raise UsageError(f"--n must be at least 2, got {args.n}")
+    try:
+        nfes = tuple(int(v) for v in args.nfe.split(","))
+    except ValueError:
+        raise UsageError(f"--nfe must be comma-separated integers, got {args.nfe!r}") from None
+    if min(nfes) < 2:
+        raise UsageError(f"--nfe values must be >= 2, got {args.nfe!r}")
+    samplers = tuple(s.strip() for s in args.samplers.split(",") if s.strip())
+    quiet = args.json
+    result = bench_sample(
+        args.run, n=args.n, samplers=samplers, nfes=nfes, batch_size=args.batch_size, cfg=args.cfg,
+        refiner=args.refiner, use_evals=not args.no_fid, max_batch=args.max_batch, device=args.device,
+        progress=None if quiet else (lambda line: print(line, file=sys.stderr)),
+    )  # fmt: skip
+    message = plot(result, Path(args.plot)) if args.plot else "plot skipped: no --plot PATH"
+    result["plot"] = message
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_table(result))
+        print(message)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
     return 0
 
 
@@ -230,13 +318,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=8, help="images per class (default 8)")
     s.add_argument("--steps", type=int, help="sampler steps (default: the run's sample.steps)")
     s.add_argument("--cfg", type=float, help="guidance scale, 1 = none (default: the run's sample.cfg)")
-    s.add_argument("--sampler", help="sampler name (default: the run's sample.sampler)")
+    s.add_argument("--sampler", help="euler | heun | dpm++ | unipc | flowturbo (default: the run's sample.sampler)")
+    s.add_argument(
+        "--cfg-interval", "--guidance-interval", dest="cfg_interval", metavar="LO,HI",
+        help="guide only for t in [LO, HI] (t = 1 is noise), e.g. 0.1,1.0",
+    )  # fmt: skip
+    s.add_argument(
+        "--cfg-schedule", metavar="NAME", help="guidance scale over time: constant (default), linear, cosine"
+    )
+    s.add_argument("--schedule", help="timestep schedule: uniform (default), logit_normal, edm")
+    s.add_argument("--shift", type=float, help="timestep shift s: t' = s t / (1 + (s - 1) t) (default 1)")
+    s.add_argument("--blocks", help="flowturbo: Heun, pseudo-corrector and refiner steps, e.g. H1P5R3")
+    s.add_argument(
+        "--refiner", metavar="DIR", help="a FlowTurbo refiner run (`genlab train --preset flowturbo-refiner`)"
+    )
+    s.add_argument("--compile", action="store_true", help="torch.compile the networks (GPU; ignored on the CPU)")
     s.add_argument("--seed", type=int, default=0, help="image i uses seed SEED+i (default 0)")
     s.add_argument("--out", default="samples.png", help="output .png grid or .npz batch")
     s.add_argument("--format", choices=["png", "npz"], help="default: from the --out suffix")
     s.add_argument("--batch-size", type=int, default=64, help="images per forward batch (does not change the images)")
     s.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    s.add_argument("--guidance-interval", metavar="LO,HI", help="guide only for t in [LO, HI] (t = 1 is noise)")
     s.set_defaults(fn=cmd_sample)
 
     d = sub.add_parser(
@@ -277,11 +378,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(fn=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks", description="Benchmarks.")
-    b.add_argument("what", choices=["train"], help="train: training img/s of genlab's DiT vs diffusers' DiT")
+    b.add_argument(
+        "what",
+        choices=["train", "sample"],
+        help="train: training img/s of genlab's DiT vs diffusers' DiT; sample: speed/quality of every sampler",
+    )
     b.add_argument("--json", action="store_true")
     b.add_argument("--seconds", type=float, default=15.0, help="timing budget per size, shared by the two models")
     b.add_argument("--threads", type=int, help="CPU threads (1 gives steadier numbers on a busy machine)")
     b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    b.add_argument("--run", help="sample: the run directory (a refiner run brings its refiner)")
+    b.add_argument("--refiner", metavar="DIR", help="sample: a FlowTurbo refiner run for the run")
+    b.add_argument("--n", type=int, default=256, help="sample: images per sampler and NFE (default 256)")
+    b.add_argument("--nfe", default="4,8,16,32,64", help="sample: NFE values (default 4,8,16,32,64)")
+    b.add_argument("--samplers", default="euler,heun,dpm++,unipc,flowturbo", help="sample: comma-separated")
+    b.add_argument("--batch-size", type=int, default=8, help="sample: batch for ms/image (default 8, FlowTurbo's)")
+    b.add_argument(
+        "--max-batch", type=int, help="sample: largest batch for images/s (default 64 CPU, 4096 GPU; 0 skips)"
+    )
+    b.add_argument("--cfg", type=float, help="sample: guidance scale (default: the run's)")
+    b.add_argument("--no-fid", action="store_true", help="sample: skip FID even when genlab.evals is there")
+    b.add_argument("--plot", metavar="PNG", help="sample: write FID (or proxy) against ms/image (needs matplotlib)")
+    b.add_argument("--out", metavar="JSON", help="sample: also write the JSON result here")
     b.set_defaults(fn=cmd_bench)
     return p
 

@@ -269,6 +269,51 @@ class RunConfig:
         return {k: v for k, v in out.items() if v is not None}
 
 
+@dataclass
+class RefinerRunConfig:
+    """``task: flowturbo-refiner``: a FlowTurbo velocity refiner trained against a frozen generator run."""
+
+    base_run: str  # the generator run directory (written by `genlab train`) whose velocity the refiner corrects
+    refiner: Component  # a registered refiner and its config
+    train: TrainConfig = field(default_factory=TrainConfig)
+    task: str = "flowturbo-refiner"
+    preset: str = ""  # the preset this config came from (informational)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RefinerRunConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a refiner run config is a mapping of sections, got {data!r}")
+        valid = ["task", "base_run", "refiner", "train", "preset"]
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown key {', '.join(unknown)}; valid sections: {', '.join(valid)}")
+        if not data.get("base_run"):
+            raise ConfigError("base_run: name the generator run to refine, e.g. base_run=runs/quickstart")
+        return cls(
+            base_run=str(data["base_run"]),
+            refiner=component_from_dict("refiner", data.get("refiner") or {"name": "flowturbo"}, "refiner"),
+            train=from_dict(TrainConfig, data.get("train"), "train"),
+            preset=str(data.get("preset", "")),
+        )
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+# what a config's ``task:`` key selects (a config without one trains a generator)
+TASKS = {"generator": RunConfig, "tokenizer": RunConfig, "flowturbo-refiner": RefinerRunConfig}
+
+
+def config_from_dict(data: dict) -> RunConfig | RefinerRunConfig:
+    """The config class its ``task`` names (default: a generator run), built and checked."""
+    task = data.get("task", "generator") if isinstance(data, dict) else "generator"
+    if task not in TASKS:
+        raise ConfigError(f"task: unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    if task == "generator" and isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != "task"}
+    return TASKS[task].from_dict(data)
+
+
 # ----------------------------------------------------------------------------- presets and overrides
 
 PRESET_ROOT = "presets"
@@ -352,6 +397,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load(preset: str, overrides: list[str] | None = None) -> RunConfig:
-    """Resolve a preset (by name or path) plus ``key=value`` overrides into a checked RunConfig."""
-    return RunConfig.from_dict(apply_overrides(load_preset_dict(preset), overrides or []))
+def load(preset: str, overrides: list[str] | None = None) -> RunConfig | RefinerRunConfig:
+    """Resolve a preset (by name or path) plus ``key=value`` overrides into a checked config (a RunConfig unless
+    the preset names another ``task``)."""
+    return config_from_dict(apply_overrides(load_preset_dict(preset), overrides or []))

@@ -1,19 +1,27 @@
-"""Train a run from a resolved config: dataset, pipeline, task, trainer, hooks."""
+"""Train a run from a resolved config: dataset, pipeline, task, trainer, hooks.
+
+Two kinds of run: a generator (``RunConfig``) and a FlowTurbo velocity refiner trained against a frozen
+generator run (``RefinerRunConfig``, preset ``flowturbo-refiner``), both with the same trainer."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 import yaml
 
-from genlab.config import ConfigError, RunConfig
-from genlab.pipeline import Pipeline, class_grid, reconstruction_metrics, save_grid, save_tokenizer
+from genlab import registry
+from genlab.config import ConfigError, RefinerRunConfig, RunConfig
+from genlab.generators.refiner import RefinerTraining, save_refiner
+from genlab.pipeline import Pipeline, RunError, class_grid, reconstruction_metrics, save_grid, save_tokenizer
 from genlab.train import GeneratorTask, Hooks, TokenizerTask, Trainer
 
 
-def train_run(cfg: RunConfig, out_dir: Path | str, *, resume: str | None = None) -> Path:
+def train_run(cfg: RunConfig | RefinerRunConfig, out_dir: Path | str, *, resume: str | None = None) -> Path:
     """Train ``cfg`` into ``out_dir`` (checkpoints, samples, metrics, exported weights)."""
+    if isinstance(cfg, RefinerRunConfig):
+        return train_refiner(cfg, out_dir, resume=resume)
     if cfg.task == "tokenizer":
         return train_tokenizer_run(cfg, out_dir, resume=resume)
     out = Path(out_dir)
@@ -85,5 +93,51 @@ def train_tokenizer_run(cfg: RunConfig, out_dir: Path | str, *, resume: str | No
     if trainer.acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    trainer.fit(resume=resume)
+    return out
+
+
+def train_refiner(cfg: RefinerRunConfig, out_dir: Path | str, *, resume: str | None = None) -> Path:
+    """Train a FlowTurbo velocity refiner against the frozen generator of ``cfg.base_run`` on that run's data.
+
+    Writes ``out_dir/refiner/{config.json, model.safetensors}`` (EMA weights) and a config.yaml naming the base
+    run, so ``genlab sample --run OUT --sampler flowturbo`` samples the base model with this refiner."""
+    out, base_dir = Path(out_dir), Path(cfg.base_run)
+    try:
+        base = Pipeline.load(base_dir)
+    except RunError as e:
+        raise ConfigError(f"base_run: {e}") from None
+    dataset = base.cfg.data.build()
+    torch.manual_seed(cfg.train.seed)
+    spec = base.tokenizer.token_spec
+    rcfg = cfg.refiner.cfg
+    if rcfg.patch_size == 0:
+        rcfg = dataclasses.replace(rcfg, patch_size=base.cfg.generator.cfg.patch_size)
+    try:
+        refiner = registry.get("refiner", cfg.refiner.name)(
+            rcfg, in_channels=spec.channels, input_size=spec.size, num_classes=len(base.class_names)
+        )
+    except ValueError as e:
+        raise ConfigError(f"refiner: {e}") from None
+    task = GeneratorTask(base.tokenizer, RefinerTraining(base.backbone, refiner))
+    n_base, n_ref = (sum(p.numel() for p in m.parameters()) for m in (base.backbone, refiner))
+    print(f"refiner: {n_ref:,} parameters, {100 * n_ref / n_base:.1f}% of the base model's {n_base:,}")
+
+    def sample(model: GeneratorTask, step: int, run_dir: Path) -> None:
+        base.refiner = model.objective.refiner.eval()
+        s = base.cfg.sample
+        grid = class_grid(base, s.per_class, seed=s.seed, sampler="flowturbo", steps=9, blocks="H1P5R3")
+        save_grid(grid.images, run_dir / "samples" / f"step_{step:07d}.png", nrow=s.per_class)
+        model.objective.refiner.train()
+
+    def export(model: GeneratorTask, run_dir: Path) -> None:
+        save_refiner(model.objective.refiner, run_dir / "refiner")
+
+    trainer = Trainer(cfg.train, task, dataset, out, Hooks(sample=sample, export=export))
+    if trainer.acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        data = cfg.to_dict()
+        data["base_run"] = str(base_dir.resolve())
+        (out / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     trainer.fit(resume=resume)
     return out

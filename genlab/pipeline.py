@@ -7,6 +7,7 @@
     class_names.json                  class id -> name
     tokenizer/{config.json, model.safetensors}
     generator/{config.json, model.safetensors}   (EMA weights of the backbone)
+    refiner/{config.json, model.safetensors}     (only in a FlowTurbo refiner run, whose config names its base run)
     checkpoints/step_XXXXXXX/          accelerate state
     samples/step_XXXXXXX.png
     metrics.jsonl
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 from genlab import registry
 from genlab.config import ConfigError, RunConfig, to_dict
 from genlab.data import to_uint8
+from genlab.generators.refiner import load_refiner
 from genlab.samplers import SampleResult
 
 RUN_FILES = ("config.yaml", "class_names.json", "generator/model.safetensors", "tokenizer/config.json")
@@ -48,6 +50,7 @@ class Generated:
     labels: Tensor  # (B,)
     nfe: int
     seconds: float
+    refiner_nfe: int = 0  # FlowTurbo refiner evaluations per image (not counted in nfe)
 
 
 class Pipeline(nn.Module):
@@ -55,6 +58,7 @@ class Pipeline(nn.Module):
         super().__init__()
         self.cfg, self.tokenizer, self.objective = cfg, tokenizer, objective
         self.class_names = list(class_names)
+        self.refiner: nn.Module | None = None  # a FlowTurbo velocity refiner, used by sampler "flowturbo"
 
     @classmethod
     def from_config(cls, cfg: RunConfig, class_names: list[str] | None = None, *, device=None) -> Pipeline:
@@ -101,12 +105,17 @@ class Pipeline(nn.Module):
         (run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
 
     @classmethod
-    def load(cls, run_dir: Path | str, *, device=None) -> Pipeline:
+    def load(cls, run_dir: Path | str, *, device=None, refiner: Path | str | None = None) -> Pipeline:
+        """A trained run. A FlowTurbo refiner run loads its base run with the refiner attached; ``refiner``
+        attaches the one of another refiner run."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise RunError(
                 f"run directory {run_dir} does not exist; train one with `genlab train --preset NAME --out {run_dir}`"
             )
+        base = _refiner_base(run_dir)
+        if base is not None:
+            return cls.load(base, device=device, refiner=run_dir)
         missing = [f for f in RUN_FILES if not (run_dir / f).is_file()]
         if missing:
             raise RunError(
@@ -120,7 +129,24 @@ class Pipeline(nn.Module):
         tok_file = run_dir / "tokenizer" / "model.safetensors"
         if tok_file.is_file():
             pipe.tokenizer.load_state_dict(load_file(str(tok_file)))
+        if refiner is not None:
+            pipe.attach_refiner(refiner)
         return pipe.to(device or "cpu").eval()
+
+    def attach_refiner(self, refiner_run: Path | str) -> None:
+        """Load the velocity refiner of a FlowTurbo refiner run (``genlab train --preset flowturbo-refiner``)."""
+        folder = Path(refiner_run) / "refiner"
+        if not (folder / "model.safetensors").is_file():
+            raise RunError(
+                f"{refiner_run} has no trained refiner ({folder}/model.safetensors); "
+                "train one with `genlab train --preset flowturbo-refiner base_run=RUN --out DIR`"
+            )
+        spec = self.tokenizer.token_spec
+        ref = load_refiner(folder)
+        if (ref.in_channels, ref.input_size, ref.num_classes) != (spec.channels, spec.size, self.backbone.num_classes):
+            raise RunError(f"the refiner in {refiner_run} was trained for another model (tokens or classes differ)")
+        device = next(self.backbone.parameters()).device
+        self.refiner = ref.to(device)
 
     # ------------------------------------------------------------------ sampling
 
@@ -159,7 +185,10 @@ class Pipeline(nn.Module):
         batch_size: int = 64,
         **options,
     ) -> Generated:
-        """Images for ``labels``; image i uses seed ``seed + i`` whatever ``batch_size`` is."""
+        """Images for ``labels``; image i uses seed ``seed + i`` whatever ``batch_size`` is.
+
+        ``options`` go to ``RectifiedFlow.sample`` and the sampler (``guidance_interval``, ``guidance_schedule``,
+        ``schedule``, ``shift``, ``blocks``, ``compile``, ...); sampler "flowturbo" gets the attached refiner."""
         s = self.cfg.sample
         steps = s.steps if steps is None else steps
         cfg = s.cfg if cfg is None else cfg
@@ -170,17 +199,34 @@ class Pipeline(nn.Module):
         labels = torch.as_tensor(labels, dtype=torch.long)
         device = next(self.backbone.parameters()).device
         spec = self.tokenizer.token_spec
-        out, nfe, t0 = [], 0, time.perf_counter()
+        sampler = sampler or s.sampler
+        if sampler == "flowturbo" and self.refiner is not None:
+            options.setdefault("refiner", self.refiner)
+        out, nfe, rnfe, t0 = [], 0, 0, time.perf_counter()
         for start in range(0, len(labels), batch_size):
             y = labels[start : start + batch_size].to(device)
             seeds = torch.arange(seed + start, seed + start + len(y), dtype=torch.long)
             res: SampleResult = self.objective.sample(
-                y, seeds, shape=spec.shape, sampler=sampler or s.sampler, steps=steps, cfg=cfg,
+                y, seeds, shape=spec.shape, sampler=sampler, steps=steps, cfg=cfg,
                 guidance_channels=s.guidance_channels, **options,
             )  # fmt: skip
             out.append(self.tokenizer.decode(res.x).clamp(-1, 1).cpu())
-            nfe = res.nfe
-        return Generated(torch.cat(out), labels, nfe, time.perf_counter() - t0)
+            nfe, rnfe = res.nfe, res.refiner_nfe
+        return Generated(torch.cat(out), labels, nfe, time.perf_counter() - t0, rnfe)
+
+
+def _refiner_base(run_dir: Path) -> Path | None:
+    """The base run of a FlowTurbo refiner run (relative paths are tried from the cwd, then from the run), else None."""
+    cfg_file = run_dir / "config.yaml"
+    if not cfg_file.is_file():
+        return None
+    data = yaml.safe_load(cfg_file.read_text()) or {}
+    if not isinstance(data, dict) or data.get("task") != "flowturbo-refiner":
+        return None
+    base = Path(str(data.get("base_run", "")))
+    if not base.is_absolute() and not base.is_dir() and (run_dir / base).is_dir():
+        base = run_dir / base
+    return base
 
 
 def save_grid(images: Tensor, path: Path, nrow: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-KINDS = ("dataset", "tokenizer", "quantizer", "generator", "objective", "sampler", "evaluator")
+KINDS = ("dataset", "tokenizer", "quantizer", "generator", "objective", "sampler", "evaluator", "refiner")
 
 _ENTRIES: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
 

@@ -22,7 +22,7 @@ def test_registering_a_name_twice_is_an_error():
 @pytest.mark.parametrize("name", config.list_presets())
 def test_every_preset_resolves(name):
     cfg = config.load(name)
-    again = config.RunConfig.from_dict(cfg.to_dict())  # round-trips through plain data
+    again = type(cfg).from_dict(cfg.to_dict())  # round-trips through plain data
     assert again.to_dict() == cfg.to_dict()
 
 

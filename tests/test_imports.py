@@ -17,9 +17,10 @@ ALLOWED = {
     "evals": {"registry", "config", "nn", "data", "evals"},
     "train": {"registry", "config", "nn", "data", "tokenizers.base", "train"},
     "pipeline": {"registry", "config", "nn", "data", "tokenizers", "generators", "samplers", "train", "pipeline"},
-    "launch": {"registry", "config", "data", "train", "pipeline"},
+    "launch": {"registry", "config", "data", "generators", "train", "pipeline"},
     "demo": {"registry", "config", "data", "tokenizers", "samplers", "pipeline", "demo"},
     "bench": {"registry", "config", "nn", "generators", "samplers", "train"},
+    "bench_sample": {"registry", "config", "nn", "data", "generators", "samplers", "train", "pipeline", "evals"},
 }
 
 

@@ -69,14 +69,14 @@ class DiT(nn.Module):
             if self.hidden_size % self.num_heads:
                 raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
 
-    def __init__(self, cfg: Config, *, in_channels: int, input_size: int, num_classes: int):
+    def __init__(self, cfg: Config, *, in_channels: int, input_size: int, num_classes: int, out_channels: int = 0):
         super().__init__()
         p = cfg.patch_size
         if input_size % p:
             raise ValueError(
                 f"input size {input_size} is not divisible by the patch size {p}; choose a patch that divides it"
             )
-        self.cfg, self.in_channels, self.out_channels = cfg, in_channels, in_channels
+        self.cfg, self.in_channels, self.out_channels = cfg, in_channels, out_channels or in_channels
         self.input_size, self.num_classes = input_size, num_classes
         self.grid = input_size // p
         D = cfg.hidden_size

@@ -7,6 +7,7 @@ logit-normal (SD3, Esser et al. 2024: t = sigmoid(m + s n), n ~ N(0, 1)).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from genlab.nn import per_sample_rand, per_sample_randn
 from genlab.registry import register
-from genlab.samplers import SampleResult, get, guided_velocity
+from genlab.samplers import SampleResult, get, guided
 
 # independent per-sample random streams (see genlab.nn.rng)
 NOISE, TIME, DROP = 0, 1, 2
@@ -73,16 +74,37 @@ class RectifiedFlow(nn.Module):
         seeds: Tensor,
         *,
         shape: tuple[int, ...],
-        sampler: str = "euler",
+        sampler: str | Callable[..., SampleResult] = "euler",
         steps: int = 32,
         cfg: float = 1.0,
         guidance_channels: int = 0,
         guidance_interval: tuple[float, float] = (0.0, 1.0),
+        guidance_schedule: str = "constant",
+        refiner: nn.Module | None = None,
+        compile: bool = False,
         **options,
     ) -> SampleResult:
-        """Integrate from per-sample noise (seed i -> image i, whatever the batch) to t = 0."""
+        """Integrate from per-sample noise (seed i -> image i, whatever the batch) to t = 0.
+
+        ``refiner``: a FlowTurbo velocity refiner ``r(x, t, y, v)``, guided like the backbone and handed to the
+        sampler as ``refiner(x, t, v)``. ``compile``: run the networks through ``torch.compile`` (for GPUs; the
+        compiled modules are cached on the objective, one graph per batch shape). ``sampler`` is a registered
+        name or a function with the sampler signature."""
         noise = per_sample_randn(seeds, shape, stream=NOISE, device=labels.device)
-        velocity = guided_velocity(
-            self.backbone, labels, self.num_classes, cfg, channels=guidance_channels, interval=guidance_interval
-        )
-        return get(sampler)(velocity, noise, steps=steps, **options)
+        guide = dict(channels=guidance_channels, interval=guidance_interval, schedule=guidance_schedule)
+        net = _compiled(self, "backbone") if compile else self.backbone
+        velocity = guided(net, labels, self.num_classes, cfg, **guide)
+        if refiner is not None:
+            ref = _compiled(refiner, None) if compile else refiner
+            options["refiner"] = guided(ref, labels, self.num_classes, cfg, **guide)
+        sample = get(sampler) if isinstance(sampler, str) else sampler
+        return sample(velocity, noise, steps=steps, **options)
+
+
+def _compiled(owner: nn.Module, attr: str | None) -> nn.Module:
+    """``torch.compile`` of ``owner.attr`` (or of ``owner``), made once and cached outside the module tree."""
+    key = f"_compiled_{attr or 'self'}"
+    if key not in owner.__dict__:
+        module = getattr(owner, attr) if attr else owner
+        owner.__dict__[key] = torch.compile(module, dynamic=False)
+    return owner.__dict__[key]

@@ -1,0 +1,342 @@
+"""Sampling benchmark: speed and quality of every sampler at NFE in {4, 8, 16, 32, 64} on one trained run.
+
+For each (sampler, NFE) it generates the same N images (image i: seed i, class i mod K) at batch 8 and reports
+ms per image, NFE (base-model evaluations; FlowTurbo's refiner evaluations separately) and quality:
+
+- FID, when ``metric`` is given or ``genlab.evals`` provides ``fid_metric_for_run(run_dir, *, n, device)``
+  returning ``metric(images)``: uint8 (N, 3, H, W) -> float (the offline Inception, reference stats cached);
+- always, a proxy that needs no feature network: the RMS pixel distance (images in [-1, 1]) to a reference
+  solution of the same noise, Heun at 128 NFE. It measures integration error, not realism: 0 is "as good as a
+  fine ODE solve", and a sampler can't be better than its model.
+
+It also times the same model's sampling through diffusers' ``FlowMatchEulerDiscreteScheduler`` loop as a peer
+baseline, and images/s at growing batch sizes (up to the largest that fits, or ``max_batch``).
+``bench_sample()`` returns a JSON-able dict; ``genlab bench sample --run DIR --json`` prints it.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from genlab.config import to_dict
+from genlab.data import to_uint8
+from genlab.pipeline import Pipeline
+from genlab.samplers import Blocks, SampleResult, get
+
+DEFAULT_SAMPLERS = ("euler", "heun", "dpm++", "unipc", "flowturbo")
+DEFAULT_NFES = (4, 8, 16, 32, 64)
+REFERENCE = ("heun", 64)  # 128 NFE
+Metric = Callable[[Tensor], float]  # uint8 images (N, 3, H, W) -> FID
+
+
+def plan(sampler: str, nfe: int, *, refiner: bool) -> dict | None:
+    """``steps`` and sampler options that spend ``nfe`` base evaluations, or None if the sampler can't."""
+    if sampler == "heun":
+        return {"steps": nfe // 2} if nfe % 2 == 0 else None
+    if sampler == "flowturbo":
+        b = Blocks.for_nfe(nfe, refiner=refiner)
+        return {"steps": b.steps, "blocks": str(b)}
+    return {"steps": nfe}
+
+
+def diffusers_euler(velocity, noise: Tensor, *, steps: int, generator=None) -> SampleResult:
+    """The peer baseline: diffusers' ``FlowMatchEulerDiscreteScheduler`` loop on the uniform schedule."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    sched = FlowMatchEulerDiscreteScheduler(shift=1.0)
+    sched.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1], device=noise.device)
+    x = noise
+    for i, step_t in enumerate(sched.timesteps):
+        t = x.new_full((x.shape[0],), float(sched.sigmas[i]))
+        x = sched.step(velocity(x, t), step_t, x).prev_sample
+    return SampleResult(x=x, nfe=steps)
+
+
+def fid_metric(pipe: Pipeline, run_dir: Path, n: int, device) -> tuple[Metric | None, str]:
+    """FID from ``genlab.evals`` when it is there (against the run's training set, reference statistics cached by
+    genlab.evals); else (None, why). ``genlab.evals.fid_metric_for_run(run_dir, n=, device=)``, if it exists,
+    takes precedence over the adapter below."""
+    try:
+        import genlab.evals as evals
+        from genlab.evals.sources import ImageSource
+    except ImportError as e:
+        return None, f"FID unavailable: genlab.evals is not importable ({e}); quality is the proxy only"
+    factory = getattr(evals, "fid_metric_for_run", None)
+    if factory is not None:
+        return factory(run_dir, n=n, device=device), "FID from genlab.evals.fid_metric_for_run"
+    data = pipe.cfg.data
+    try:
+        net = evals.resolve(device=device)
+        options = {k: v for k, v in to_dict(data.cfg).items() if k not in ("resolution", "split")}
+        ref = evals.dataset_reference(
+            data.name, data.cfg.resolution, net, split="train", options=options, progress=False
+        )[0]
+    except Exception as e:  # a missing feature network or dataset: say so, keep the speed numbers
+        return None, f"FID unavailable: {e}"
+
+    class Images(ImageSource):
+        def __init__(self, images: Tensor):
+            self.images, self.n, self.resolution, self.description = images, len(images), images.shape[-1], "bench"
+
+        def batch(self, start: int, stop: int) -> Tensor:
+            return self.images[start:stop]
+
+    def metric(images: Tensor) -> float:
+        return float(evals.evaluate(Images(images), ref, net, ["fid"], progress=False).metrics["fid"])
+
+    note = f"FID of N={n} samples (biased upward at small N) against {data.name} train ({ref.n} images), {net.name}"
+    return metric, note
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _generate(pipe: Pipeline, labels: list[int], *, sampler, steps: int, batch: int, **kw):
+    dev = next(pipe.backbone.parameters()).device
+    _sync(dev)
+    t0 = time.perf_counter()
+    out = pipe.generate(labels, seed=0, sampler=sampler, steps=steps, batch_size=batch, **kw)
+    _sync(dev)
+    return out, time.perf_counter() - t0
+
+
+def _rmse(a: Tensor, b: Tensor) -> float:
+    return (a.double() - b.double()).pow(2).mean().sqrt().item()
+
+
+def throughput(pipe: Pipeline, *, cfg: float, steps: int = 16, start: int = 8, max_batch: int = 64) -> dict:
+    """Images/s of Euler at ``steps`` for batch sizes start, 2 start, ... until out of memory or ``max_batch``."""
+    rows, batch = [], start
+    while batch <= max_batch:
+        labels = [i % len(pipe.class_names) for i in range(batch)]
+        try:
+            _generate(pipe, labels, sampler="euler", steps=1, batch=batch, cfg=cfg)  # warm-up
+            _, sec = _generate(pipe, labels, sampler="euler", steps=steps, batch=batch, cfg=cfg)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            break
+        rows.append({"batch": batch, "img_per_s": batch / sec})
+        batch *= 2
+    best = max(rows, key=lambda r: r["img_per_s"]) if rows else None
+    return {
+        "sampler": "euler",
+        "nfe": steps,
+        "rows": rows,
+        "largest_batch": rows[-1]["batch"] if rows else 0,
+        "best": best,
+    }
+
+
+def bench_sample(
+    run: Path | str,
+    *,
+    n: int = 256,
+    samplers: tuple[str, ...] = DEFAULT_SAMPLERS,
+    nfes: tuple[int, ...] = DEFAULT_NFES,
+    batch_size: int = 8,
+    cfg: float | None = None,
+    refiner: Path | str | None = None,
+    metric: Metric | None = None,
+    use_evals: bool = True,
+    max_batch: int | None = None,
+    device=None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """The table as a JSON-able dict (see the module docstring)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    pipe = Pipeline.load(run, device=device, refiner=refiner)
+    cfg = pipe.cfg.sample.cfg if cfg is None else cfg
+    say = progress or (lambda s: None)
+    for name in samplers:
+        get(name)  # unknown names fail here, listing the registered ones
+    note = "FID: given metric"
+    if metric is None and use_evals:
+        metric, note = fid_metric(pipe, Path(run), n, device)
+    elif metric is None:
+        note = "FID not requested; quality is the proxy only"
+    labels = [i % len(pipe.class_names) for i in range(n)]
+    with torch.inference_mode():
+        _generate(pipe, labels[:batch_size], sampler="euler", steps=2, batch=batch_size, cfg=cfg)  # warm-up
+        ref_name, ref_steps = REFERENCE
+        ref, _ = _generate(pipe, labels, sampler=ref_name, steps=ref_steps, batch=64, cfg=cfg)
+        say(f"reference: {ref_name} {2 * ref_steps} NFE")
+        rows = []
+        for name in samplers:
+            warm = plan(name, min(nfes), refiner=pipe.refiner is not None) or {"steps": 2}
+            _generate(pipe, labels[:batch_size], sampler=name, batch=batch_size, cfg=cfg, **warm)  # imports, caches
+            for nfe in nfes:
+                p = plan(name, nfe, refiner=pipe.refiner is not None)
+                if p is None:
+                    continue
+                steps = p.pop("steps")
+                out, sec = _generate(pipe, labels, sampler=name, steps=steps, batch=batch_size, cfg=cfg, **p)
+                row = {
+                    "sampler": name,
+                    "nfe": out.nfe,
+                    "steps": steps,
+                    **p,
+                    "refiner_nfe": out.refiner_nfe,
+                    "ms_per_image": 1000 * sec / n,
+                    "proxy_rmse": _rmse(out.images, ref.images),
+                    "fid": float(metric(to_uint8(out.images))) if metric else None,
+                }
+                rows.append(row)
+                say(_format_row(row))
+        peer = []
+        if "euler" in samplers:  # the peer loop is compared with genlab's Euler
+            _generate(pipe, labels[:batch_size], sampler=diffusers_euler, steps=2, batch=batch_size, cfg=cfg)
+        for nfe in nfes if "euler" in samplers else ():
+            out, sec = _generate(pipe, labels, sampler=diffusers_euler, steps=nfe, batch=batch_size, cfg=cfg)
+            ours = next((r for r in rows if r["sampler"] == "euler" and r["nfe"] == nfe), None)
+            peer.append(
+                {
+                    "sampler": "diffusers FlowMatchEulerDiscreteScheduler",
+                    "nfe": nfe,
+                    "ms_per_image": 1000 * sec / n,
+                    "proxy_rmse": _rmse(out.images, ref.images),
+                    "genlab_euler_ms_per_image": ours["ms_per_image"] if ours else None,
+                }
+            )
+            say(f"diffusers euler {nfe:>3} NFE {peer[-1]['ms_per_image']:8.2f} ms/img")
+        if max_batch is None:
+            max_batch = 4096 if device.type == "cuda" else 64
+        tp = throughput(pipe, cfg=cfg, start=batch_size, max_batch=max_batch)  # max_batch 0: skipped
+    quality = "fid" if metric else "proxy_rmse"
+    return {
+        "run": str(run),
+        "refiner": str(refiner) if refiner else None,
+        "has_refiner": pipe.refiner is not None,
+        "device": _device_name(device),
+        "n": n,
+        "batch_size": batch_size,
+        "cfg": cfg,
+        "schedule": "uniform",
+        "reference": f"{REFERENCE[0]} at {2 * REFERENCE[1]} NFE, same noise",
+        "quality": quality,
+        "fid_note": note,
+        "rows": rows,
+        "peer": peer,
+        "throughput": tp,
+        "targets": targets(rows, quality),
+        "params": pipe.param_counts() | ({"refiner": _count(pipe.refiner)} if pipe.refiner is not None else {}),
+    }
+
+
+def targets(rows: list[dict], quality: str) -> dict:
+    """The issue's two targets: FlowTurbo at Euler-64's quality (speed-up in ms/image) and the best at 8 NFE."""
+    out: dict = {}
+    e64 = next((r for r in rows if r["sampler"] == "euler" and r["nfe"] == 64), None)
+    turbo = [r for r in rows if r["sampler"] == "flowturbo"]
+    if e64 and turbo:
+        good = [r for r in turbo if r[quality] <= e64[quality]]
+        best = min(good, key=lambda r: r["ms_per_image"]) if good else None
+        out["flowturbo_vs_euler64"] = {
+            "euler64": {k: e64[k] for k in ("ms_per_image", quality)},
+            "flowturbo": {k: best[k] for k in ("nfe", "blocks", "ms_per_image", quality)} if best else None,
+            "speedup": e64["ms_per_image"] / best["ms_per_image"] if best else None,
+            "met_2x": bool(best and e64["ms_per_image"] / best["ms_per_image"] >= 2),
+        }
+    at8 = [r for r in rows if r["nfe"] == 8]
+    e8 = next((r for r in at8 if r["sampler"] == "euler"), None)
+    if at8 and e8:
+        best = min(at8, key=lambda r: r[quality])
+        out["best_at_8_nfe"] = {
+            "best": {k: best[k] for k in ("sampler", quality, "ms_per_image")},
+            "euler": {k: e8[k] for k in (quality, "ms_per_image")},
+        }
+    return out
+
+
+def _count(m) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _format_row(r: dict) -> str:
+    fid = f"{r['fid']:8.2f}" if r.get("fid") is not None else "       -"
+    extra = f" {r['blocks']} +{r['refiner_nfe']} refiner" if "blocks" in r else ""
+    return (
+        f"{r['sampler']:>9} {r['nfe']:>3} NFE {r['ms_per_image']:8.2f} ms/img  proxy {r['proxy_rmse']:.4f}"
+        f"  FID {fid}{extra}"
+    )
+
+
+def format_table(result: dict) -> str:
+    lines = [
+        f"run {result['run']} on {result['device']}: N={result['n']}, batch {result['batch_size']}, cfg {result['cfg']}",
+        f"quality proxy: RMS distance to {result['reference']}; {result['fid_note']}",
+        *(_format_row(r) for r in result["rows"]),
+        *(
+            f"{'diffusers':>9} {p['nfe']:>3} NFE {p['ms_per_image']:8.2f} ms/img  proxy {p['proxy_rmse']:.4f}"
+            f"  (FlowMatchEulerDiscreteScheduler loop)"
+            for p in result["peer"]
+        ),
+    ]
+    tp = result["throughput"]
+    if tp["best"]:
+        lines.append(
+            f"throughput (euler {tp['nfe']} NFE): "
+            + ", ".join(f"batch {r['batch']}: {r['img_per_s']:.1f} img/s" for r in tp["rows"])
+        )
+    t = result["targets"].get("flowturbo_vs_euler64")
+    if t:
+        got = t["flowturbo"]
+        lines.append(
+            "FlowTurbo at Euler-64's quality: "
+            + (
+                f"{got['blocks']} {got['ms_per_image']:.2f} vs {t['euler64']['ms_per_image']:.2f} ms/img, "
+                f"{t['speedup']:.2f}x"
+                if got
+                else "not reached"
+            )  # fmt: skip
+        )
+    b = result["targets"].get("best_at_8_nfe")
+    if b:
+        q = result["quality"]
+        lines.append(f"best at 8 NFE: {b['best']['sampler']} {q} {b['best'][q]:.4f} vs euler {b['euler'][q]:.4f}")
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> str:
+    """Quality against ms/image, one line per sampler; a message instead when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed (pip install matplotlib)"
+    q = result["quality"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(r["sampler"] for r in result["rows"]):
+        pts = [(r["ms_per_image"], r[q]) for r in result["rows"] if r["sampler"] == name]
+        ax.plot(*zip(*pts), marker="o", label=name)
+    ax.set_xscale("log")
+    if q == "proxy_rmse" and all(r[q] > 0 for r in result["rows"]):
+        ax.set_yscale("log")
+    ax.set_xlabel("ms / image")
+    ax.set_ylabel("FID" if q == "fid" else "RMS distance to Heun-128")
+    ax.set_title(f"{Path(result['run']).name}: N={result['n']}, batch {result['batch_size']}")
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return f"plot written to {path}"
+
+
+__all__ = ["DEFAULT_NFES", "DEFAULT_SAMPLERS", "bench_sample", "diffusers_euler", "format_table", "plot", "plan"]

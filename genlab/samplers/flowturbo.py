@@ -1,0 +1,126 @@
+"""FlowTurbo (Zhao et al., NeurIPS 2024, "Towards Real-time Flow-Based Image Generation with Velocity Refiner").
+
+A flow model's velocity changes little along the trajectory, so FlowTurbo samples in three blocks on one
+uniform-by-default grid of N_H + N_P + N_R steps, named H{N_H}P{N_P}R{N_R} (the paper's default H1P5R3):
+
+- H, Heun steps (two evaluations of the base model each);
+- P, pseudo-corrector steps: a Heun step whose first slope is the velocity cached from the previous step's
+  predictor point instead of a new evaluation, so one evaluation per step and still second order;
+- R, refiner steps: Heun steps whose slopes come from a light velocity refiner r(x, t, v) (~5% of the base
+  model's parameters) that predicts the change of velocity from a cached one: d = v + r(x, t, v).
+
+Step i with slope d_i (h = t_{i+1} - t_i):  x~ = x_i + h d_i,  d~ = slope at (x~, t_{i+1}),
+x_{i+1} = x_i + h/2 (d_i + d~). H evaluates d_i = v(x_i, t_i); P reuses the cached d~ of step i - 1; R uses
+d_i = v + r(x_i, t_i, v) and d~ = d_i + r(x~, t_{i+1}, d_i), with v the cached slope (as the authors' code).
+The refiner is trained against the base model by ``genlab.generators.refiner.RefinerLoss``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from genlab.registry import register
+from genlab.samplers.base import Refiner, SampleResult, Velocity, t_like, timesteps
+
+_BLOCKS = re.compile(r"^(?:H(\d+))?(?:P(\d+))?(?:R(\d+))?$")
+
+
+@dataclass(frozen=True)
+class Blocks:
+    heun: int
+    pseudo: int
+    refine: int
+
+    @property
+    def steps(self) -> int:
+        return self.heun + self.pseudo + self.refine
+
+    @property
+    def nfe(self) -> int:
+        """Base-model evaluations: 2 per H step, 1 per P step, plus 1 to start when there is no H step."""
+        return 2 * self.heun + self.pseudo + (self.heun == 0 and self.steps > 0)
+
+    def __str__(self) -> str:
+        return f"H{self.heun}P{self.pseudo}R{self.refine}"
+
+    @classmethod
+    def parse(cls, text: str) -> Blocks:
+        m = _BLOCKS.match(text.strip().upper())
+        if not text.strip() or m is None:
+            raise ValueError(f"flowturbo blocks {text!r} must look like H1P5R3 (Heun, pseudo-corrector, refiner steps)")
+        b = cls(*(int(g or 0) for g in m.groups()))
+        if b.steps == 0:
+            raise ValueError(f"flowturbo blocks {text!r} have no steps")
+        return b
+
+    @classmethod
+    def default(cls, steps: int, *, refiner: bool) -> Blocks:
+        """One Heun step, then pseudo-corrector steps; with a refiner, the last ~third are refiner steps
+        (9 steps -> the paper's H1P5R3)."""
+        if steps <= 0:
+            raise ValueError(f"steps must be positive, got {steps}")
+        heun = 1
+        refine = steps // 3 if refiner else 0
+        return cls(heun, steps - heun - refine, refine)
+
+    @classmethod
+    def for_nfe(cls, nfe: int, *, refiner: bool) -> Blocks:
+        """Blocks spending ``nfe`` base evaluations: H1P{nfe-2}, plus R = round(0.6 P) refiner steps (7 -> H1P5R3)."""
+        if nfe < 2:
+            raise ValueError(f"flowturbo needs at least 2 evaluations, got {nfe}")
+        pseudo = nfe - 2
+        return cls(1, pseudo, max(1, round(0.6 * pseudo)) if refiner else 0)
+
+
+@register("sampler", "flowturbo")
+def flowturbo(
+    velocity: Velocity,
+    noise: Tensor,
+    *,
+    steps: int,
+    generator=None,
+    refiner: Refiner | None = None,
+    blocks: str | Blocks | None = None,
+    shift: float = 1.0,
+    schedule: str = "uniform",
+) -> SampleResult:
+    """Sample with H/P/R blocks (``blocks``, default from ``steps``: ``Blocks.default``). ``steps`` must equal the
+    blocks' total. Without a ``refiner``, the default has no R steps (Heun then pseudo-corrector steps)."""
+    b = (
+        Blocks.parse(blocks)
+        if isinstance(blocks, str)
+        else blocks or Blocks.default(steps, refiner=refiner is not None)
+    )
+    if b.steps != steps:
+        raise ValueError(f"flowturbo blocks {b} take {b.steps} steps, but steps={steps}")
+    if b.refine and refiner is None:
+        raise ValueError(
+            f"flowturbo blocks {b} have refiner steps but no velocity refiner was given; "
+            "train one with `genlab train --preset flowturbo-refiner` or use blocks without R"
+        )
+    ts = timesteps(steps, shift=shift, schedule=schedule).tolist()
+    kinds = "H" * b.heun + "P" * b.pseudo + "R" * b.refine
+    x, cached, nfe, rnfe = noise, None, 0, 0
+    for kind, t_cur, t_next in zip(kinds, ts[:-1], ts[1:]):
+        h = t_next - t_cur
+        if kind == "R":
+            if cached is None:  # R steps only: one base evaluation to start from
+                cached, nfe = velocity(x, t_like(x, t_cur)), nfe + 1
+            d = cached + refiner(x, t_like(x, t_cur), cached)
+            x_pred = x + h * d
+            d_pred = d + refiner(x_pred, t_like(x, t_next), d)
+            rnfe += 2
+            cached = d
+        else:
+            if kind == "H" or cached is None:
+                d, nfe = velocity(x, t_like(x, t_cur)), nfe + 1
+            else:
+                d = cached  # pseudo corrector: the previous step's predictor-point velocity
+            x_pred = x + h * d
+            d_pred, nfe = velocity(x_pred, t_like(x, t_next)), nfe + 1
+            cached = d_pred
+        x = x + 0.5 * h * (d + d_pred)
+    return SampleResult(x=x, nfe=nfe, refiner_nfe=rnfe)
