@@ -20,12 +20,13 @@ class UsageError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from genlab.config import ConfigError
     from genlab.data.base import DataError
+    from genlab.evals.base import EvalError
     from genlab.pipeline import RunError
     from genlab.registry import RegistryError
     from genlab.tokenizers.base import TokenizerError
     from genlab.train.trainer import TrainError
 
-    return (UsageError, ConfigError, DataError, RunError, RegistryError, TokenizerError, TrainError)
+    return (UsageError, ConfigError, DataError, EvalError, RunError, RegistryError, TokenizerError, TrainError)
 
 
 # ----------------------------------------------------------------------------- train
@@ -120,6 +121,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "eval":
+        from genlab.evalcmd import cmd_bench_eval
+
+        return cmd_bench_eval(args)
     from genlab.bench import bench_train
 
     result = bench_train(seconds=args.seconds, device=args.device)
@@ -166,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     s.set_defaults(fn=cmd_sample)
 
+    from genlab.evalcmd import add_eval_parser
+
+    add_eval_parser(sub)
+
     i = sub.add_parser(
         "info",
         help="resolved config and parameter counts",
@@ -179,7 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(fn=cmd_info)
 
     b = sub.add_parser("bench", help="benchmarks", description="Benchmarks.")
-    b.add_argument("what", choices=["train"], help="train: training img/s of genlab's DiT vs diffusers' DiT")
+    b.add_argument("what", choices=["train", "eval"],
+                   help="train: training img/s of genlab's DiT vs diffusers' DiT; "
+                   "eval: genlab eval's img/s vs torch-fidelity's calculate_metrics")  # fmt: skip
+    b.add_argument("--n", type=int, default=500, help="eval: generated images to evaluate (default 500)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--seconds", type=float, default=15.0, help="timing budget per model and size")
     b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -198,6 +210,7 @@ def cmd_list() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     import genlab.data  # noqa: F401  (register the built-ins)
+    import genlab.evals  # noqa: F401
     import genlab.generators  # noqa: F401
     import genlab.samplers  # noqa: F401
     import genlab.tokenizers  # noqa: F401

@@ -18,6 +18,7 @@ ALLOWED = {
     "train": {"registry", "config", "nn", "data", "tokenizers.base", "train"},
     "pipeline": {"registry", "config", "nn", "data", "tokenizers", "generators", "samplers", "train", "pipeline"},
     "launch": {"registry", "config", "data", "train", "pipeline"},
+    "evalcmd": {"registry", "config", "data", "evals", "tokenizers", "pipeline"},
     "bench": {"registry", "config", "nn", "generators", "samplers", "train"},
 }
 
