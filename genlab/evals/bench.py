@@ -4,8 +4,10 @@ Both compute FID, KID and precision/recall of the same generated uint8 images ag
 dataset split, with the same feature extractor (the one ``inception.resolve`` finds), on one
 process. Each side is called twice: torch-fidelity recomputes both inputs' features every time
 (its cache is off, as it is for any input without ``input2_cache_name``); genlab computes the
-reference once into a fresh cache directory and reads it on the second call. Reported: images/s
-(generated images per second of wall time) per call and the ratio genlab / torch-fidelity.
+reference once into a fresh cache directory and reads it on the second call. genlab also runs the
+network with channels-last convolutions (``FeatureNet.to``); torch-fidelity builds its own
+extractor instance as it always does. Reported: images/s (generated images per second of wall
+time) per call, the ratio genlab / torch-fidelity, and both sides' metric values.
 """
 
 from __future__ import annotations
