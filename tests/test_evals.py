@@ -156,6 +156,23 @@ def test_statistics_file_round_trip_and_adm_reference(tmp_path):
         load_reference(tmp_path / "bad.npz")
 
 
+def test_adm_reference_keeps_its_statistics_and_featurises_its_images_once(tmp_path, monkeypatch):
+    from genlab.evals import resolve_reference
+
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
+    mu, sigma = np.arange(2048, dtype=np.float64), np.eye(2048)
+    images = np.random.default_rng(0).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
+    np.savez(tmp_path / "VIRTUAL_x.npz", mu=mu, sigma=sigma, arr_0=images)
+    net = resolve()
+    ref = resolve_reference(str(tmp_path / "VIRTUAL_x.npz"), net, resolution=16, need_features=True, progress=False)
+    np.testing.assert_array_equal(ref.mu, mu)  # ADM's statistics, as published
+    assert ref.features.shape == (4, 2048)
+    assert len(list((tmp_path / "cache" / "evals" / "refs").glob("*.npz"))) == 1  # its features, cached
+    monkeypatch.setattr(sys.modules["genlab.evals.evaluate"], "extract", None)  # a second use runs no network
+    again = resolve_reference(str(tmp_path / "VIRTUAL_x.npz"), net, resolution=16, need_features=True, progress=False)
+    np.testing.assert_array_equal(again.features, ref.features)
+
+
 def test_reconstruction_metrics_on_tensors():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1

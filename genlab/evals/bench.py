@@ -55,9 +55,9 @@ def bench_eval(images: Tensor, *, dataset: str = "openmoji", resolution: int = 3
     real = DatasetImages(build_dataset(dataset, resolution, split)).batch(0, 10**9)  # (M, 3, H, W) uint8
     subset = min(1000, len(images), len(real))
     results = []
-    old_cache = os.environ.get("GENLAB_CACHE")
+    old_cache = os.environ.get("GENLAB_EVAL_CACHE")
     with tempfile.TemporaryDirectory() as cache:
-        os.environ["GENLAB_CACHE"] = cache  # a cold reference cache for the first call
+        os.environ["GENLAB_EVAL_CACHE"] = cache  # a cold reference cache for the first call
         try:
             for call in range(1, calls + 1):
                 t0 = time.perf_counter()
@@ -84,9 +84,9 @@ def bench_eval(images: Tensor, *, dataset: str = "openmoji", resolution: int = 3
                 })  # fmt: skip
         finally:
             if old_cache is None:
-                os.environ.pop("GENLAB_CACHE", None)
+                os.environ.pop("GENLAB_EVAL_CACHE", None)
             else:
-                os.environ["GENLAB_CACHE"] = old_cache
+                os.environ["GENLAB_EVAL_CACHE"] = old_cache
     return {
         "what": "genlab eval vs torch_fidelity.calculate_metrics (fid, kid, prc), same images, same extractor",
         "generated_images": len(images),

@@ -120,8 +120,11 @@ def resolve_reference(
                     raise EvalError(
                         f"{path} holds only mu and sigma; KID and precision/recall need a reference with features"
                     )
-                feats = _cached_features(path, NpzImages(path), net, batch_size, progress)
-                ref.features = feats.features
+                hit = cached(file_key(path, net.name))
+                if hit.is_file():
+                    ref.features = load_reference(hit).features
+                else:
+                    ref.features = _cached_features(path, NpzImages(path), net, batch_size, progress).features
             return ref
         key = file_key(path, net.name)
         hit = cached(key)

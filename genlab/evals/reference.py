@@ -32,7 +32,8 @@ FORMAT = "genlab-stats-v1"
 
 
 def refs_dir() -> Path:
-    return cache_dir() / "evals" / "refs"
+    """``GENLAB_EVAL_CACHE`` when set, else ``cache_dir()/evals/refs``."""
+    return Path(os.environ.get("GENLAB_EVAL_CACHE") or cache_dir() / "evals" / "refs")
 
 
 def save_reference(ref: Reference, path: Path | str) -> Path:
