@@ -173,6 +173,29 @@ def test_adm_reference_keeps_its_statistics_and_featurises_its_images_once(tmp_p
     np.testing.assert_array_equal(again.features, ref.features)
 
 
+def test_image_folder_and_npz_sources(tmp_path):
+    from PIL import Image
+
+    from genlab.evals.sources import open_images
+
+    arr = np.random.default_rng(0).integers(0, 256, size=(3, 8, 8, 3), dtype=np.uint8)
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    for i, a in enumerate(arr):
+        Image.fromarray(a).save(tmp_path / "imgs" / "a" / f"{i}.png")
+    Image.fromarray(arr[0]).save(tmp_path / "imgs" / ".hidden.png")  # skipped
+    folder = open_images(tmp_path / "imgs")
+    assert (folder.n, folder.resolution) == (3, 8)
+    assert torch.equal(folder.batch(0, 3), torch.from_numpy(arr).permute(0, 3, 1, 2))
+    np.savez(tmp_path / "x.npz", arr_0=arr)
+    assert torch.equal(open_images(tmp_path / "x.npz").batch(1, 3), folder.batch(1, 3))
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(tmp_path / "imgs" / "a" / "z.png")
+    with pytest.raises(EvalError, match="9x9"):
+        open_images(tmp_path / "imgs").batch(0, 4)
+    np.savez(tmp_path / "bad.npz", arr_0=arr.astype(np.float32))
+    with pytest.raises(EvalError, match="uint8"):
+        open_images(tmp_path / "bad.npz")
+
+
 def test_reconstruction_metrics_on_tensors():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
