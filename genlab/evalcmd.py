@@ -152,17 +152,19 @@ def _generated_source(args: argparse.Namespace):
     n, num_classes = args.n or 10000, len(pipe.class_names)
     steps, cfg, sampler = args.steps or s.steps, s.cfg if args.cfg is None else args.cfg, args.sampler or s.sampler
 
+    record = {"sampling": {"steps": steps, "cfg": cfg, "sampler": sampler, "seed": args.seed, "n": n,
+                           "labels": "i % num_classes", "guidance_channels": s.guidance_channels}}  # fmt: skip
+
     def make(start: int, stop: int):
         labels = [i % num_classes for i in range(start, stop)]
         out = pipe.generate(
             labels, seed=args.seed + start, steps=steps, cfg=cfg, sampler=sampler, batch_size=stop - start
         )
+        record["sampling"]["nfe"] = out.nfe  # network evaluations per image
         return to_uint8(out.images)
 
     data = pipe.cfg.data
     source = GeneratedImages(make, n, data.cfg.resolution, description=f"{args.run} (generated)")
-    record = {"sampling": {"steps": steps, "cfg": cfg, "sampler": sampler, "seed": args.seed, "n": n,
-                           "labels": "i % num_classes", "guidance_channels": s.guidance_channels}}  # fmt: skip
     return source, record, Path(args.run), data
 
 
