@@ -61,7 +61,9 @@ def bench_eval(images: Tensor, *, dataset: str = "openmoji", resolution: int = 3
         try:
             for call in range(1, calls + 1):
                 t0 = time.perf_counter()
-                ref = dataset_reference(dataset, resolution, net, split=split, batch_size=batch_size, progress=False)[0]
+                ref, _, hit = dataset_reference(
+                    dataset, resolution, net, split=split, batch_size=batch_size, progress=False
+                )
                 ours = evaluate(_Images(images), ref, net, ["fid", "kid", "pr"], batch_size=batch_size, progress=False)
                 t_genlab = time.perf_counter() - t0
                 t0 = time.perf_counter()
@@ -74,6 +76,7 @@ def bench_eval(images: Tensor, *, dataset: str = "openmoji", resolution: int = 3
                 t_tf = time.perf_counter() - t0
                 results.append({
                     "call": call,
+                    "genlab_reference_cached": hit,
                     "genlab_s": t_genlab, "torch_fidelity_s": t_tf,
                     "genlab_img_s": len(images) / t_genlab, "torch_fidelity_img_s": len(images) / t_tf,
                     "ratio": t_tf / t_genlab,
