@@ -21,12 +21,23 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from genlab.config import ConfigError
     from genlab.data.base import DataError
     from genlab.demo import DemoError
+    from genlab.evals.base import EvalError
     from genlab.pipeline import RunError
     from genlab.registry import RegistryError
     from genlab.tokenizers.base import TokenizerError
     from genlab.train.trainer import TrainError
 
-    return (UsageError, ConfigError, DataError, DemoError, RunError, RegistryError, TokenizerError, TrainError)
+    return (
+        UsageError,
+        ConfigError,
+        DataError,
+        DemoError,
+        EvalError,
+        RunError,
+        RegistryError,
+        TokenizerError,
+        TrainError,
+    )
 
 
 # ----------------------------------------------------------------------------- train
@@ -201,40 +212,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- eval
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from genlab import config
-    from genlab.pipeline import load_tokenizer, reconstruction_metrics
-
-    if not args.tokenizer:
-        raise UsageError("give --tokenizer RUN (a run trained with task: tokenizer)")
-    if args.n <= 0:
-        raise UsageError(f"--n must be positive, got {args.n}")
-    if args.rfid:
-        raise UsageError("--rfid is not available yet (it needs the Inception features of genlab.evals)")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cfg, tokenizer = load_tokenizer(args.tokenizer, device=device)
-    name = args.dataset or cfg.data.name
-    data = config.to_dict(cfg.data) if name == cfg.data.name else {"name": name}
-    data |= {"resolution": cfg.data.cfg.resolution, "split": args.split}
-    data = config.apply_overrides({"data": data}, [f"data.{o}" for o in args.overrides])["data"]
-    dataset = config.component_from_dict("dataset", data, "data").build()
-    n = min(args.n, len(dataset))
-    idx = torch.arange(n)
-    if hasattr(dataset, "get_batch"):
-        images = dataset.get_batch(idx)["image"]
-    else:
-        images = torch.stack([dataset[i]["image"] for i in range(n)])
-    result = {"dataset": name, "split": args.split, **reconstruction_metrics(tokenizer, images, args.batch_size)}
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for k, v in result.items():
-            print(f"{k:>10}: {v:.4f}" if isinstance(v, float) else f"{k:>10}: {v}")
-    return 0
-
-
 def yaml_dump(data: dict) -> str:
     import yaml
 
@@ -247,6 +224,10 @@ def yaml_dump(data: dict) -> str:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "sample":
         return cmd_bench_sample(args)
+    if args.what == "eval":
+        from genlab.evalcmd import cmd_bench_eval
+
+        return cmd_bench_eval(args)
     from genlab.bench import bench_train
 
     result = bench_train(seconds=args.seconds, device=args.device, threads=args.threads)
@@ -265,6 +246,7 @@ def cmd_bench_sample(args: argparse.Namespace) -> int:
 
     if not args.run:
         raise UsageError("bench sample needs --run DIR (a trained run)")
+    args.n = 256 if args.n is None else args.n
     if args.n < 2:
         raise UsageError(f"--n must be at least 2, got {args.n}")
     try:
@@ -351,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-steps", type=int, default=100, help="sampler steps per request (default 100)")
     d.set_defaults(fn=cmd_demo)
 
+    from genlab.evalcmd import add_eval_parser
+
+    add_eval_parser(sub)
+
     i = sub.add_parser(
         "info",
         help="resolved config and parameter counts",
@@ -363,25 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("overrides", nargs="*", metavar="key=value")
     i.set_defaults(fn=cmd_info)
 
-    e = sub.add_parser(
-        "eval", help="evaluate a trained run", description="Reconstruction metrics of a trained tokenizer run."
-    )
-    e.add_argument("--tokenizer", help="a tokenizer run directory (task: tokenizer)")
-    e.add_argument("--dataset", help="registered dataset (default: the run's)")
-    e.add_argument("--split", default="val", help="dataset split (default: val)")
-    e.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--rfid", action="store_true", help="also compute rFID (not available yet)")
-    e.add_argument("--json", action="store_true", help="one JSON object: psnr, ssim, usage, perplexity, n")
-    e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    e.add_argument("overrides", nargs="*", metavar="key=value", help="dataset options, e.g. root=/data/imagenet")
-    e.set_defaults(fn=cmd_eval)
-
     b = sub.add_parser("bench", help="benchmarks", description="Benchmarks.")
     b.add_argument(
         "what",
-        choices=["train", "sample"],
-        help="train: training img/s of genlab's DiT vs diffusers' DiT; sample: speed/quality of every sampler",
+        choices=["train", "sample", "eval"],
+        help="train: training img/s of genlab's DiT vs diffusers' DiT; sample: speed/quality of every sampler; "
+        "eval: genlab eval's img/s vs torch-fidelity's calculate_metrics",
+    )
+    b.add_argument(
+        "--n", type=int, help="images: sample, per sampler and NFE (default 256); eval, in all (default 500)"
     )
     b.add_argument("--json", action="store_true")
     b.add_argument("--seconds", type=float, default=15.0, help="timing budget per size, shared by the two models")
@@ -389,7 +365,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     b.add_argument("--run", help="sample: the run directory (a refiner run brings its refiner)")
     b.add_argument("--refiner", metavar="DIR", help="sample: a FlowTurbo refiner run for the run")
-    b.add_argument("--n", type=int, default=256, help="sample: images per sampler and NFE (default 256)")
     b.add_argument("--nfe", default="4,8,16,32,64", help="sample: NFE values (default 4,8,16,32,64)")
     b.add_argument("--samplers", default="euler,heun,dpm++,unipc,flowturbo", help="sample: comma-separated")
     b.add_argument("--batch-size", type=int, default=8, help="sample: batch for ms/image (default 8, FlowTurbo's)")
@@ -415,6 +390,7 @@ def cmd_list() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     import genlab.data  # noqa: F401  (register the built-ins)
+    import genlab.evals  # noqa: F401
     import genlab.generators  # noqa: F401
     import genlab.samplers  # noqa: F401
     import genlab.tokenizers  # noqa: F401

