@@ -383,7 +383,7 @@ def _bench_all(seconds: float, dev: torch.device, sizes: tuple[str, ...], precis
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "precision": None,
-        "attention": "torch SDPA (genlab: fused qkv; diffusers: AttnProcessor2_0)",
+        "attention": "genlab: fused qkv, SDPA (explicit softmax(qk)v for bf16/fp16 on the CPU); diffusers: AttnProcessor2_0",
         "step": f"forward, flow-matching MSE, backward, clip_grad_norm {GRAD_CLIP}, AdamW, EMAModel(foreach=True)",
         "seconds_per_size": seconds,
         "load_avg_1min": _load_avg(),  # other work on the machine (before, after), where the OS reports it

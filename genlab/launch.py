@@ -43,12 +43,7 @@ def train_run(cfg: RunConfig | RefinerRunConfig, out_dir: Path | str, *, resume:
     def export(model: GeneratorTask, run_dir: Path) -> None:
         Pipeline(cfg, model.tokenizer, model.objective, pipe.class_names).save(run_dir)
 
-    trainer = Trainer(cfg.train, task, dataset, out, Hooks(sample=sample, export=export))
-    if trainer.acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    trainer.fit(resume=resume)
-    return out
+    return _fit(cfg.train, task, dataset, out, Hooks(sample=sample, export=export), cfg.to_dict(), resume)
 
 
 def _images(dataset, n: int) -> torch.Tensor:
@@ -89,12 +84,7 @@ def train_tokenizer_run(cfg: RunConfig, out_dir: Path | str, *, resume: str | No
         (run_dir / "recon.json").write_text(json.dumps(metrics, indent=2))
         print("reconstruction:", json.dumps(metrics))
 
-    trainer = Trainer(cfg.train, task, dataset, out, Hooks(sample=sample, export=export))
-    if trainer.acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    trainer.fit(resume=resume)
-    return out
+    return _fit(cfg.train, task, dataset, out, Hooks(sample=sample, export=export), cfg.to_dict(), resume)
 
 
 def train_refiner(cfg: RefinerRunConfig, out_dir: Path | str, *, resume: str | None = None) -> Path:
@@ -133,11 +123,15 @@ def train_refiner(cfg: RefinerRunConfig, out_dir: Path | str, *, resume: str | N
     def export(model: GeneratorTask, run_dir: Path) -> None:
         save_refiner(model.objective.refiner, run_dir / "refiner")
 
-    trainer = Trainer(cfg.train, task, dataset, out, Hooks(sample=sample, export=export))
+    data = {**cfg.to_dict(), "base_run": str(base_dir.resolve())}
+    return _fit(cfg.train, task, dataset, out, Hooks(sample=sample, export=export), data, resume)
+
+
+def _fit(train_cfg, task, dataset, out: Path, hooks: Hooks, config_data: dict, resume: str | None) -> Path:
+    """Write the resolved config beside the run (main process), then train."""
+    trainer = Trainer(train_cfg, task, dataset, out, hooks)
     if trainer.acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        data = cfg.to_dict()
-        data["base_run"] = str(base_dir.resolve())
-        (out / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        (out / "config.yaml").write_text(yaml.safe_dump(config_data, sort_keys=False))
     trainer.fit(resume=resume)
     return out
