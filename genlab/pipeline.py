@@ -116,12 +116,9 @@ class Pipeline(nn.Module):
         base = _refiner_base(run_dir)
         if base is not None:
             return cls.load(base, device=device, refiner=run_dir)
-        missing = [f for f in RUN_FILES if not (run_dir / f).is_file()]
-        if missing:
-            raise RunError(
-                f"{run_dir} is not a finished genlab run (missing {', '.join(missing)}); "
-                "finish or resume its training with `genlab train ... --resume auto`"
-            )
+        _require_files(
+            run_dir, RUN_FILES, "genlab run", "finish or resume its training with `genlab train ... --resume auto`"
+        )
         cfg = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
         class_names = json.loads((run_dir / "class_names.json").read_text())
         pipe = cls.from_config(cfg, class_names)
@@ -269,15 +266,19 @@ def save_tokenizer(cfg: RunConfig, tokenizer: nn.Module, run_dir: Path, class_na
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
+def _require_files(run_dir: Path, files: tuple[str, ...], what: str, hint: str) -> None:
+    """RunError naming every file of ``files`` missing under ``run_dir``, and what to do."""
+    missing = [f for f in files if not (run_dir / f).is_file()]
+    if missing:
+        raise RunError(f"{run_dir} is not a finished {what} (missing {', '.join(missing)}); {hint}")
+
+
 def load_tokenizer(run_dir: Path | str, *, device=None) -> tuple[RunConfig, nn.Module]:
     """(config, tokenizer in eval mode) of a run trained with ``task: tokenizer``."""
     run_dir = Path(run_dir)
-    missing = [f for f in TOKENIZER_RUN_FILES if not (run_dir / f).is_file()]
-    if missing:
-        raise RunError(
-            f"{run_dir} is not a finished tokenizer run (missing {', '.join(missing)}); "
-            "train one with `genlab train --preset smoke-vq --out DIR`"
-        )
+    _require_files(
+        run_dir, TOKENIZER_RUN_FILES, "tokenizer run", "train one with `genlab train --preset smoke-vq --out DIR`"
+    )
     cfg = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     tokenizer = cfg.tokenizer.build(resolution=cfg.data.cfg.resolution)
     tokenizer.load_state_dict(load_file(str(run_dir / "tokenizer" / "model.safetensors")))
