@@ -333,9 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-steps", type=int, default=100, help="sampler steps per request (default 100)")
     d.set_defaults(fn=cmd_demo)
 
+    from genlab.cachecmd import add_cache_parser
     from genlab.evalcmd import add_eval_parser
 
     add_eval_parser(sub)
+    add_cache_parser(sub)
 
     i = sub.add_parser(
         "info",

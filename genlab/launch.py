@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from genlab import registry
+from genlab.cachecmd import check_token_cache
 from genlab.config import ConfigError, RefinerRunConfig, RunConfig
 from genlab.generators.refiner import RefinerTraining, save_refiner
 from genlab.pipeline import Pipeline, RunError, class_grid, reconstruction_metrics, save_grid, save_tokenizer
@@ -30,6 +31,7 @@ def train_run(cfg: RunConfig | RefinerRunConfig, out_dir: Path | str, *, resume:
         raise ConfigError(f"dataset {cfg.data.name} is empty")
     torch.manual_seed(cfg.train.seed)  # the initial weights, the same for every process and every run
     pipe = Pipeline.from_config(cfg, dataset.class_names)
+    check_token_cache(dataset, pipe.tokenizer, cfg.tokenizer)  # a cache is only valid for the tokenizer that made it
     task = GeneratorTask(pipe.tokenizer, pipe.objective)
     s = cfg.sample
 

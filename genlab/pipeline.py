@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from genlab.config import ConfigError, RunConfig, to_dict
 from genlab.data import to_uint8
 from genlab.generators.refiner import load_refiner
 from genlab.samplers import SampleResult
+from genlab.tokenizers.saved import tokenizer_spec
 
 RUN_FILES = ("config.yaml", "class_names.json", "generator/model.safetensors", "tokenizer/config.json")
 
@@ -100,7 +102,8 @@ class Pipeline(nn.Module):
             d.mkdir(parents=True, exist_ok=True)
             state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
             save_file(state, str(d / "model.safetensors"))
-            (d / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+            spec = tokenizer_spec(module, cfg) if part == "tokenizer" else to_dict(cfg)
+            (d / "config.json").write_text(json.dumps(spec, indent=2))
         (run_dir / "class_names.json").write_text(json.dumps(self.class_names, indent=2))
         (run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
 
@@ -120,6 +123,10 @@ class Pipeline(nn.Module):
             run_dir, RUN_FILES, "genlab run", "finish or resume its training with `genlab train ... --resume auto`"
         )
         cfg = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        if cfg.tokenizer.name == "run":  # the run keeps its own copy of that tokenizer: no need for the original
+            cfg.tokenizer = dataclasses.replace(
+                cfg.tokenizer, cfg=dataclasses.replace(cfg.tokenizer.cfg, path=str(run_dir))
+            )
         class_names = json.loads((run_dir / "class_names.json").read_text())
         pipe = cls.from_config(cfg, class_names)
         pipe.backbone.load_state_dict(load_file(str(run_dir / "generator" / "model.safetensors")))

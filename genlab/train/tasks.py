@@ -9,7 +9,8 @@ from genlab.tokenizers.base import Tokenizer
 
 
 class GeneratorTask(nn.Module):
-    """Trains an objective (wrapping a backbone) on the tokens of a frozen tokenizer."""
+    """Trains an objective (wrapping a backbone) on the tokens of a frozen tokenizer: encoded on the fly from
+    ``batch["image"]``, or read from a token cache as ``batch["tokens"]``."""
 
     def __init__(self, tokenizer: Tokenizer, objective: nn.Module):
         super().__init__()
@@ -17,8 +18,10 @@ class GeneratorTask(nn.Module):
         self.objective = objective
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        with torch.no_grad():
-            tokens = self.tokenizer.encode(batch["image"])
+        tokens = batch.get("tokens")
+        if tokens is None:
+            with torch.no_grad():
+                tokens = self.tokenizer.encode(batch["image"])
         return self.objective(tokens, batch["label"], batch["seed"])
 
 

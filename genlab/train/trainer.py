@@ -168,7 +168,7 @@ class Trainer:
                 for m in range(self.cfg.grad_accum):
                     idx, seeds = self.plan.local(step, m)
                     b = self.dataset.get_batch(idx, flips(seeds))
-                    micro.append({**{k: v.to(dev, non_blocking=True) for k, v in b.items()}, "seed": seeds})
+                    micro.append({**{k: _to(v, dev) for k, v in b.items()}, "seed": seeds})
                 yield micro
             return
         loader = torch.utils.data.DataLoader(
@@ -184,7 +184,7 @@ class Trainer:
             for m in range(self.cfg.grad_accum):
                 b = next(it)
                 _, seeds = self.plan.local(step, m)
-                micro.append({**{k: v.to(dev, non_blocking=True) for k, v in b.items()}, "seed": seeds})
+                micro.append({**{k: _to(v, dev) for k, v in b.items()}, "seed": seeds})
             yield micro
 
     # ------------------------------------------------------------------ the loop
@@ -292,6 +292,13 @@ class Trainer:
             bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{img_s:.0f}")
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def _to(value, device):
+    """A batch entry on ``device``: a tensor, or a list of tensors (multi-scale token maps)."""
+    if isinstance(value, (list, tuple)):
+        return [v.to(device, non_blocking=True) for v in value]
+    return value.to(device, non_blocking=True)
 
 
 @contextmanager

@@ -1,0 +1,297 @@
+"""Token caches: a dataset encoded once by a tokenizer, so a generator trains without the tokenizer in the loop.
+
+On disk (``genlab cache`` writes it, the ``token-cache`` dataset reads it)::
+
+    DIR/manifest.json                 count, tokenizer (name, config, fingerprint), dataset, resolution, token spec,
+                                      class names, shards with their sha256, and one checksum over all of them
+    DIR/shard_00000.safetensors       "label" (n,), "tokens" (n, ...) or "tokens.0", "tokens.1", ... for a list of
+                                      token maps (multi-scale), and the same under "flip." when both flips are cached
+
+Shards are written whole (a temporary file, then a rename), and ``manifest.partial.json`` records what is being
+written, so an interrupted ``genlab cache`` resumes at the first missing shard and refuses a directory that holds
+another tokenizer's or dataset's shards. Reading maps the shards (``numpy.memmap``): a cache larger than memory
+trains without being loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from genlab.data.base import DataError
+from genlab.registry import register
+
+MANIFEST, PARTIAL = "manifest.json", "manifest.partial.json"
+FORMAT = 1
+# safetensors dtype names -> numpy dtype of the stored bytes (bfloat16 is read as uint16 and viewed)
+_NP = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64, "I32": np.int32,
+       "I16": np.int16, "U8": np.uint8, "BOOL": np.bool_}  # fmt: skip
+
+
+def shard_name(i: int) -> str:
+    return f"shard_{i:05d}.safetensors"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _flatten(tokens: Any, prefix: str) -> dict[str, Tensor]:
+    """Tokens of a batch as named tensors: a tensor -> ``prefix``; a list of maps -> ``prefix.0``, ``prefix.1``..."""
+    if isinstance(tokens, (list, tuple)):
+        return {f"{prefix}.{k}": _stored(t) for k, t in enumerate(tokens)}
+    return {prefix: _stored(tokens)}
+
+
+def _stored(t: Tensor) -> Tensor:
+    t = t.detach().cpu()
+    return t.to(torch.int32) if t.dtype == torch.long else t  # ids fit in int32: half the disk
+
+
+def write_token_cache(
+    encode: Callable[[Tensor], Any],
+    dataset,
+    out: Path | str,
+    *,
+    meta: dict,
+    flips: bool = False,
+    shard_size: int = 4096,
+    batch_size: int = 64,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """Encode every image of ``dataset`` (in index order) into ``out``; returns the manifest.
+
+    ``meta`` describes what made the cache (``tokenizer``, ``dataset``, ``resolution``, ``token_spec``): a directory
+    whose partial manifest says otherwise is refused rather than mixed. ``dtype`` stores continuous tokens in
+    another float type (e.g. bfloat16). Interrupted runs resume from the first missing shard."""
+    out = Path(out)
+    n = len(dataset)
+    if n == 0:
+        raise DataError("the dataset is empty: nothing to cache")
+    if shard_size <= 0 or batch_size <= 0:
+        raise DataError("shard_size and batch_size must be positive")
+    plan = {
+        "format": FORMAT, **meta, "count": n, "flips": flips, "shard_size": shard_size,
+        "dtype": str(dtype).removeprefix("torch.") if dtype is not None else "native",
+        "class_names": list(dataset.class_names),
+    }  # fmt: skip
+    _claim(out, plan)
+    shards = (n + shard_size - 1) // shard_size
+    done = sum(min(shard_size, n - i * shard_size) for i in range(shards) if (out / shard_name(i)).is_file())
+    bar = tqdm(total=n, initial=done, desc="cache", unit="img", dynamic_ncols=True)
+    for i in range(shards):
+        path = out / shard_name(i)
+        if path.is_file():
+            continue
+        lo, hi = i * shard_size, min(n, (i + 1) * shard_size)
+        parts: dict[str, list[Tensor]] = {}
+        for start in range(lo, hi, batch_size):
+            idx = torch.arange(start, min(hi, start + batch_size))
+            batch = _get_batch(dataset, idx)
+            x = batch["image"].to(device)
+            named = {"label": batch["label"].long(), **_flatten(encode(x), "tokens")}
+            if flips:
+                named |= _flatten(encode(x.flip(-1)), "flip.tokens")
+            for k, v in named.items():
+                if dtype is not None and v.is_floating_point():
+                    v = v.to(dtype)
+                parts.setdefault(k, []).append(v)
+            bar.update(len(idx))
+        tmp = out / f".tmp-{path.name}"
+        save_file({k: torch.cat(v).contiguous() for k, v in parts.items()}, str(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)  # a shard is there whole or not at all
+    bar.close()
+    files = [shard_name(i) for i in range(shards)]
+    entries = [{"file": f, "count": min(shard_size, n - i * shard_size), "sha256": _sha256(out / f)}
+               for i, f in enumerate(files)]  # fmt: skip
+    manifest = {**plan, "shards": entries, "checksum": hashlib.sha256("".join(e["sha256"] for e in entries).encode())
+                .hexdigest()}  # fmt: skip
+    tmp = out / f".tmp-{MANIFEST}"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, out / MANIFEST)
+    (out / PARTIAL).unlink(missing_ok=True)
+    return manifest
+
+
+def _claim(out: Path, plan: dict) -> None:
+    """Mark ``out`` as being filled with ``plan``; refuse a directory holding a different cache."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (MANIFEST, PARTIAL):
+        f = out / name
+        if not f.is_file():
+            continue
+        old = json.loads(f.read_text())
+        old = {k: v for k, v in old.items() if k in plan}
+        if old != plan:
+            diff = sorted(k for k in plan if old.get(k) != plan[k])
+            raise DataError(
+                f"{out} already holds a token cache made differently (it differs in: {', '.join(diff)}); "
+                "choose another --out or delete that directory"
+            )
+    if (out / MANIFEST).is_file():
+        (out / MANIFEST).unlink()  # rewritten (with fresh checksums) once every shard is there
+    (out / PARTIAL).write_text(json.dumps(plan, indent=2))
+    for stale in out.glob(".tmp-*"):
+        stale.unlink()  # a shard whose writing was interrupted
+
+
+def _get_batch(dataset, idx: Tensor) -> dict[str, Tensor]:
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch(idx)
+    items = [dataset[int(i)] for i in idx]
+    return {
+        "image": torch.stack([it["image"] for it in items]),
+        "label": torch.as_tensor([int(it["label"]) for it in items]),
+    }
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_manifest(path: Path | str) -> dict:
+    path = Path(path)
+    f = path / MANIFEST
+    if not f.is_file():
+        partial = " (an interrupted `genlab cache` left it unfinished: run the same command again)" if (
+            path / PARTIAL
+        ).is_file() else ""  # fmt: skip
+        raise DataError(f"no token cache at {path}: {f} is missing{partial}; make one with `genlab cache`")
+    manifest = json.loads(f.read_text())
+    if manifest.get("format") != FORMAT:
+        raise DataError(f"{f}: unknown token cache format {manifest.get('format')!r} (this genlab reads {FORMAT})")
+    return manifest
+
+
+class _Shard:
+    """The tensors of one safetensors file as read-only memory maps."""
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        header.pop("__metadata__", None)
+        self.tensors: dict[str, tuple[np.memmap, str]] = {}
+        for name, info in header.items():
+            begin, end = info["data_offsets"]
+            count = int(np.prod(info["shape"])) if info["shape"] else 1
+            if count == 0 or begin == end:
+                arr = np.zeros(info["shape"], dtype=_NP[info["dtype"]])
+            else:
+                arr = np.memmap(
+                    path, dtype=_NP[info["dtype"]], mode="r", offset=8 + size + begin, shape=tuple(info["shape"])
+                )
+            self.tensors[name] = (arr, info["dtype"])
+
+    def take(self, name: str, rows: np.ndarray) -> Tensor:
+        arr, kind = self.tensors[name]
+        t = torch.from_numpy(np.ascontiguousarray(arr[rows]))
+        if kind == "BF16":
+            return t.view(torch.bfloat16)
+        return t.long() if kind in ("I64", "I32", "I16", "U8") else t
+
+
+@register("dataset", "token-cache")
+class TokenCacheDataset(torch.utils.data.Dataset):
+    """The samples of a token cache: ``{"tokens": ..., "label": ...}`` (``tokens`` a list for multi-scale caches).
+
+    With a cache of both flips, a sample's flip decision picks the flipped image's tokens (the trainer draws it from
+    the sample's seed, as for images)."""
+
+    @dataclass
+    class Config:
+        path: str = ""  # the directory `genlab cache` wrote
+        resolution: int = 0  # image side of the cached dataset (0: read from the manifest)
+        classes: int = 0  # number of classes (0: read from the manifest)
+        flips: bool = True  # use the flipped images' tokens when the cache has them
+
+        def validate(self) -> None:
+            if not self.path:
+                raise ValueError("path: name the directory written by `genlab cache`")
+            if self.resolution == 0 or self.classes == 0:  # filled in once, then kept in the run's config.yaml
+                try:
+                    m = read_manifest(self.path)
+                except DataError as e:
+                    raise ValueError(str(e)) from None
+                self.resolution = self.resolution or int(m["resolution"])
+                self.classes = self.classes or len(m["class_names"])
+
+    @staticmethod
+    def num_classes(cfg: Config) -> int:
+        return cfg.classes
+
+    def __init__(self, cfg: Config):
+        self.cfg, self.root = cfg, Path(cfg.path)
+        self.manifest = m = read_manifest(self.root)
+        self.class_names = list(m["class_names"])
+        self.shards = [_Shard(self.root / e["file"]) for e in m["shards"]]
+        counts = [e["count"] for e in m["shards"]]
+        if sum(counts) != m["count"]:
+            raise DataError(f"{self.root}: shard counts add up to {sum(counts)}, the manifest says {m['count']}")
+        self.starts = np.cumsum([0, *counts])
+        names = set(self.shards[0].tensors)
+        self.keys = sorted((k for k in names if k.startswith("tokens")), key=_key_order)
+        self.use_flips = cfg.flips and bool(m.get("flips"))
+        labels = torch.cat([s.take("label", np.arange(c)) for s, c in zip(self.shards, counts)])
+        self.labels = labels
+
+    @property
+    def tokenizer(self) -> dict:
+        return self.manifest["tokenizer"]
+
+    def __len__(self) -> int:
+        return int(self.manifest["count"])
+
+    def _gather(self, key: str, idx: np.ndarray) -> Tensor:
+        shard = np.searchsorted(self.starts, idx, side="right") - 1
+        out = None
+        for s in np.unique(shard):
+            sel = np.nonzero(shard == s)[0]
+            part = self.shards[s].take(key, idx[sel] - self.starts[s])
+            if out is None:
+                out = part.new_empty((len(idx), *part.shape[1:]))
+            out[torch.from_numpy(sel)] = part
+        return out
+
+    def get_batch(self, idx: Tensor, flip: Tensor | None = None) -> dict[str, Any]:
+        i = idx.cpu().numpy().astype(np.int64)
+        if i.size and (i.min() < 0 or i.max() >= len(self)):
+            raise IndexError(f"token cache index out of range 0..{len(self) - 1}")
+        tokens = []
+        for key in self.keys:
+            t = self._gather(key, i)
+            if self.use_flips and flip is not None and bool(flip.any()):
+                f = self._gather(f"flip.{key}", i)
+                t = torch.where(flip.view(-1, *([1] * (t.ndim - 1))), f, t)
+            tokens.append(t.float() if t.is_floating_point() else t)
+        return {"tokens": tokens if self.keys != ["tokens"] else tokens[0], "label": self.labels[idx.cpu()]}
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        b = self.get_batch(torch.tensor([i]))
+        tokens = [t[0] for t in b["tokens"]] if isinstance(b["tokens"], list) else b["tokens"][0]
+        return {"tokens": tokens, "label": b["label"][0]}
+
+
+def _key_order(key: str) -> tuple[int, int]:
+    """ "tokens" first, then "tokens.0", "tokens.1", ... in numeric order."""
+    _, _, k = key.partition(".")
+    return (0, -1) if not k else (1, int(k))
