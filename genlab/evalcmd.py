@@ -196,6 +196,8 @@ def cmd_eval_tokenizer(args: argparse.Namespace) -> int:
     """Reconstruction metrics of a tokenizer (a run directory with tokenizer/, or a registered name) on a dataset."""
     import math
 
+    import torch
+
     from genlab import evals
     from genlab.evals.evaluate import build_dataset
     from genlab.evals.features import process_state
@@ -219,7 +221,10 @@ def cmd_eval_tokenizer(args: argparse.Namespace) -> int:
 
     def roundtrip(x):
         tokens = tok.encode(x.to(_eval_device(args)))
-        return tok.decode(tokens), (tokens if discrete and hasattr(tokens, "flatten") else None)
+        ids = None
+        if discrete:  # a multi-scale tokenizer's list of maps counts every map's ids
+            ids = torch.cat([t.flatten() for t in tokens]) if isinstance(tokens, list) else tokens
+        return tok.decode(tokens), ids
 
     net = ref = None
     if not args.no_rfid:
@@ -245,23 +250,14 @@ def cmd_eval_tokenizer(args: argparse.Namespace) -> int:
 
 
 def _load_tokenizer(spec: str, resolution: int):
-    from safetensors.torch import load_file
-
+    """A trained tokenizer (a run directory or tokenizer folder) or a registered tokenizer with its defaults."""
+    from genlab import registry
     from genlab.config import component_from_dict
     from genlab.tokenizers import TokenizerError
+    from genlab.tokenizers.saved import load_tokenizer_folder
 
-    path = Path(spec)
-    conf = path / "tokenizer" / "config.json" if (path / "tokenizer").is_dir() else path / "config.json"
-    if path.is_dir():
-        if not conf.is_file():
-            raise EvalError(f"{path} has no tokenizer/config.json (a run directory or a tokenizer folder)")
-        tok = component_from_dict("tokenizer", json.loads(conf.read_text()), "tokenizer").build(resolution=resolution)
-        weights = conf.with_name("model.safetensors")
-        if weights.is_file():
-            tok.load_state_dict(load_file(str(weights)))
-        return tok
-    from genlab import registry
-
+    if Path(spec).is_dir():
+        return load_tokenizer_folder(spec, resolution=resolution)
     if spec not in registry.names("tokenizer"):
         raise TokenizerError(
             f"--tokenizer {spec}: neither a directory nor a registered tokenizer ({', '.join(registry.names('tokenizer'))})"
