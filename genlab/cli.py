@@ -303,13 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", help="euler | heun | dpm++ | unipc | flowturbo (default: the run's sample.sampler)")
     s.add_argument(
         "--cfg-interval", "--guidance-interval", dest="cfg_interval", metavar="LO,HI",
-        help="guide only for t in [LO, HI] (t = 1 is noise), e.g. 0.1,1.0",
+        help="guide only for t in [LO, HI] (t = 1 is noise), e.g. 0.1,1.0 (default: the run's sample.cfg_interval)",
     )  # fmt: skip
     s.add_argument(
         "--cfg-schedule", metavar="NAME", help="guidance scale over time: constant (default), linear, cosine"
     )
     s.add_argument("--schedule", help="timestep schedule: uniform (default), logit_normal, edm")
-    s.add_argument("--shift", type=float, help="timestep shift s: t' = s t / (1 + (s - 1) t) (default 1)")
+    s.add_argument(
+        "--shift", type=float, help="timestep shift s: t' = s t / (1 + (s - 1) t) (default: the run's sample.shift)"
+    )
     s.add_argument("--blocks", help="flowturbo: Heun, pseudo-corrector and refiner steps, e.g. H1P5R3")
     s.add_argument(
         "--refiner", metavar="DIR", help="a FlowTurbo refiner run (`genlab train --preset flowturbo-refiner`)"

@@ -10,6 +10,7 @@ naming the dotted key and listing the valid keys.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -213,12 +214,20 @@ class SampleConfig:
     guidance_channels: int = 0  # guide only the first N channels (DiT/LightningDiT: 3); 0 = all
     per_class: int = 8  # images per class row in the periodic sample grids
     seed: int = 0
+    shift: float = 1.0  # timestep shift s: t' = s t / (1 + (s - 1) t), t = 1 noise; 1 = none (`--shift` overrides)
+    cfg_interval: tuple[float, ...] = (0.0, 1.0)  # guide only for t in [lo, hi], t = 1 noise (`--cfg-interval`)
 
     def validate(self) -> None:
         if self.steps <= 0:
             raise ValueError(f"sample.steps must be positive, got {self.steps}")
         if self.cfg < 0:
             raise ValueError(f"sample.cfg must be >= 0, got {self.cfg}")
+        if not (self.shift > 0 and math.isfinite(self.shift)):
+            raise ValueError(f"sample.shift must be a positive number, got {self.shift}")
+        if len(self.cfg_interval) != 2 or not 0.0 <= self.cfg_interval[0] <= self.cfg_interval[1] <= 1.0:
+            raise ValueError(
+                f"sample.cfg_interval must be [lo, hi] with 0 <= lo <= hi <= 1 (t = 1 is noise), got {self.cfg_interval}"
+            )
 
 
 COMPONENT_SECTIONS = {"data": "dataset", "tokenizer": "tokenizer", "generator": "generator", "objective": "objective"}

@@ -105,7 +105,7 @@ def sample_command(run: Run, classes: list[str], n: int, sampler: str, steps: in
         names = ",".join(str(run.pipe.class_names.index(c)) for c in classes)
     args = ["genlab", "sample", "--run", str(run.path), "--classes", names, "--n", str(n), "--sampler", sampler,
             "--steps", str(steps), "--cfg", repr(float(guidance)), "--seed", str(seed)]  # fmt: skip
-    if interval is not None and tuple(interval) != (0.0, 1.0):
+    if interval is not None and tuple(interval) != tuple(run.pipe.cfg.sample.cfg_interval):  # else the run's default
         args += ["--guidance-interval", f"{interval[0]!r},{interval[1]!r}"]
     return shlex.join([*args, "--out", "grid.png"])
 

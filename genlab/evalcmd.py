@@ -153,7 +153,8 @@ def _generated_source(args: argparse.Namespace):
     steps, cfg, sampler = args.steps or s.steps, s.cfg if args.cfg is None else args.cfg, args.sampler or s.sampler
 
     record = {"sampling": {"steps": steps, "cfg": cfg, "sampler": sampler, "seed": args.seed, "n": n,
-                           "labels": "i % num_classes", "guidance_channels": s.guidance_channels}}  # fmt: skip
+                           "labels": "i % num_classes", "guidance_channels": s.guidance_channels,
+                           "shift": s.shift, "cfg_interval": list(s.cfg_interval)}}  # fmt: skip
 
     def make(start: int, stop: int):
         labels = [i % num_classes for i in range(start, stop)]

@@ -204,6 +204,10 @@ class Pipeline(nn.Module):
         device = next(self.backbone.parameters()).device
         spec = self.tokenizer.token_spec
         sampler = sampler or s.sampler
+        if s.shift != 1.0:  # the run's sampling defaults; options from the caller (CLI flags) win
+            options.setdefault("shift", s.shift)
+        if tuple(s.cfg_interval) != (0.0, 1.0):
+            options.setdefault("guidance_interval", tuple(s.cfg_interval))
         if sampler == "flowturbo" and self.refiner is not None:
             options.setdefault("refiner", self.refiner)
         out, nfe, rnfe, t0 = [], 0, 0, time.perf_counter()

@@ -169,11 +169,18 @@ def test_the_page_in_headless_chromium(served):
 def test_command_line_quotes_and_falls_back_to_ids():
     from types import SimpleNamespace
 
+    from genlab.config import SampleConfig
     from genlab.demo import sample_command
 
-    run = SimpleNamespace(path=Path("runs/my run"), pipe=SimpleNamespace(class_names=["a,b", "Food & Drink", "7"]))
+    sample = SampleConfig()
+    pipe = SimpleNamespace(class_names=["a,b", "Food & Drink", "7"], cfg=SimpleNamespace(sample=sample))
+    run = SimpleNamespace(path=Path("runs/my run"), pipe=pipe)
     argv = shlex.split(sample_command(run, ["Food & Drink"], 2, "euler", 8, 3.0, 5, None))
     assert argv[argv.index("--run") + 1] == "runs/my run" and argv[argv.index("--classes") + 1] == "Food & Drink"
     assert "--guidance-interval" not in argv
     argv = shlex.split(sample_command(run, ["a,b", "7"], 2, "euler", 8, 3.0, 5, (0.1, 0.9)))
     assert argv[argv.index("--classes") + 1] == "0,2" and argv[argv.index("--guidance-interval") + 1] == "0.1,0.9"
+    sample.cfg_interval = (0.0, 0.875)  # a run whose default interval is not [0, 1] (LightningDiT's)
+    assert "--guidance-interval" not in sample_command(run, ["7"], 2, "euler", 8, 3.0, 5, (0.0, 0.875))
+    argv = shlex.split(sample_command(run, ["7"], 2, "euler", 8, 3.0, 5, (0.0, 1.0)))
+    assert argv[argv.index("--guidance-interval") + 1] == "0.0,1.0"

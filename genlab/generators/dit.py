@@ -3,48 +3,85 @@ Models with Transformers", 2023). A backbone only: ``f(x, t, y) -> output`` with
 the objective (flow, diffusion, ...) decides what the output means.
 
 Sizes from the paper's Table 4: S/B/L/XL with patch 2, 4 or 8 (``DIT_SIZES``).
+
+LightningDiT (Yao et al. 2025, "Reconstruction vs. Generation", hustvl/LightningDiT) is this backbone with the
+config switches ``mlp="swiglu"``, ``norm="rmsnorm"``, ``rope=True`` (and optionally ``qk_norm``, and
+``adaln="scale_gate"`` for its ``wo_shift``); ``lightningdit_param_count`` counts its paper sizes. The defaults
+are DiT's, so every DiT preset and parameter count is unchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from genlab.nn import Attention, LabelEmbedder, Mlp, TimestepEmbedder, sincos_pos_embed_2d
+from genlab.nn import (
+    Attention,
+    LabelEmbedder,
+    Mlp,
+    SwiGLU,
+    TimestepEmbedder,
+    make_norm,
+    rope_2d,
+    sincos_pos_embed_2d,
+)
 from genlab.registry import register
 
 # name -> (depth, hidden_size, num_heads), DiT paper Table 4; presets imagenet256/dit-*-* spell these out
 DIT_SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
 
 
-def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+def modulate(x: Tensor, shift: Tensor | None, scale: Tensor) -> Tensor:
+    x = x * (1 + scale.unsqueeze(1))
+    return x if shift is None else x + shift.unsqueeze(1)
+
+
+def block_norm(kind: str, hidden: int) -> nn.Module:
+    """The norm before each modulation: DiT's LayerNorm has no affine (adaLN supplies scale and shift);
+    LightningDiT's RMSNorm keeps a learnable scale, so ``rmsnorm`` adds ``hidden`` parameters per norm."""
+    return make_norm(kind, hidden, affine=kind == "rmsnorm", eps=1e-6)
+
+
+def swiglu_hidden(hidden: int, mlp_ratio: float) -> int:
+    """LightningDiT's SwiGLU width: int(2/3 * int(mlp_ratio * D)) (XL: 3072), so it costs about what the MLP does."""
+    return int(2 / 3 * int(hidden * mlp_ratio))
 
 
 class DiTBlock(nn.Module):
-    """Self-attention + MLP, each branch modulated (shift, scale) and gated by the conditioning."""
+    """Self-attention + MLP, each branch modulated (shift, scale; or scale alone) and gated by the conditioning."""
 
-    def __init__(self, hidden: int, num_heads: int, mlp_ratio: float):
+    def __init__(self, hidden: int, num_heads: int, cfg: DiT.Config):
         super().__init__()
-        self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(hidden, num_heads)
-        self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
-        self.mlp = Mlp(hidden, int(hidden * mlp_ratio))
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
+        self.norm1 = block_norm(cfg.norm, hidden)
+        self.attn = Attention(hidden, num_heads, qk_norm=cfg.norm if cfg.qk_norm else None)
+        self.norm2 = block_norm(cfg.norm, hidden)
+        if cfg.mlp == "swiglu":
+            self.mlp = SwiGLU(hidden, swiglu_hidden(hidden, cfg.mlp_ratio))
+        else:
+            self.mlp = Mlp(hidden, int(hidden * cfg.mlp_ratio))
+        self.n_mod = 6 if cfg.adaln == "shift_scale_gate" else 4
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, self.n_mod * hidden))
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:  # x (B, T, D), c (B, D)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
-        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+    def forward(self, x: Tensor, c: Tensor, rope: Tensor | None = None) -> Tensor:  # x (B, T, D), c (B, D)
+        mod = self.adaLN_modulation(c).chunk(self.n_mod, dim=1)  # each (B, D)
+        if self.n_mod == 6:
+            shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
+        else:  # LightningDiT's wo_shift
+            (scale_msa, gate_msa, scale_mlp, gate_mlp), shift_msa, shift_mlp = mod, None, None
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rope)
         x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x
 
 
 class FinalLayer(nn.Module):
-    def __init__(self, hidden: int, patch_size: int, out_channels: int):
+    """Norm, (shift, scale) modulation and the linear to patches; LightningDiT keeps the shift here in every case."""
+
+    def __init__(self, hidden: int, patch_size: int, out_channels: int, norm: str = "layernorm"):
         super().__init__()
-        self.norm_final = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.norm_final = block_norm(norm, hidden)
         self.linear = nn.Linear(hidden, patch_size * patch_size * out_channels)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
 
@@ -62,12 +99,23 @@ class DiT(nn.Module):
         num_heads: int = 4
         patch_size: int = 4
         mlp_ratio: float = 4.0
+        # LightningDiT's switches; the defaults are DiT's
+        mlp: Literal["gelu", "swiglu"] = "gelu"  # feed-forward: tanh-GELU MLP, or SwiGLU of width swiglu_hidden()
+        norm: Literal["layernorm", "rmsnorm"] = "layernorm"  # block norms (and the QK-norm's type)
+        rope: bool = False  # 2-D axial RoPE on q and k, on top of the sin-cos absolute embedding
+        qk_norm: bool = False  # normalise each head's q and k (LightningDiT's use_qknorm; off in its release)
+        adaln: Literal["shift_scale_gate", "scale_gate"] = "shift_scale_gate"  # scale_gate: LightningDiT's wo_shift
 
         def validate(self) -> None:
             if min(self.depth, self.hidden_size, self.num_heads, self.patch_size) <= 0:
                 raise ValueError("depth, hidden_size, num_heads and patch_size must be positive")
             if self.hidden_size % self.num_heads:
                 raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+            if self.rope and (self.hidden_size // self.num_heads) % 4:
+                raise ValueError(
+                    f"rope needs a head dimension (hidden_size / num_heads = {self.hidden_size // self.num_heads}) "
+                    "divisible by 4: half of it for rows, half for columns, in pairs"
+                )
 
     def __init__(self, cfg: Config, *, in_channels: int, input_size: int, num_classes: int, out_channels: int = 0):
         super().__init__()
@@ -84,8 +132,10 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(D)
         self.y_embedder = LabelEmbedder(num_classes, D)
         self.register_buffer("pos_embed", sincos_pos_embed_2d(D, self.grid).unsqueeze(0), persistent=False)
-        self.blocks = nn.ModuleList(DiTBlock(D, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
-        self.final_layer = FinalLayer(D, p, self.out_channels)
+        rope = rope_2d(D // cfg.num_heads, self.grid) if cfg.rope else None  # (2, T, Dh) cos and sin
+        self.register_buffer("rope", rope, persistent=False)
+        self.blocks = nn.ModuleList(DiTBlock(D, cfg.num_heads, cfg) for _ in range(cfg.depth))
+        self.final_layer = FinalLayer(D, p, self.out_channels, cfg.norm)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -118,7 +168,7 @@ class DiT(nn.Module):
         h = h + self.pos_embed.to(h.dtype)  # keep the residual stream in the compute dtype (bf16 under autocast)
         c = self.t_embedder(t) + self.y_embedder(y)  # (B, D)
         for block in self.blocks:
-            h = block(h, c)
+            h = block(h, c, self.rope)
         return self.unpatchify(self.final_layer(h, c))
 
 
@@ -127,6 +177,27 @@ def dit_param_count(size: str, *, in_channels: int = 4, input_size: int = 32, nu
     name, _, patch = size.partition("/")
     depth, hidden, heads = DIT_SIZES[name]
     cfg = DiT.Config(depth=depth, hidden_size=hidden, num_heads=heads, patch_size=int(patch))
+    with torch.device("meta"):
+        model = DiT(cfg, in_channels=in_channels, input_size=input_size, num_classes=num_classes)
+    return sum(p.numel() for p in model.parameters())
+
+
+# name -> (depth, hidden_size, num_heads), LightningDiT's models/lightningdit.py (B, L, XL as DiT; 1p0B, 1p6B)
+LIGHTNINGDIT_SIZES = {**DIT_SIZES, "1p0B": (24, 1536, 24), "1p6B": (28, 1792, 28)}
+# the switches of LightningDiT's released configs (configs/lightningdit_xl_vavae_f16d32.yaml): use_swiglu,
+# use_rmsnorm, use_rope on; use_qknorm and wo_shift off
+LIGHTNINGDIT_SWITCHES = dict(mlp="swiglu", norm="rmsnorm", rope=True, qk_norm=False, adaln="shift_scale_gate")
+
+
+def lightningdit_param_count(
+    size: str, *, in_channels: int = 32, input_size: int = 16, num_classes: int = 1000, **switches
+) -> int:
+    """Parameters of a LightningDiT size (``"XL/1"``) on f16d32 latents, counted on the meta device."""
+    name, _, patch = size.partition("/")
+    depth, hidden, heads = LIGHTNINGDIT_SIZES[name]
+    cfg = DiT.Config(
+        depth=depth, hidden_size=hidden, num_heads=heads, patch_size=int(patch), **{**LIGHTNINGDIT_SWITCHES, **switches}
+    )
     with torch.device("meta"):
         model = DiT(cfg, in_channels=in_channels, input_size=input_size, num_classes=num_classes)
     return sum(p.numel() for p in model.parameters())

@@ -1,10 +1,14 @@
-"""Multi-head self-attention through PyTorch's fused SDPA, and the transformer MLP."""
+"""Multi-head self-attention through PyTorch's fused SDPA (optionally with QK-norm and 2-D RoPE), and the
+transformer feed-forwards: DiT's GELU MLP and the SwiGLU one (Shazeer 2020) that LightningDiT uses."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from genlab.nn.norms import make_norm
+from genlab.nn.rope import apply_rope
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -17,19 +21,31 @@ def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True):
+    """``qk_norm``: ``None``, or the norm (``layernorm`` | ``rmsnorm``, with learnable scale) applied to each head's
+    q and k before RoPE, as in LightningDiT (which picks the norm type of its blocks). ``forward(x, rope)`` rotates
+    q and k by a ``rope_2d`` table (2, N, Dh) when one is given."""
+
+    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, qk_norm: str | None = None):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
+        head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        # LightningDiT: nn.LayerNorm's defaults (affine, eps 1e-5) or its RMSNorm (scale, eps 1e-6)
+        eps = 1e-5 if qk_norm == "layernorm" else 1e-6
+        self.q_norm = make_norm(qk_norm, head_dim, affine=True, eps=eps) if qk_norm else nn.Identity()
+        self.k_norm = make_norm(qk_norm, head_dim, affine=True, eps=eps) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rope: Tensor | None = None) -> Tensor:
         B, N, D = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, Dh)
-        out = attention(q, k, v)  # (B, H, N, Dh)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
+        out = attention(q.to(v.dtype), k.to(v.dtype), v)  # (B, H, N, Dh); norms under autocast may return fp32
         return self.proj(out.transpose(1, 2).reshape(B, N, D))
 
 
@@ -42,3 +58,16 @@ class Mlp(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+class SwiGLU(nn.Module):
+    """w3(silu(x W1) * x W2), W1 and W2 fused in one linear ``w12`` (LightningDiT's / DINOv2's layout)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.w12 = nn.Linear(dim, 2 * hidden)
+        self.w3 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, value = self.w12(x).chunk(2, dim=-1)  # (..., hidden) each
+        return self.w3(F.silu(gate) * value)

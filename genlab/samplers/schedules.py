@@ -45,6 +45,13 @@ def _edm(steps: int) -> Tensor:
     return torch.cat([t, t.new_zeros(1)])
 
 
+def shift_time(t: Tensor, shift: float) -> Tensor:
+    """t' = s t / (1 + (s - 1) t): the SD3/FLUX shift, in genlab's convention (t = 1 noise; s > 1 moves t to noise).
+
+    In the convention where t = 1 is data (SiT, LightningDiT), the same formula with s is this one with 1 / s."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
 def timesteps(steps: int, *, shift: float = 1.0, schedule: str = "uniform", device=None) -> Tensor:
     """``steps + 1`` float64 times, strictly decreasing from 1 to 0."""
     if steps <= 0:
@@ -60,5 +67,5 @@ def timesteps(steps: int, *, shift: float = 1.0, schedule: str = "uniform", devi
     else:
         raise ValueError(f"unknown schedule {schedule!r}; schedules: {', '.join(SCHEDULES)}")
     if shift != 1.0:
-        t = shift * t / (1 + (shift - 1) * t)
+        t = shift_time(t, shift)
     return t.to(device) if device is not None else t

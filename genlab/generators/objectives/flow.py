@@ -2,21 +2,30 @@
 
 genlab's one time convention: x_t = (1 - t) x0 + t eps, t = 1 pure noise, target v = eps - x0,
 and the ODE dx/dt = v runs from t = 1 to t = 0. Timesteps are sampled uniformly or from a
-logit-normal (SD3, Esser et al. 2024: t = sigmoid(m + s n), n ~ N(0, 1)).
+logit-normal (SD3, Esser et al. 2024: t = sigmoid(m + s n), n ~ N(0, 1)), optionally shifted towards noise
+for high resolutions (SD3 eq. 23 / FLUX: t' = s t / (1 + (s - 1) t), ``time_shift`` = s).
+
+The loss is E ||f(x_t, t, y) - v||^2, plus, with ``cosine_weight`` w > 0, LightningDiT's velocity-direction term
+w E[1 - cos(f, v)], the cosine taken over the channel axis at each position (``cosine_similarity(.., dim=1)``
+in its transport.py), averaged over positions and samples; LightningDiT uses w = 1. (Negating both vectors
+leaves the cosine unchanged, so its v = x0 - eps convention gives the same term.)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.nn import per_sample_rand, per_sample_randn
 from genlab.registry import register
 from genlab.samplers import SampleResult, get, guided
+from genlab.samplers.schedules import shift_time
 
 # independent per-sample random streams (see genlab.nn.rng)
 NOISE, TIME, DROP = 0, 1, 2
@@ -32,8 +41,14 @@ class RectifiedFlow(nn.Module):
         logit_mean: float = 0.0  # logit-normal location m
         logit_std: float = 1.0  # logit-normal scale s
         class_dropout: float = 0.1  # probability a label is replaced by the null class in training
+        time_shift: float = 1.0  # s in t' = s t / (1 + (s - 1) t) on the sampled t (t = 1 noise); 1 = off
+        cosine_weight: float = 0.0  # weight of the 1 - cos(pred, v) term (LightningDiT: 1); 0 = off
 
         def validate(self) -> None:
+            if not (self.time_shift > 0 and math.isfinite(self.time_shift)):
+                raise ValueError(f"time_shift must be a positive number, got {self.time_shift}")
+            if not self.cosine_weight >= 0:
+                raise ValueError(f"cosine_weight must be >= 0, got {self.cosine_weight}")
             if not 0.0 <= self.class_dropout < 1.0:
                 raise ValueError(f"class_dropout must be in [0, 1), got {self.class_dropout}")
             if self.logit_std <= 0:
@@ -48,12 +63,14 @@ class RectifiedFlow(nn.Module):
     def sample_t(self, seeds: Tensor, device) -> Tensor:
         u = per_sample_rand(seeds, stream=TIME, device=device)  # (B,)
         if self.cfg.time_sampling == "uniform":
-            return u
-        n = torch.special.ndtri(u.clamp(1e-6, 1 - 1e-6))  # N(0, 1) from the same uniform
-        return torch.sigmoid(self.cfg.logit_mean + self.cfg.logit_std * n)
+            t = u
+        else:
+            n = torch.special.ndtri(u.clamp(1e-6, 1 - 1e-6))  # N(0, 1) from the same uniform
+            t = torch.sigmoid(self.cfg.logit_mean + self.cfg.logit_std * n)
+        return t if self.cfg.time_shift == 1.0 else shift_time(t, self.cfg.time_shift)
 
     def forward(self, x0: Tensor, labels: Tensor, seeds: Tensor) -> dict[str, Tensor]:
-        """The flow-matching loss E ||f(x_t, t, y) - (eps - x0)||^2; randomness from per-sample seeds."""
+        """The flow-matching loss E ||f(x_t, t, y) - (eps - x0)||^2 (+ the cosine term); per-sample randomness."""
         B = x0.shape[0]
         eps = per_sample_randn(seeds, tuple(x0.shape[1:]), stream=NOISE, device=x0.device, dtype=x0.dtype)
         t = self.sample_t(seeds, x0.device)  # (B,)
@@ -62,7 +79,7 @@ class RectifiedFlow(nn.Module):
         tb = t.view(B, *([1] * (x0.ndim - 1))).to(x0.dtype)
         x_t = (1 - tb) * x0 + tb * eps
         pred = self.backbone(x_t, t, labels)
-        loss = (pred.float() - (eps - x0).float()).pow(2).mean()
+        loss = velocity_loss(pred.float(), (eps - x0).float(), self.cfg.cosine_weight)
         return {"loss": loss}
 
     loss = forward
@@ -99,6 +116,14 @@ class RectifiedFlow(nn.Module):
             options["refiner"] = guided(ref, labels, self.num_classes, cfg, **guide)
         sample = get(sampler) if isinstance(sampler, str) else sampler
         return sample(velocity, noise, steps=steps, **options)
+
+
+def velocity_loss(pred: Tensor, target: Tensor, cosine_weight: float = 0.0) -> Tensor:
+    """mean (pred - target)^2 + w mean(1 - cos(pred, target)), the cosine over dim 1 (channels) of (B, C, ...)."""
+    loss = (pred - target).pow(2).mean()
+    if cosine_weight > 0:
+        loss = loss + cosine_weight * (1 - F.cosine_similarity(pred, target, dim=1)).mean()  # over (B, H, W)
+    return loss
 
 
 def _compiled(owner: nn.Module, attr: str | None) -> nn.Module:
