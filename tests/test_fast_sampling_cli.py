@@ -116,9 +116,13 @@ def test_sample_option_errors_are_one_line(smoke_run, capsys, tmp_path, argv, me
 
 def test_bench_sample_json(refiner_run, capsys, tmp_path):
     code, out, _ = run_cli(capsys, "bench", "sample", "--run", str(refiner_run), "--n", "8", "--nfe", "4,8",
-                           "--max-batch", "16", "--no-fid", "--json", "--out", str(tmp_path / "b.json"))  # fmt: skip
+                           "--max-batch", "16", "--no-fid", "--json", "--out", str(tmp_path / "b.json"),
+                           "--plot", str(tmp_path / "b.png"))  # fmt: skip
     assert code == 0
     result = json.loads(out)
+    from PIL import Image
+
+    assert Image.open(tmp_path / "b.png").size[0] > 100  # the plot (matplotlib is in the dev extra)
     assert json.loads((tmp_path / "b.json").read_text()) == result
     rows = {(r["sampler"], r["nfe"]): r for r in result["rows"]}
     assert set(rows) == {(s, n) for s in ("euler", "heun", "dpm++", "unipc", "flowturbo") for n in (4, 8)}
