@@ -17,6 +17,7 @@ baseline, and images/s at growing batch sizes (up to the largest that fits, or `
 from __future__ import annotations
 
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from genlab.config import to_dict
 from genlab.data import to_uint8
@@ -149,15 +151,24 @@ def bench_sample(
     use_evals: bool = True,
     max_batch: int | None = None,
     device=None,
-    progress: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> dict:
     """The table as a JSON-able dict (see the module docstring)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     pipe = Pipeline.load(run, device=device, refiner=refiner)
     cfg = pipe.cfg.sample.cfg if cfg is None else cfg
-    say = progress or (lambda s: None)
     for name in samplers:
         get(name)  # unknown names fail here, listing the registered ones
+    has_ref = pipe.refiner is not None
+    units = 1 + sum(plan(s, k, refiner=has_ref) is not None for s in samplers for k in nfes)
+    units += len(nfes) if "euler" in samplers else 0  # the diffusers peer loop
+    bar = tqdm(total=units, desc="bench sample", unit="run", dynamic_ncols=True, disable=not progress)
+
+    def say(line: str) -> None:  # one line per result above the progress bar, on stderr
+        bar.update(1)
+        if progress:
+            bar.write(line, file=sys.stderr)
+
     note = "FID: given metric"
     if metric is None and use_evals:
         metric, note = fid_metric(pipe, Path(run), n, device)
@@ -209,6 +220,7 @@ def bench_sample(
             say(f"diffusers euler {nfe:>3} NFE {peer[-1]['ms_per_image']:8.2f} ms/img")
         if max_batch is None:
             max_batch = 4096 if device.type == "cuda" else 64
+        bar.close()
         tp = throughput(pipe, cfg=cfg, start=batch_size, max_batch=max_batch)  # max_batch 0: skipped
     quality = "fid" if metric else "proxy_rmse"
     return {

@@ -256,11 +256,10 @@ def cmd_bench_sample(args: argparse.Namespace) -> int:
     if min(nfes) < 2:
         raise UsageError(f"--nfe values must be >= 2, got {args.nfe!r}")
     samplers = tuple(s.strip() for s in args.samplers.split(",") if s.strip())
-    quiet = args.json
     result = bench_sample(
         args.run, n=args.n, samplers=samplers, nfes=nfes, batch_size=args.batch_size, cfg=args.cfg,
         refiner=args.refiner, use_evals=not args.no_fid, max_batch=args.max_batch, device=args.device,
-        progress=None if quiet else (lambda line: print(line, file=sys.stderr)),
+        progress=True,  # a progress bar and one line per result on stderr (--json keeps stdout clean)
     )  # fmt: skip
     message = plot(result, Path(args.plot)) if args.plot else "plot skipped: no --plot PATH"
     result["plot"] = message
