@@ -58,7 +58,7 @@ def fit_latent_stats(tokenizer, dataset, n: int, batch_size: int = 64) -> None:
     """Fit a continuous tokenizer's latent mean/std on the first ``n`` training images (no flips)."""
     n = min(n, len(dataset))
     device = next(tokenizer.parameters()).device
-    batches = (_images(dataset, batch_size, s).to(device) for s in range(0, n, batch_size))
+    batches = (_images(dataset, min(batch_size, n - s), s).to(device) for s in range(0, n, batch_size))
     tokenizer.fit_latent_stats(batches, progress=n > 4 * batch_size, total=-(-n // batch_size))
     print(f"latent statistics fitted on {n} images: mean {tokenizer.latent_mean.tolist()}, std "
           f"{tokenizer.latent_std.tolist()}")  # fmt: skip
