@@ -126,7 +126,9 @@ class InceptionEncoder(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         maps = self.trunk(images)
         if not maps:
-            raise TokenizerError(f"images of {tuple(images.shape[-2:])} are too small for Inception's layer; raise size")
+            raise TokenizerError(
+                f"images of {tuple(images.shape[-2:])} are too small for Inception's layer; raise size"
+            )
         return maps[-1]  # (B, dim, h, w)
 
 
@@ -192,7 +194,9 @@ class DINOv2Encoder(nn.Module):
         try:
             from transformers import Dinov2Model
         except ImportError:
-            raise TokenizerError("image encoder dinov2 (backend transformers) needs: pip install transformers") from None
+            raise TokenizerError(
+                "image encoder dinov2 (backend transformers) needs: pip install transformers"
+            ) from None
         try:
             return Dinov2Model.from_pretrained(self.cfg.path, local_files_only=True)
         except (OSError, ValueError) as e:
