@@ -184,7 +184,6 @@ def cmd_info(args: argparse.Namespace) -> int:
         if not isinstance(cfg, config.RunConfig):  # a refiner run: its sizes depend on its base run
             print(json.dumps({"params": {}, "config": cfg.to_dict()}) if args.json else yaml_dump(cfg.to_dict()))
             return 0
-        pipe = Pipeline.from_config(cfg, device=torch.device("meta"))
     else:
         if not Path(args.run).is_dir():
             raise RunError(f"run directory {args.run} does not exist")

@@ -48,17 +48,29 @@ def train_run(cfg: RunConfig | RefinerRunConfig, out_dir: Path | str, *, resume:
     return _fit(cfg.train, task, dataset, out, Hooks(sample=sample, export=export), cfg.to_dict(), resume)
 
 
-def _images(dataset, n: int) -> torch.Tensor:
-    """The first ``n`` images of a dataset, (n, 3, H, W) in [-1, 1]."""
-    idx = torch.arange(min(n, len(dataset)))
+def _images(dataset, n: int, start: int = 0) -> torch.Tensor:
+    """Images ``start .. start + n - 1`` of a dataset (fewer at its end), (n, 3, H, W) in [-1, 1]."""
+    idx = torch.arange(start, min(start + n, len(dataset)))
     if hasattr(dataset, "get_batch"):
         return dataset.get_batch(idx)["image"]
     return torch.stack([dataset[int(i)]["image"] for i in idx])
 
 
+def fit_latent_stats(tokenizer, dataset, n: int, batch_size: int = 64) -> None:
+    """Fit a continuous tokenizer's latent mean/std on the first ``n`` training images (no flips)."""
+    n = min(n, len(dataset))
+    device = next(tokenizer.parameters()).device
+    batches = (_images(dataset, min(batch_size, n - s), s).to(device) for s in range(0, n, batch_size))
+    tokenizer.fit_latent_stats(batches, progress=n > 4 * batch_size, total=-(-n // batch_size))
+    print(f"latent statistics fitted on {n} images: mean {tokenizer.latent_mean.tolist()}, std "
+          f"{tokenizer.latent_std.tolist()}")  # fmt: skip
+
+
 def train_tokenizer_run(cfg: RunConfig, out_dir: Path | str, *, resume: str | None = None) -> Path:
     """Train the tokenizer itself (``task: tokenizer``): reconstruction grids while training, and at the end
-    its weights plus reconstruction metrics (``recon.json``: PSNR, usage, perplexity on the first 512 images)."""
+    its weights plus reconstruction metrics (``recon.json``: PSNR, usage, perplexity on the first 512 images).
+    A continuous tokenizer with latent statistics (KL-VAE, VA-VAE) has them fitted on its first
+    ``tokenizer.stats_images`` training images before its weights are written."""
     import json
 
     out = Path(out_dir)
@@ -74,13 +86,15 @@ def train_tokenizer_run(cfg: RunConfig, out_dir: Path | str, *, resume: str | No
         tok = model.tokenizer.eval()
         with torch.no_grad():
             x = shown.to(next(tok.parameters()).device)
-            recon = tok.decode(tok.encode(x)).clamp(-1, 1).cpu()
+            recon = tok.roundtrip(x).clamp(-1, 1).cpu()
         save_grid(torch.cat([shown, recon]), run_dir / "samples" / f"step_{step:07d}.png", nrow=len(shown))
         tok.train()
 
     def export(model: TokenizerTask, run_dir: Path) -> None:
-        save_tokenizer(cfg, model.tokenizer, run_dir, dataset.class_names)
         tok = model.tokenizer.eval()
+        if hasattr(tok, "fit_latent_stats"):
+            fit_latent_stats(tok, dataset, tok.cfg.stats_images)
+        save_tokenizer(cfg, tok, run_dir, dataset.class_names)
         metrics = reconstruction_metrics(tok, _images(dataset, 512))
         tok.train()
         (run_dir / "recon.json").write_text(json.dumps(metrics, indent=2))

@@ -305,8 +305,11 @@ def reconstruction_metrics(tokenizer: nn.Module, images: Tensor, batch_size: int
     vocab = tokenizer.token_spec.vocab_size
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device)
-        tokens = tokenizer.encode(x)
-        recon = tokenizer.decode(tokens).clamp(-1, 1)
+        if vocab:
+            tokens = tokenizer.encode(x)
+            recon = tokenizer.decode(tokens).clamp(-1, 1)
+        else:
+            recon = tokenizer.roundtrip(x).clamp(-1, 1)
         a, b = to_uint8(x).float(), to_uint8(recon).float()
         mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
         psnrs.append(10 * torch.log10(255.0**2 / mse).cpu())

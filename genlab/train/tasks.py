@@ -37,11 +37,12 @@ class TokenizerTask(nn.Module):
         self.tokenizer = tokenizer
         self.losses = tokenizer.training_losses()
         self.step = 0
-        keys = ["rec", "usage", "perplexity"]
+        keys = ["rec"] if tokenizer.token_spec.kind == "continuous" else ["rec", "usage", "perplexity"]
         if self.losses is not None and getattr(self.losses, "perceptual", None) is not None:
             keys.append("perceptual")
         if self.discriminator is not None:
             keys += ["gan", "disc"]
+        keys += [k for k in tokenizer.LOG_KEYS if k not in keys]
         self.log_keys = tuple(keys)
 
     @property
