@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from genlab import config, registry
+from genlab import config
 from genlab.config import ConfigError, SampleConfig
 from genlab.generators.dit import DiT, dit_param_count, lightningdit_param_count, swiglu_hidden
 from genlab.generators.objectives.flow import RectifiedFlow, velocity_loss
@@ -308,11 +308,6 @@ def test_lightningdit_xl1_preset_config():
     assert data["tokenizer"]["name"] == "va-vae"
 
 
-@pytest.mark.skipif(
-    "va-vae" not in registry.names("tokenizer"),
-    reason="the VA-VAE tokenizer ('va-vae', issue 4) is written on another branch; "
-    "test_lightningdit_xl1_matches_the_paper_and_the_public_module counts the generator without it",
-)
 def test_lightningdit_xl1_preset_counts_through_genlab_info(capsys):
     from genlab.cli import main
 
