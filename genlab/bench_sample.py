@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from genlab.config import to_dict
 from genlab.data import to_uint8
+from genlab.data.cache import training_images
 from genlab.pipeline import Pipeline
 from genlab.samplers import Blocks, SampleResult, get
 
@@ -76,10 +76,8 @@ def fid_metric(pipe: Pipeline, run_dir: Path, n: int, device) -> tuple[Metric | 
     data = pipe.cfg.data
     try:
         net = evals.resolve(device=device)
-        options = {k: v for k, v in to_dict(data.cfg).items() if k not in ("resolution", "split")}
-        ref = evals.dataset_reference(
-            data.name, data.cfg.resolution, net, split="train", options=options, progress=False
-        )[0]
+        name, options, split = training_images(data)
+        ref = evals.dataset_reference(name, data.cfg.resolution, net, split=split, options=options, progress=False)[0]
     except Exception as e:  # a missing feature network or dataset: say so, keep the speed numbers
         return None, f"FID unavailable: {e}"
 
@@ -93,7 +91,7 @@ def fid_metric(pipe: Pipeline, run_dir: Path, n: int, device) -> tuple[Metric | 
     def metric(images: Tensor) -> float:
         return float(evals.evaluate(Images(images), ref, net, ["fid"], progress=False).metrics["fid"])
 
-    note = f"FID of N={n} samples (biased upward at small N) against {data.name} train ({ref.n} images), {net.name}"
+    note = f"FID of N={n} samples (biased upward at small N) against {name} {split} ({ref.n} images), {net.name}"
     return metric, note
 
 

@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from genlab.data.base import DataError
+from genlab.data.cache import training_images
 from genlab.evals.base import EvalError  # bad input: one line, exit status 2 (one of cli's user errors)
 
 
@@ -96,10 +98,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     needs = [registry_get_evaluator(m) for m in metrics]
     ref = None
     if any(e.needs_reference for e in needs) and ref_spec is None:  # a run's own training set, with its options
-        from genlab.config import to_dict
-
-        ref_spec = f"{run_data.name}:train"
-        ref = evals.dataset_reference(run_data.name, source.resolution, net, split="train", options=to_dict(run_data.cfg),
+        try:
+            name, options, split = training_images(run_data)
+        except DataError as e:
+            raise EvalError(f"{e}; pass --ref DATASET[:SPLIT] or a statistics file") from None
+        ref_spec = f"{name}:{split}"
+        ref = evals.dataset_reference(name, source.resolution, net, split=split, options=options,
                                       batch_size=args.batch_size, progress=progress)[0]  # fmt: skip
     elif any(e.needs_reference for e in needs):
         ref = evals.resolve_reference(

@@ -13,7 +13,7 @@ from genlab.cachecmd import check_token_cache
 from genlab.cli import main
 from genlab.config import ConfigError, component_from_dict
 from genlab.data.base import DataError, TensorImageDataset
-from genlab.data.cache import TokenCacheDataset, write_token_cache
+from genlab.data.cache import TokenCacheDataset, training_images, write_token_cache
 from genlab.launch import train_run
 from genlab.pipeline import Pipeline
 from genlab.tokenizers.saved import fingerprint, load_tokenizer_folder
@@ -204,3 +204,16 @@ def test_a_tokenizer_run_loads_with_its_weights(tmp_path):
     assert tok.source["name"] == "sd-vae" and not any(
         p.requires_grad for p in build({"name": "run", "path": str(tokrun)}, 16).parameters()
     )
+
+
+def test_a_cache_names_the_images_it_encoded_and_refuses_other_sizes(tmp_path):
+    assert main(["cache", "--tokenizer", "pixels", "--dataset", "digits", "--resolution", "16", "--split", "val",
+                 "--out", str(tmp_path / "c")]) == 0  # fmt: skip
+    data = component_from_dict("dataset", {"name": "token-cache", "path": str(tmp_path / "c")}, "data")
+    name, options, split = training_images(data)  # `genlab eval --run` compares with these images
+    assert (name, split, options["resolution"]) == ("digits", "val", 16)
+    assert training_images(component_from_dict("dataset", {"name": "digits"}, "data"))[::2] == ("digits", "train")
+    with pytest.raises(DataError, match="data.classes=9 but the cache .* has classes 10"):
+        read(tmp_path / "c", classes=9)
+    with pytest.raises(DataError, match="data.resolution=32 but the cache .* has resolution 16"):
+        read(tmp_path / "c", resolution=32)

@@ -243,6 +243,9 @@ class TokenCacheDataset(torch.utils.data.Dataset):
         self.cfg, self.root = cfg, Path(cfg.path)
         self.manifest = m = read_manifest(self.root)
         self.class_names = list(m["class_names"])
+        for key, have in (("resolution", int(m["resolution"])), ("classes", len(self.class_names))):
+            if getattr(cfg, key) not in (0, have):  # 0: whatever the manifest says
+                raise DataError(f"data.{key}={getattr(cfg, key)} but the cache in {self.root} has {key} {have}")
         self.shards = [_Shard(self.root / e["file"]) for e in m["shards"]]
         counts = [e["count"] for e in m["shards"]]
         if sum(counts) != m["count"]:
@@ -295,3 +298,15 @@ def _key_order(key: str) -> tuple[int, int]:
     """ "tokens" first, then "tokens.0", "tokens.1", ... in numeric order."""
     _, _, k = key.partition(".")
     return (0, -1) if not k else (1, int(k))
+
+
+def training_images(data) -> tuple[str, dict, str]:
+    """(dataset name, options, split) of the images a run's ``data`` component trains on: a token cache names the
+    images it encoded (from its manifest), so FID compares a cache-trained run with those images."""
+    from genlab.config import to_dict
+
+    if data.name != "token-cache":
+        return data.name, to_dict(data.cfg), "train"
+    options = dict(read_manifest(data.cfg.path)["dataset"])
+    name = options.pop("name")
+    return name, options, str(options.get("split", "train"))
