@@ -101,7 +101,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         np.savez(out, arr_0=arr, labels=result.labels.numpy())
     else:
         save_grid(result.images, out, nrow=args.n)
-    refined = f" + {result.refiner_nfe} refiner evaluations" if result.refiner_nfe else ""
+    refined = (
+        f" + {result.refiner_nfe} refiner evaluation{'s' * (result.refiner_nfe != 1)}" if result.refiner_nfe else ""
+    )
     print(f"{len(labels)} images, {result.nfe} NFE{refined}, {result.seconds:.1f}s -> {out}")
     return 0
 

@@ -65,11 +65,11 @@ def test_refiner_run_trains_exports_and_samples(refiner_run, smoke_run, tmp_path
     n_ref, n_base = (sum(p.numel() for p in m.parameters()) for m in (pipe.refiner, pipe.backbone))
     assert n_ref < n_base
     out = pipe.generate([0, 1, 2], steps=9, sampler="flowturbo", cfg=2.0)
-    assert out.nfe == 7 and out.refiner_nfe == 6  # H1P5R3
+    assert out.nfe == 7 and out.refiner_nfe == 5  # H1P5R3, the last R step an Euler step
     code, text, _ = run_cli(capsys, "sample", "--run", str(smoke_run), "--refiner", str(refiner_run), "--classes",
                             "0,1", "--n", "2", "--sampler", "flowturbo", "--blocks", "H1P2R1", "--cfg", "2",
                             "--cfg-interval", "0.2,0.9", "--out", str(tmp_path / "t.png"))  # fmt: skip
-    assert code == 0 and "4 NFE + 2 refiner evaluations" in text
+    assert code == 0 and "4 NFE + 1 refiner evaluation" in text  # H1P2R1: the R step is the Euler last step
 
 
 def test_sample_options_change_images_but_not_their_seeds(smoke_run, tmp_path, capsys):
@@ -124,10 +124,14 @@ def test_bench_sample_json(refiner_run, capsys, tmp_path):
 
     assert Image.open(tmp_path / "b.png").size[0] > 100  # the plot (matplotlib is in the dev extra)
     assert json.loads((tmp_path / "b.json").read_text()) == result
-    rows = {(r["sampler"], r["nfe"]): r for r in result["rows"]}
+    rows = {(r["sampler"], r["budget"]): r for r in result["rows"]}
     assert set(rows) == {(s, n) for s in ("euler", "heun", "dpm++", "unipc", "flowturbo") for n in (4, 8)}
-    assert rows[("flowturbo", 8)]["blocks"] == "H1P6R4" and rows[("flowturbo", 8)]["refiner_nfe"] == 8
-    assert rows[("heun", 8)]["steps"] == 4 and all(r["ms_per_image"] > 0 for r in rows.values())
+    assert rows[("flowturbo", 8)]["blocks"] == "H1P6R4" and rows[("flowturbo", 8)]["refiner_nfe"] == 7
+    assert (
+        rows[("heun", 8)]["steps"] == 4
+        and rows[("heun", 8)]["nfe"] == 7
+        and all(r["ms_per_image"] > 0 for r in rows.values())
+    )
     assert rows[("euler", 8)]["proxy_rmse"] < rows[("euler", 4)]["proxy_rmse"]  # closer to the Heun-128 reference
     assert result["quality"] == "proxy_rmse" and result["rows"][0]["fid"] is None and "FID" in result["fid_note"]
     peer = {p["nfe"]: p for p in result["peer"]}

@@ -53,7 +53,9 @@ def test_euler_is_first_order_and_heun_second_order(problems, flow):
     assert 0.85 < k < 1.2, f"Euler order {k:.2f} on the {flow}: {errs}"
     k, errs = order(p, "heun", [8, 16, 32, 64])
     assert 1.8 < k < 2.3, f"Heun order {k:.2f} on the {flow}: {errs}"
-    assert error(p, "heun", 5)[1] == 10 and error(p, "euler", 5)[1] == 5
+    assert error(p, "heun", 5)[1] == 9 and error(p, "euler", 5)[1] == 5  # Heun's last step is an Euler step
+    k, errs = order(p, "heun", [8, 16, 32, 64], last_step="heun")  # the textbook method, corrector at t = 0
+    assert 1.8 < k < 2.3 and error(p, "heun", 5, last_step="heun")[1] == 10, f"Heun order {k:.2f}: {errs}"
 
 
 @pytest.mark.parametrize("flow", ["gaussian", "mixture"])
@@ -98,7 +100,7 @@ def test_pseudo_corrector_saves_evaluations_and_beats_euler(problems):
             err_p, nfe_p = error(p, "flowturbo", steps, blocks=f"P{steps}")
             err_h, nfe_h = error(p, "heun", steps)
             err_e, _ = error(p, "euler", nfe_p)  # Euler given the same number of evaluations
-            assert nfe_p == steps + 1 < nfe_h == 2 * steps
+            assert nfe_p == steps < nfe_h == 2 * steps - 1  # both end with an Euler step
             assert err_p < err_e, (flow, steps, err_p, err_e)
             err_same, nfe_same = error(p, "flowturbo", 2 * steps - 1, blocks=f"P{2 * steps - 1}")
             assert nfe_same == nfe_h and err_same < err_h, (flow, steps, err_same, err_h)  # better at equal NFE
@@ -135,7 +137,8 @@ def test_blocks():
     assert Blocks.default(9, refiner=False) == Blocks(1, 8, 0)
     assert Blocks.for_nfe(7, refiner=True) == Blocks(1, 5, 3)
     for nfe in (2, 4, 8, 16, 64):
-        assert Blocks.for_nfe(nfe, refiner=True).nfe == nfe
+        assert Blocks.for_nfe(nfe, refiner=True).nfe == Blocks.for_nfe(nfe, refiner=False).nfe == nfe
+    assert Blocks.for_nfe(64, refiner=True) == Blocks(1, 62, 5) and Blocks.for_nfe(8, refiner=False) == Blocks(1, 7, 0)
     for bad in ("", "X3", "H1R2P1", "H0P0R0"):
         with pytest.raises(ValueError):
             Blocks.parse(bad)
@@ -156,7 +159,7 @@ def test_flowturbo_counts_evaluations_and_an_exact_refiner_turns_r_steps_into_he
     v, v_calls = counting(velocity)
     r, r_calls = counting(lambda x, t, cached: velocity(x, t) - cached)  # the perfect refiner
     res = get("flowturbo")(v, noise, steps=9, refiner=r)
-    assert res.nfe == len(v_calls) == 7 and res.refiner_nfe == len(r_calls) == 6  # H1P5R3: 2 + 5, 2 * 3
+    assert res.nfe == len(v_calls) == 7 and res.refiner_nfe == len(r_calls) == 5  # H1P5R3: 2 + 5, 2 * 3 - 1
     # with the exact velocity change, a refiner step is a Heun step: H1R8 equals 9 Heun steps
     turbo = get("flowturbo")(velocity, noise, steps=9, blocks="H1R8", refiner=r).x
     assert torch.allclose(turbo, get("heun")(velocity, noise, steps=9).x, atol=1e-12)
