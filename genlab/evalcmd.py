@@ -209,18 +209,21 @@ def cmd_eval_tokenizer(args: argparse.Namespace) -> int:
     from genlab.evals.recon import reconstruction_eval
     from genlab.evals.sources import DatasetImages
 
-    run_cfg = Path(args.tokenizer) / "config.yaml"
-    if run_cfg.is_file() and not (args.dataset and args.resolution):  # a tokenizer run: its data by default
+    run_cfg, options = Path(args.tokenizer) / "config.yaml", {}
+    if run_cfg.is_file():  # a tokenizer run: its dataset by default, with the options it trained with
         import yaml
 
         data = (yaml.safe_load(run_cfg.read_text()) or {}).get("data", {})
         args.dataset = args.dataset or data.get("name")
         args.resolution = args.resolution or data.get("resolution")
+        if args.dataset == data.get("name"):  # e.g. openmoji's skin_tones and label_level
+            options = {k: v for k, v in data.items() if k not in ("name", "resolution", "split", "hflip")}
     if not args.dataset or not args.resolution:
         raise EvalError("--tokenizer needs --dataset NAME and --resolution R")
     tok = _load_tokenizer(args.tokenizer, args.resolution).to(_eval_device(args)).eval()
     split = args.split or "val"
-    source = DatasetImages(build_dataset(args.dataset, args.resolution, split), args.n, f"{args.dataset} {split}")
+    dataset = build_dataset(args.dataset, args.resolution, split, options)
+    source = DatasetImages(dataset, args.n, f"{args.dataset} {split}")
     spec = tok.token_spec
     discrete = spec.kind != "continuous"
 
@@ -235,7 +238,7 @@ def cmd_eval_tokenizer(args: argparse.Namespace) -> int:
     if not args.no_rfid:
         net = evals.resolve(args.inception, device=_eval_device(args))
         ref = evals.dataset_reference(args.dataset, args.resolution, net, split=split, n=args.n or 0,
-                                      batch_size=args.batch_size)[0]  # fmt: skip
+                                      options=options, batch_size=args.batch_size)[0]  # fmt: skip
     out = reconstruction_eval(source, roundtrip, net, ref, vocab_size=spec.vocab_size, batch_size=args.batch_size)
     if net is not None:
         out["feature_extractor"] = net.description

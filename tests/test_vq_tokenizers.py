@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from genlab import config
 from genlab.cli import main
 from genlab.config import ConfigError, from_dict
+from genlab.evals.evaluate import build_dataset
 from genlab.launch import train_run
 from genlab.pipeline import load_tokenizer, reconstruction_metrics, ssim
 from genlab.tokenizers.base import TokenizerError
@@ -199,7 +200,9 @@ ARGS = [
 
 
 def test_smoke_vq_trains_exports_evaluates_and_resumes_bitwise(tmp_path, capsys):
-    cfg = config.load("smoke-vq", [*ARGS, "train.checkpoint_every=6", "train.keep_checkpoints=5"])
+    cfg = config.load(
+        "smoke-vq", [*ARGS, "train.checkpoint_every=6", "train.keep_checkpoints=5", "data.val_fraction=0.25"]
+    )
     run = train_run(cfg, tmp_path / "a")
     assert (run / "samples" / "step_0000012.png").is_file()
     metrics = json.loads((run / "recon.json").read_text())
@@ -212,6 +215,9 @@ def test_smoke_vq_trains_exports_evaluates_and_resumes_bitwise(tmp_path, capsys)
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"psnr", "ssim", "codebook_usage", "codebook_perplexity"} <= set(result)
     assert 0 < result["codebook_usage"] <= 1 and -1 <= result["ssim"] <= 1
+    assert main(["eval", "--tokenizer", str(run), "--no-rfid", "--json"]) == 0  # the run's val split, its options
+    val = build_dataset("digits", 16, "val", {"val_fraction": 0.25})
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == len(val) > 400
     # resume from the step-6 checkpoint (both optimizers, the discriminator, the codebook statistics)
     b = tmp_path / "b"
     (b / "checkpoints").mkdir(parents=True)
