@@ -31,11 +31,18 @@ VQ = ["tokenizer.quantizer.codebook_size=512", "tokenizer.quantizer.l2_norm=fals
 CONFIGS = {
     "vq": VQ,
     "vq-l2-factorised": [*VQ[:1], "tokenizer.quantizer.l2_norm=true", "tokenizer.quantizer.code_dim=4", VQ[2]],
-    "vq-l2-factorised-reseed": [*VQ[:1], "tokenizer.quantizer.l2_norm=true", "tokenizer.quantizer.code_dim=4",
-                                "tokenizer.quantizer.dead_code_threshold=0.05"],  # fmt: skip
+    "vq-l2-factorised-reseed": [
+        *VQ[:1],
+        "tokenizer.quantizer.l2_norm=true",
+        "tokenizer.quantizer.code_dim=4",
+        "tokenizer.quantizer.dead_code_threshold=0.05",
+    ],  # fmt: skip
     "rvq4": ["tokenizer.name=rqvae", "tokenizer.quantizer.depth=4", "tokenizer.quantizer.vq.codebook_size=512"],
-    "msvq": ["tokenizer.name=msvq-vae", "tokenizer.quantizer.scales=[1,2,4,8]",
-             "tokenizer.quantizer.vq.codebook_size=512"],  # fmt: skip
+    "msvq": [
+        "tokenizer.name=msvq-vae",
+        "tokenizer.quantizer.scales=[1,2,4,8]",
+        "tokenizer.quantizer.vq.codebook_size=512",
+    ],  # fmt: skip
 }
 
 
