@@ -16,7 +16,7 @@ The refiner is trained against the base model by ``genlab.generators.refiner.Ref
 
 The last step (to t = 0) is an Euler step x_N = x_{N-1} + h d_{N-1} by default, as in ``genlab.samplers.heun``
 (``last_step="heun"`` keeps its corrector): a last P step then costs no evaluation at all, a last R step one
-refiner call. On the quickstart model (cfg 3, 256 samples) H1P6 had FID 163.9 with the corrector at t = 0, below
+refiner call. On the quickstart model (cfg 3, 256 samples) H1P6 had FID 163.9 with the corrector at t = 0, worse than
 Euler's 145.6 at the same 8 NFE; with the Euler last step H1P7 (also 8 NFE) has 135.6. See ``heun`` for why.
 """
 
