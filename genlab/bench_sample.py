@@ -180,10 +180,10 @@ def bench_sample(
         say(f"reference: {ref_name} {ref.nfe} NFE")
         rows = []
         for name in samplers:
-            warm = plan(name, min(nfes), refiner=pipe.refiner is not None) or {"steps": 2}
+            warm = plan(name, min(nfes), refiner=has_ref) or {"steps": 2}
             _generate(pipe, labels[:batch_size], sampler=name, batch=batch_size, cfg=cfg, **warm)  # imports, caches
             for nfe in nfes:
-                p = plan(name, nfe, refiner=pipe.refiner is not None)
+                p = plan(name, nfe, refiner=has_ref)
                 if p is None:
                     continue
                 steps = p.pop("steps")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
@@ -15,7 +14,8 @@ import yaml
 
 from genlab import registry
 from genlab.config import ConfigError, component_from_dict, load_preset_dict, parse_override, to_dict
-from genlab.data.cache import TokenCacheDataset, write_token_cache
+from genlab.data.base import DataError
+from genlab.data.cache import TokenCacheDataset, read_manifest, write_token_cache
 from genlab.tokenizers.saved import fingerprint, load_tokenizer_folder, tokenizer_spec
 
 
@@ -68,8 +68,10 @@ def resolve_tokenizer(spec: str, resolution: int | None, overrides: dict) -> tup
         if (path / "config.yaml").is_file():
             run_data = (yaml.safe_load((path / "config.yaml").read_text()) or {}).get("data") or {}
         if run_data.get("name") == "token-cache":  # a generator trained on a cache: the images that cache came from
-            manifest = Path(str(run_data.get("path", ""))) / "manifest.json"
-            run_data = json.loads(manifest.read_text())["dataset"] if manifest.is_file() else {}
+            try:
+                run_data = read_manifest(str(run_data.get("path", "")))["dataset"]
+            except DataError:
+                run_data = {}  # the cache is gone: --dataset and --resolution must say it
         res = resolution or run_data.get("resolution")
         if not res:
             raise ConfigError(
@@ -151,10 +153,11 @@ def check_token_cache(dataset, tokenizer: torch.nn.Module, component) -> None:
         return
     made = dataset.tokenizer
     spec = tokenizer_spec(tokenizer, component)
-    if made["fingerprint"] != fingerprint(tokenizer, spec):
+    mine = fingerprint(tokenizer, spec)  # hashes every weight: once
+    if made["fingerprint"] != mine:
         raise ConfigError(
             f"the token cache {dataset.root} was made by another tokenizer ({made['name']}, fingerprint "
-            f"{made['fingerprint'][:12]}) than this run's ({spec['name']}, {fingerprint(tokenizer, spec)[:12]}): "
+            f"{made['fingerprint'][:12]}) than this run's ({spec['name']}, {mine[:12]}): "
             "set tokenizer.name=run tokenizer.path=<the tokenizer run given to genlab cache>, or re-cache with "
             "`genlab cache --tokenizer ...`"
         )

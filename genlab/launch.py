@@ -14,6 +14,7 @@ import yaml
 from genlab import registry
 from genlab.cachecmd import check_token_cache
 from genlab.config import ConfigError, RefinerRunConfig, RunConfig
+from genlab.data.base import batch_by_index
 from genlab.generators.refiner import RefinerTraining, save_refiner
 from genlab.pipeline import Pipeline, RunError, class_grid, reconstruction_metrics, save_grid, save_tokenizer
 from genlab.train import GeneratorTask, Hooks, TokenizerTask, Trainer
@@ -50,10 +51,7 @@ def train_run(cfg: RunConfig | RefinerRunConfig, out_dir: Path | str, *, resume:
 
 def _images(dataset, n: int, start: int = 0) -> torch.Tensor:
     """Images ``start .. start + n - 1`` of a dataset (fewer at its end), (n, 3, H, W) in [-1, 1]."""
-    idx = torch.arange(start, min(start + n, len(dataset)))
-    if hasattr(dataset, "get_batch"):
-        return dataset.get_batch(idx)["image"]
-    return torch.stack([dataset[int(i)]["image"] for i in idx])
+    return batch_by_index(dataset, torch.arange(start, min(start + n, len(dataset))))["image"]
 
 
 def fit_latent_stats(tokenizer, dataset, n: int, batch_size: int = 64) -> None:

@@ -57,6 +57,18 @@ def stable_key(*parts: object) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
 
 
+def batch_by_index(dataset, idx: Tensor) -> dict[str, Tensor]:
+    """``{"image", "label"}`` of the samples ``idx``, no flips: the dataset's ``get_batch`` when it has one, else
+    its items stacked."""
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch(idx)
+    items = [dataset[int(i)] for i in idx]
+    return {
+        "image": torch.stack([it["image"] for it in items]),
+        "label": torch.as_tensor([int(it["label"]) for it in items]),
+    }
+
+
 class TensorImageDataset(torch.utils.data.Dataset):
     """Images held in memory as uint8 (N, 3, H, W) with long labels (N,)."""
 

@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from genlab.data.base import DataError
+from genlab.data.base import DataError, batch_by_index
 from genlab.registry import register
 
 MANIFEST, PARTIAL = "manifest.json", "manifest.partial.json"
@@ -106,7 +106,7 @@ def write_token_cache(
         parts: dict[str, list[Tensor]] = {}
         for start in range(lo, hi, batch_size):
             idx = torch.arange(start, min(hi, start + batch_size))
-            batch = _get_batch(dataset, idx)
+            batch = batch_by_index(dataset, idx)
             x = batch["image"].to(device)
             named = {"label": batch["label"].long(), **_flatten(encode(x), "tokens")}
             if flips:
@@ -153,16 +153,6 @@ def _claim(out: Path, plan: dict) -> None:
     (out / PARTIAL).write_text(json.dumps(plan, indent=2))
     for stale in out.glob(".tmp-*"):
         stale.unlink()  # a shard whose writing was interrupted
-
-
-def _get_batch(dataset, idx: Tensor) -> dict[str, Tensor]:
-    if hasattr(dataset, "get_batch"):
-        return dataset.get_batch(idx)
-    items = [dataset[int(i)] for i in idx]
-    return {
-        "image": torch.stack([it["image"] for it in items]),
-        "label": torch.as_tensor([int(it["label"]) for it in items]),
-    }
 
 
 # ----------------------------------------------------------------------------- reading
@@ -254,8 +244,7 @@ class TokenCacheDataset(torch.utils.data.Dataset):
         names = set(self.shards[0].tensors)
         self.keys = sorted((k for k in names if k.startswith("tokens")), key=_key_order)
         self.use_flips = cfg.flips and bool(m.get("flips"))
-        labels = torch.cat([s.take("label", np.arange(c)) for s, c in zip(self.shards, counts)])
-        self.labels = labels
+        self.labels = torch.cat([s.take("label", np.arange(c)) for s, c in zip(self.shards, counts)])
 
     @property
     def tokenizer(self) -> dict:

@@ -38,12 +38,17 @@ def tokenizer_folder(path: Path | str) -> Path:
     return folder
 
 
-def load_tokenizer_folder(path: Path | str, *, resolution: int) -> Tokenizer:
-    """The tokenizer saved in a run (or tokenizer folder), with its weights, in eval mode."""
-    folder = tokenizer_folder(path)
+def _saved_spec(folder: Path) -> dict:
     spec = json.loads((folder / CONFIG).read_text())
     if spec.get("name") == "run":
         raise TokenizerError(f"{folder / CONFIG} names another run instead of a tokenizer")
+    return spec
+
+
+def load_tokenizer_folder(path: Path | str, *, resolution: int) -> Tokenizer:
+    """The tokenizer saved in a run (or tokenizer folder), with its weights, in eval mode."""
+    folder = tokenizer_folder(path)
+    spec = _saved_spec(folder)
     tok = component_from_dict("tokenizer", spec, "tokenizer").build(resolution=resolution)
     weights = folder / WEIGHTS
     if any(True for _ in tok.state_dict()):
@@ -70,8 +75,7 @@ class RunTokenizerConfig:
 def tokenizer_from_run(cfg: RunTokenizerConfig, *, resolution: int) -> Tokenizer:
     """The trained (frozen) tokenizer of another run; see the module docstring."""
     if torch.empty(0).device.type == "meta":  # counting parameters: shapes only
-        folder = tokenizer_folder(cfg.path)
-        spec = json.loads((folder / CONFIG).read_text())
+        spec = _saved_spec(tokenizer_folder(cfg.path))
         return component_from_dict("tokenizer", spec, "tokenizer").build(resolution=resolution)
     tok = load_tokenizer_folder(cfg.path, resolution=resolution)
     return tok.requires_grad_(False)
