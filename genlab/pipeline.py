@@ -123,7 +123,8 @@ class Pipeline(nn.Module):
             run_dir, RUN_FILES, "genlab run", "finish or resume its training with `genlab train ... --resume auto`"
         )
         cfg = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-        if cfg.tokenizer.name == "run":  # the run keeps its own copy of that tokenizer: no need for the original
+        own_copy = cfg.tokenizer.name == "run"  # built from this run's tokenizer/ (weights included), not the original
+        if own_copy:
             cfg.tokenizer = dataclasses.replace(
                 cfg.tokenizer, cfg=dataclasses.replace(cfg.tokenizer.cfg, path=str(run_dir))
             )
@@ -131,7 +132,7 @@ class Pipeline(nn.Module):
         pipe = cls.from_config(cfg, class_names)
         pipe.backbone.load_state_dict(load_file(str(run_dir / "generator" / "model.safetensors")))
         tok_file = run_dir / "tokenizer" / "model.safetensors"
-        if tok_file.is_file():
+        if tok_file.is_file() and not own_copy:
             pipe.tokenizer.load_state_dict(load_file(str(tok_file)))
         if refiner is not None:
             pipe.attach_refiner(refiner)
