@@ -18,26 +18,116 @@ class TokenizerError(RuntimeError):
     """A tokenizer that cannot be built or loaded (e.g. weights missing offline)."""
 
 
+Kind = Literal["continuous", "discrete", "residual", "multiscale"]
+
+
 @dataclass(frozen=True)
 class TokenSpec:
-    """What a tokenizer's tokens look like, per sample (batch dimension excluded)."""
+    """What a tokenizer's tokens look like, per sample (batch dimension excluded). Each kind states its geometry:
 
-    kind: Literal["continuous", "discrete", "multiscale", "residual"]
-    # continuous: (C, h, w); discrete: (N,) or (h, w); residual: (h, w, depth); multiscale: the last map's (h, w)
+    - continuous: ``shape = (C, h, w)``, a latent grid;
+    - discrete: ``shape = (h, w)`` (a raster grid of ids) or ``(N,)`` (a 1-D sequence: TiTok, FlexTok);
+    - residual: ``shape = (h, w, depth)``, ``depth`` ids per position (RQ-VAE);
+    - multiscale: ``scales`` (side of each square map, coarse to fine) and ``shape = (s_K, s_K)``, the last map;
+      the tokens are a list of (B, s_k, s_k) id maps.
+    """
+
+    kind: Kind
     shape: tuple[int, ...]
-    vocab_size: int = 0  # discrete kinds: codebook size
+    vocab_size: int = 0  # discrete kinds: codebook size (ids are 0 .. vocab_size - 1)
     scales: tuple[int, ...] = ()  # multiscale: side of each scale's token map, coarse to fine
-    variable_length: bool = False  # 1-D tokenizers that can decode from a prefix (FlexTok-style)
+    variable_length: bool = False  # 1-D tokenizers that decode from any prefix (FlexTok-style)
     code_dim: int = 0  # discrete kinds: channels of a token's code vector (what indices_to_codes returns)
+    stochastic_decoder: bool = False  # decode() draws noise (FlexTok's rectified-flow decoder)
+
+    def __post_init__(self) -> None:
+        rank = {"continuous": (3,), "discrete": (1, 2), "residual": (3,), "multiscale": (2,)}[self.kind]
+        if len(self.shape) not in rank or min(self.shape, default=0) < 1:
+            raise ValueError(f"a {self.kind} TokenSpec needs a shape of rank {rank} with positive sides, got {self.shape}")
+        if self.kind != "continuous" and self.vocab_size < 1:
+            raise ValueError(f"a {self.kind} TokenSpec needs vocab_size >= 1")
+        if self.kind == "multiscale" and (not self.scales or (self.scales[-1],) * 2 != tuple(self.shape)):
+            raise ValueError(f"a multiscale TokenSpec needs scales ending in its shape's side, got {self.scales}")
+        if self.variable_length and not (self.kind == "discrete" and len(self.shape) == 1):
+            raise ValueError("variable_length applies to 1-D discrete sequences only")
+
+    @property
+    def discrete(self) -> bool:
+        return self.kind != "continuous"
 
     @property
     def channels(self) -> int:
-        return self.shape[0] if self.kind == "continuous" else 0
+        """Channels of a continuous latent."""
+        if self.kind != "continuous":
+            raise ValueError(f"{self.kind} tokens have no channels (code_dim is {self.code_dim})")
+        return self.shape[0]
 
     @property
-    def size(self) -> int:
-        """Spatial side of a continuous token grid."""
-        return self.shape[-1]
+    def grid(self) -> tuple[int, int] | None:
+        """(h, w) of a 2-D layout (the last map's for multiscale); None for a 1-D sequence."""
+        if self.kind == "continuous":
+            return (self.shape[1], self.shape[2])
+        if self.kind == "discrete" and len(self.shape) == 1:
+            return None
+        return (self.shape[0], self.shape[1])
+
+    @property
+    def depth(self) -> int:
+        """Ids per position: ``depth`` for residual tokens, 1 otherwise."""
+        return self.shape[2] if self.kind == "residual" else 1
+
+    @property
+    def num_positions(self) -> int:
+        """Positions a sequence model sees: h*w of a grid, N of a sequence, the sum of s_k^2 over scales."""
+        if self.kind == "multiscale":
+            return sum(s * s for s in self.scales)
+        g = self.grid
+        return self.shape[0] if g is None else g[0] * g[1]
+
+    def describe(self) -> str:
+        """One line for people: ``discrete 16x16 grid, vocab 4096``."""
+        if self.kind == "continuous":
+            return f"continuous {self.shape[0]}x{self.shape[1]}x{self.shape[2]} latent"
+        geo = {
+            "discrete": f"{self.shape[0]}-token sequence" if self.grid is None else f"{self.shape[0]}x{self.shape[1]} grid",
+            "residual": f"{self.shape[0]}x{self.shape[1]} grid x depth {self.depth}",
+            "multiscale": f"scales {','.join(map(str, self.scales))}",
+        }[self.kind]
+        return f"{self.kind} {geo}, vocab {self.vocab_size}"
+
+
+class TokenCodes:
+    """The tokenizer's code protocol as generators of discrete tokens see it: a plain object (not a submodule,
+    so the tokenizer's weights are never saved with the generator). Methods a tokenizer does not have raise
+    ``TokenizerError``."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self._tok = tokenizer
+
+    @property
+    def spec(self) -> TokenSpec:
+        return self._tok.token_spec
+
+    def indices_to_codes(self, tokens: Any) -> Tensor:
+        """Ids -> the code vectors the decoder reads: (B, code_dim, h, w) for grids and multi-scale prefixes."""
+        return self._tok.indices_to_codes(tokens)
+
+    def decode(self, tokens: Any) -> Tensor:
+        """Ids -> images in [-1, 1]."""
+        return self._tok.decode(tokens)
+
+    def scale_codes(self, k: int, ids: Tensor) -> Tensor:
+        """Multiscale: the code vectors (B, code_dim, s_k, s_k) of scale k's ids (B, s_k, s_k)."""
+        return self._tok.scale_codes(k, ids)
+
+    def teacher_forcing_inputs(self, tokens: list[Tensor]) -> list[Tensor]:
+        """Multiscale (VAR): from ground-truth maps, the inputs of scales 2..K: [(B, code_dim, s_k, s_k)]."""
+        return self._tok.teacher_forcing_inputs(tokens)
+
+    def next_scale_input(self, k: int, f_hat: Tensor, codes: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Multiscale (VAR's sampler step): add scale k's codes to the running latent ``f_hat`` (B, C, H, W);
+        returns (f_hat, the input of scale k+1 (B, C, s_{k+1}, s_{k+1}) or None after the last scale)."""
+        return self._tok.next_scale_input(k, f_hat, codes)
 
 
 class Tokenizer(nn.Module):
@@ -53,6 +143,24 @@ class Tokenizer(nn.Module):
 
     def decode(self, tokens: Any) -> Tensor:
         raise NotImplementedError
+
+    # -- the code protocol of discrete tokenizers (see TokenCodes); continuous tokenizers have none of it
+
+    def indices_to_codes(self, tokens: Any) -> Tensor:
+        raise TokenizerError(f"{type(self).__name__} makes {self.token_spec.kind} tokens: it has no code vectors")
+
+    def scale_codes(self, k: int, ids: Tensor) -> Tensor:
+        raise TokenizerError(f"{type(self).__name__} is not a multi-scale tokenizer")
+
+    def teacher_forcing_inputs(self, tokens: list[Tensor]) -> list[Tensor]:
+        raise TokenizerError(f"{type(self).__name__} is not a multi-scale tokenizer")
+
+    def next_scale_input(self, k: int, f_hat: Tensor, codes: Tensor) -> tuple[Tensor, Tensor | None]:
+        raise TokenizerError(f"{type(self).__name__} is not a multi-scale tokenizer")
+
+    def codes(self) -> TokenCodes:
+        """The code protocol generators receive (``codes=`` of a Generator's constructor)."""
+        return TokenCodes(self)
 
     def roundtrip(self, images: Tensor) -> Tensor:
         """Images -> reconstructions, for previews and reconstruction metrics. Continuous tokenizers with latent

@@ -171,3 +171,12 @@ class MultiScaleVQTokenizer(VQGANTokenizer):
             if tuple(t.shape[-2:]) != (s, s):
                 raise TokenizerError(f"token map {k} is {tuple(t.shape[-2:])}, scale {k} is {s}x{s}")
         return self.decode_codes(self.quantizer.indices_to_codes(tokens))
+
+    def scale_codes(self, k: int, ids: Tensor) -> Tensor:
+        return self.quantizer.vq.indices_to_codes(ids)
+
+    def teacher_forcing_inputs(self, tokens: list[Tensor]) -> list[Tensor]:
+        return self.quantizer.teacher_forcing_inputs(tokens)
+
+    def next_scale_input(self, k: int, f_hat: Tensor, codes: Tensor) -> tuple[Tensor, Tensor | None]:
+        return self.quantizer.next_scale_input(k, f_hat, codes)

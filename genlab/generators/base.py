@@ -1,0 +1,115 @@
+"""The Generator contract: one protocol for flow, diffusion, masked and autoregressive models of tokens.
+
+A generator is an ``nn.Module`` built as ``cls(cfg, spec=TokenSpec, num_classes=int, codes=TokenCodes | None)``:
+
+- ``spec`` says what the tokens look like (``genlab.tokenizers.base.TokenSpec``); nothing else about the
+  tokenizer is passed, and a generator never imports a concrete tokenizer;
+- ``codes`` is the tokenizer's code protocol (ids -> code vectors, multi-scale teacher-forcing inputs), for
+  generators that embed codes or follow VAR's next-scale inputs; it is not a submodule (its weights stay the
+  tokenizer's);
+- label ``num_classes`` is the null class of classifier-free guidance.
+
+It implements
+
+- ``loss(tokens, labels, seeds) -> dict`` with key ``"loss"`` (a scalar); every random draw comes from the
+  per-sample ``seeds`` (``genlab.nn.rng``), so sample i's loss does not depend on the batch it is in;
+- ``sample(labels, seeds, options) -> Sampled``: tokens that ``Tokenizer.decode`` reads, and the network
+  evaluations per image. ``options`` is an instance of the class's ``SampleOptions`` dataclass; its fields
+  (declared with ``option(...)``) are what the CLI (``genlab sample --steps … --top-k …``), the demo and
+  ``genlab bench sample`` offer for a run of this generator, and what a run config's ``sample:`` section holds.
+
+Continuous backbones (``f(x, t, y)``, e.g. DiT) register with ``ROLE = "backbone"``: an objective
+(``genlab.generators.objectives``) wraps them and is the Generator. Self-contained generators (MaskGIT, GPT,
+VAR) register with ``ROLE = "generator"`` and own their loss and decoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from torch import Tensor, nn
+
+from genlab.tokenizers.base import TokenCodes, TokenSpec
+
+__all__ = ["Generator", "GeneratorError", "SampleOptions", "Sampled", "TokenCodes", "TokenSpec", "option"]
+
+
+class GeneratorError(ValueError):
+    """A generator that does not fit the tokens or options it was given; the message says what to change."""
+
+
+def option(default: Any, help: str, *, aliases: tuple[str, ...] = (), low: float | None = None,
+           high: float | None = None) -> Any:  # fmt: skip
+    """A sampling option: a dataclass field with its help text and, for numbers, its valid range [low, high]
+    (checked by ``SampleOptions.validate``, which also refuses NaN and infinity). ``aliases`` are extra CLI
+    flag names (``--guidance-interval`` for ``cfg_interval``)."""
+    meta = {"help": help, "aliases": aliases, "low": low, "high": high}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclass
+class SampleOptions:
+    """Base of every generator's sampling options. Subclasses add fields with ``option(...)``; ``validate``
+    checks every declared range and every number for finiteness, then calls ``check`` for cross-field rules."""
+
+    def validate(self) -> None:
+        import math
+
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            items = value if isinstance(value, (tuple, list)) else (value,)
+            for v in items:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    continue
+                if not math.isfinite(v):
+                    raise ValueError(f"{f.name} must be a finite number, got {v}")
+                lo, hi = meta.get("low"), meta.get("high")
+                if (lo is not None and v < lo) or (hi is not None and v > hi):
+                    rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+                    raise ValueError(f"{f.name} must be in {rng}, got {v}")
+        self.check()
+
+    def check(self) -> None:
+        """Cross-field rules of a subclass (raise ValueError with what to change)."""
+
+    @classmethod
+    def fields(cls) -> dict[str, dataclasses.Field]:
+        return {f.name: f for f in dataclasses.fields(cls)}
+
+
+@dataclass
+class Sampled:
+    """What ``Generator.sample`` returns: one small result type, whatever the family."""
+
+    tokens: Any  # what the tokenizer decodes: (B, C, h, w) latents, (B, h, w) / (B, N) ids, or a list of maps
+    nfe: int  # network evaluations per image (a guided conditional + unconditional pass counts once)
+    extra_nfe: int = 0  # evaluations of a light auxiliary network (FlowTurbo's refiner), not counted in nfe
+
+
+class Generator(nn.Module):
+    """Base class of self-contained generators (``ROLE = "generator"``) and of objectives."""
+
+    Config: ClassVar[type]
+    SampleOptions: ClassVar[type[SampleOptions]]
+    ROLE: ClassVar[Literal["backbone", "generator"]] = "generator"
+    TOKEN_KINDS: ClassVar[tuple[str, ...]] = ()  # the TokenSpec kinds it models
+    num_classes: int
+
+    def loss(self, tokens: Any, labels: Tensor, seeds: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def sample(self, labels: Tensor, seeds: Tensor, options: SampleOptions) -> Sampled:
+        raise NotImplementedError
+
+    @classmethod
+    def check_spec(cls, spec: TokenSpec) -> None:
+        """GeneratorError unless ``spec.kind`` is one this class models."""
+        if spec.kind not in cls.TOKEN_KINDS:
+            raise GeneratorError(
+                f"{cls.__name__} models {' or '.join(cls.TOKEN_KINDS)} tokens; this tokenizer makes {spec.kind} "
+                "tokens (choose another tokenizer or generator)"
+            )
