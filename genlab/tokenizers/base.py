@@ -88,11 +88,12 @@ class TokenSpec:
         """One line for people: ``discrete 16x16 grid, vocab 4096``."""
         if self.kind == "continuous":
             return f"continuous {self.shape[0]}x{self.shape[1]}x{self.shape[2]} latent"
-        geo = {
-            "discrete": f"{self.shape[0]}-token sequence" if self.grid is None else f"{self.shape[0]}x{self.shape[1]} grid",
-            "residual": f"{self.shape[0]}x{self.shape[1]} grid x depth {self.depth}",
-            "multiscale": f"scales {','.join(map(str, self.scales))}",
-        }[self.kind]
+        if self.kind == "multiscale":
+            geo = f"scales {','.join(map(str, self.scales))}"
+        elif self.grid is None:
+            geo = f"{self.shape[0]}-token sequence"
+        else:
+            geo = f"{self.shape[0]}x{self.shape[1]} grid" + (f" x depth {self.depth}" if self.kind == "residual" else "")
         return f"{self.kind} {geo}, vocab {self.vocab_size}"
 
 
