@@ -70,5 +70,3 @@ def guided(
 
     return fn
 
-
-guided_velocity = guided  # the name samplers' callers use: ``guided_velocity(net, labels, null)(x, t)``
