@@ -1,3 +1,4 @@
 """Generators: backbones (registry kind "generator") and the objectives that train them."""
 
-from genlab.generators import dit, objectives, refiner  # noqa: F401  (registers "dit", "flow", refiner "flowturbo")
+# registers "dit", "maskgit", objective "flow" and refiner "flowturbo"
+from genlab.generators import dit, maskgit, objectives, refiner  # noqa: F401
