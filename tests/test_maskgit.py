@@ -5,7 +5,7 @@ import torch
 
 from genlab import registry
 from genlab.generators.base import GeneratorError, TokenSpec
-from genlab.generators.maskgit import MASKGIT_SIZES, MaskGIT, maskgit_param_count
+from genlab.generators.maskgit import MASKGIT_SIZES, MaskGIT, maskgit_param_count, sample_categorical
 
 VOCAB, CLASSES = 32, 5
 
@@ -63,6 +63,25 @@ def test_partially_given_tokens_are_kept_and_the_rest_filled():
     out = model.decode(torch.tensor([1, 2]), torch.tensor([8, 9]), opts(steps=3), tokens, known).tokens
     assert torch.equal(out[known], tokens[known])
     assert out.min() >= 0 and out.max() < VOCAB  # no [MASK] left
+
+
+def test_inverse_cdf_draws_follow_the_distribution():
+    logits = torch.tensor([0.1, 0.0, 0.6, 0.3]).log().expand(1000, 4)  # a zero-probability id is never drawn
+    u = (torch.arange(1000) + 0.5) / 1000
+    assert torch.bincount(sample_categorical(logits, u), minlength=4).tolist() == [100, 0, 600, 300]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_masked_count_follows_the_decoding_schedule(schedule):
+    model, T = randomised(tiny()), 5
+    o = opts(steps=T, mask_schedule=schedule, cfg=2.0)
+    ids = torch.full((2, 16), model.mask_id)
+    labels, seeds, unknown0 = torch.tensor([0, 1]), torch.tensor([3, 4]), torch.tensor([16, 16])
+    for i in range(T):
+        ids = model.decode_step(ids, labels, seeds, o, i, unknown0)
+        t = (i + 1) / T
+        left = math.floor(16 * (math.cos(math.pi / 2 * t) if schedule == "cosine" else 1 - t))
+        assert (ids == model.mask_id).sum(1).tolist() == [left, left]
 
 
 def test_greedy_decoding_with_one_token_per_step_is_deterministic():

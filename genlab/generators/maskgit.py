@@ -307,7 +307,8 @@ class MaskGIT(Generator):
             u = per_sample_rand(seeds, (N,), stream=STREAM_DECODE + 2 * i + 1, device=ids.device)
             confidence = confidence + tau * gumbel(u)
         confidence = torch.where(is_mask, confidence, torch.inf)  # known tokens are never re-masked
-        keep_masked = torch.floor(unknown0 * decode_schedule(o.mask_schedule, (i + 1) / T)).long()
+        gamma = decode_schedule(o.mask_schedule, (i + 1) / T)  # in float64 on the host: floor(U * gamma) as written
+        keep_masked = torch.floor(unknown0.cpu().double() * gamma).long().to(ids.device)
         keep_masked = torch.minimum(keep_masked, is_mask.sum(1) - 1).clamp(min=0)  # at least one fewer per step
         if i == T - 1:
             keep_masked = torch.zeros_like(keep_masked)
