@@ -53,6 +53,8 @@ TINY: dict[str, dict[str, dict | None]] = {
         "dit": {"tokenizer": {"name": "pixels", "patch": 2},
                 "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2, "patch_size": 2},
                 "objective": {"name": "flow"}, "sample": {"steps": 3, "cfg": 2.0}},  # fmt: skip
+        "maskgit": {"tokenizer": VQ_TOKENIZER, "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
+                    "sample": {"steps": 4, "cfg": 2.0}},  # fmt: skip
     },
     "objective": {"flow": {}},  # exercised through the dit entry
     "sampler": {name: {} for name in ("euler", "heun", "dpm++", "unipc", "flowturbo", "diffusers-euler")},
