@@ -132,3 +132,26 @@ def test_class_dropout_and_drop_path_follow_the_seeds(tokenizer):
 )
 def test_param_counts_of_the_released_sizes(depth, count):
     assert var_param_count(depth) == count
+
+
+@pytest.mark.parametrize("depth", [16, 20, 24, 30])
+def test_presets_build_the_released_sizes(depth):
+    data = load_preset_dict(f"imagenet256/var-d{depth}")
+    with torch.device("meta"):
+        tok = component_from_dict("tokenizer", data["tokenizer"], "tokenizer").build(resolution=256)
+        gen = component_from_dict("generator", data["generator"], "generator").build(
+            spec=tok.token_spec, num_classes=1000
+        )
+    assert sum(p.numel() for p in gen.parameters()) == var_param_count(depth)
+    assert tok.token_spec.scales == (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+    assert data["sample"] == {"per_class": 50, "seed": 0, "cfg": 1.5, "top_k": 900, "top_p": 0.96, "temperature": 1.0}
+
+
+def test_masked_attention_bf16_cpu_path_matches_sdpa():
+    from genlab.nn.attention import attention
+
+    q, k, v = (torch.randn(2, 2, 14, 8) for _ in range(3))
+    mask = block_causal_mask((1, 2, 3))
+    ref = attention(q, k, v, mask=mask, scale=0.3)  # fp32: SDPA
+    out = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask=mask, scale=0.3)  # the explicit product
+    torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from genlab.generators.base import Generator, GeneratorError, Sampled, SampleOptions, TokenCodes, TokenSpec, option
 from genlab.nn import LabelEmbedder, Mlp, per_sample_rand
+from genlab.nn.attention import attention
 from genlab.nn.kv_cache import KVCache
 from genlab.nn.sampling import filter_logits, sample_from_logits
 from genlab.registry import register
@@ -80,7 +81,7 @@ class NextScaleAttention(nn.Module):
             scale = 0.25 / math.sqrt(self.head_dim)  # VAR's logit scale without the l2 norm
         if cache is not None:
             k, v = cache.extend(layer, k, v)  # (B, H, N_prefix + N, Dh)
-        out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, scale=scale)
+        out = attention(q.to(v.dtype), k.to(v.dtype), v, mask=mask, scale=scale)  # (B, H, N, Dh); norms may give fp32
         return self.proj(out.transpose(1, 2).reshape(B, N, D))
 
 
