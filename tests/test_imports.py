@@ -16,6 +16,7 @@ ALLOWED = {
     "generators": {"registry", "config", "nn", "samplers", "generators", "tokenizers.base"},
     "evals": {"registry", "config", "nn", "data", "evals"},
     "train": {"registry", "config", "nn", "data", "tokenizers.base", "train"},
+    "imports": {"registry", "config", "nn", "tokenizers", "generators", "imports"},  # checkpoints of other codebases
     "pipeline": {"registry", "config", "nn", "data", "tokenizers", "generators", "samplers", "train", "pipeline"},
     "launch": {"registry", "config", "data", "generators", "train", "pipeline", "cachecmd"},
     "cachecmd": {"registry", "config", "data", "tokenizers"},
