@@ -6,6 +6,7 @@ import torch
 
 from genlab.config import component_from_dict, load_preset_dict
 from genlab.generators.var import VAR, block_causal_mask, guided_logits, var_param_count
+from genlab.nn import per_sample_rand
 from genlab.nn.kv_cache import KVCache
 from genlab.nn.sampling import filter_logits, sample_from_logits
 
@@ -86,7 +87,7 @@ def test_cfg_zero_is_the_conditional_pass(tokenizer):
         logits = model(labels, model.teacher_forcing(maps))
     for k, (b, e) in enumerate(model.begin_ends):
         lk = filter_logits(logits[:, b:e] / 0.8, 10, 0.0)
-        ids = sample_from_logits(lk, model.scale_uniforms(seeds, k, "cpu"))
+        ids = sample_from_logits(lk, per_sample_rand(seeds, (model.scales[k] ** 2,), stream=k))
         assert torch.equal(ids, maps[k].flatten(1)), k
 
 

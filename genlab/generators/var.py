@@ -220,9 +220,23 @@ class VAR(Generator):
 
     # -- the network
 
-    def level_pos(self) -> Tensor:
-        """(1, L, D): level embedding + position embedding of every position."""
+    def position_embeddings(self, scales: tuple[int, ...]) -> Tensor:
+        """(1, sum s_k^2, D) of a scale schedule: VAR's learned position embedding + level embedding, which exist for
+        its tokenizer's scales only (FlexVAR, generator "flexvar", takes any schedule)."""
+        if tuple(scales) != self.scales:
+            raise GeneratorError(f"VAR samples at its tokenizer's scales {self.scales}; FlexVAR takes any schedule")
         return self.lvl_embed(self.levels)[None] + self.pos_embed
+
+    def schedule(self, options: SampleOptions) -> tuple[int, ...]:
+        """The scale sides a sample walks through: VAR's are its tokenizer's."""
+        return self.scales
+
+    def next_input(self, k: int, scales: tuple[int, ...], codes: Tensor, f_hat: Tensor | None):
+        """(state, input codes (B, C, s_{k+1}, s_{k+1}) or None after the last scale) after scale k's codes (B, C, s_k,
+        s_k): VAR adds them to the running latent f_hat (the tokenizer's next_scale_input) and reads it downsampled."""
+        if f_hat is None:
+            f_hat = codes.new_zeros(codes.shape[0], codes.shape[1], self.scales[-1], self.scales[-1])
+        return self.require_codes().next_scale_input(k, f_hat, codes)
 
     def embed(self, labels: Tensor, inputs_BLC: Tensor | None) -> tuple[Tensor, Tensor]:
         """(x (B, L, D), c (B, D)) from class ids and the code inputs of scales 2..K (B, L - s_1^2, code_dim)."""
@@ -230,7 +244,7 @@ class VAR(Generator):
         x = c[:, None].expand(-1, self.scales[0] ** 2, -1) + self.pos_start  # the start token(s)
         if inputs_BLC is not None:
             x = torch.cat([x, self.word_embed(inputs_BLC.to(x.dtype))], dim=1)
-        return x + self.level_pos()[:, : x.shape[1]], c
+        return x + self.position_embeddings(self.scales)[:, : x.shape[1]], c
 
     def blocks_and_head(self, x: Tensor, c: Tensor, mask=None, cache=None, keep: Tensor | None = None) -> Tensor:
         """Logits (B, N, V) of positions x (B, N, D): under ``mask`` (teacher forcing) or after ``cache``'s prefix."""
@@ -284,36 +298,34 @@ class VAR(Generator):
         u = per_sample_rand(seeds, (self.cfg.depth, 2), stream=1, device=device)
         return (u >= rate).float() / (1 - rate)
 
-    def scale_uniforms(self, seeds: Tensor, k: int, device) -> Tensor:
-        """(B, s_k^2) uniforms of scale k's draws: row i from seed i alone."""
-        return per_sample_rand(seeds, (self.scales[k] ** 2,), stream=k, device=device)
-
     @torch.no_grad()
     def sample(self, labels: Tensor, seeds: Tensor, options: SampleOptions) -> Sampled:
         """VAR's ``autoregressive_infer_cfg``: scale by scale with a KV cache; tokens: K maps (B, s_k, s_k)."""
         options.validate()
         codes = self.require_codes()
-        B, K, device = labels.shape[0], len(self.scales), labels.device
+        scales = self.schedule(options)
+        B, K, device = labels.shape[0], len(scales), labels.device
         guided = options.cfg > 0  # cfg 0 is t = 0 at every scale: the conditional pass alone
         y = torch.cat([labels, torch.full_like(labels, self.num_classes)]) if guided else labels
         c = self.class_emb(y)
-        lvl_pos = self.level_pos()
-        x = c[:, None].expand(-1, self.scales[0] ** 2, -1) + self.pos_start + lvl_pos[:, : self.scales[0] ** 2]
-        cache, f_hat, maps = KVCache(len(self.blocks)), None, []
-        for k, s in enumerate(self.scales):
+        pos = self.position_embeddings(scales)  # (1, L, D)
+        x = c[:, None].expand(-1, scales[0] ** 2, -1) + self.pos_start + pos[:, : scales[0] ** 2]
+        cache, state, maps, begin = KVCache(len(self.blocks)), None, [], 0
+        for k, s in enumerate(scales):
             logits = self.blocks_and_head(x, c, cache=cache)  # (B or 2B, s*s, V)
             if guided:
                 logits = guided_logits(logits, B, options.cfg * k / max(K - 1, 1))
             logits = filter_logits(logits / options.temperature, options.top_k, options.top_p)
-            ids = sample_from_logits(logits, self.scale_uniforms(seeds, k, device)).view(B, s, s)
+            u = per_sample_rand(seeds, (s * s,), stream=k, device=device)  # row i from seed i alone
+            ids = sample_from_logits(logits, u).view(B, s, s)
             maps.append(ids)
-            scale_codes = codes.scale_codes(k, ids)  # (B, code_dim, s, s)
-            if f_hat is None:
-                f_hat = scale_codes.new_zeros(B, scale_codes.shape[1], self.scales[-1], self.scales[-1])
-            f_hat, nxt = codes.next_scale_input(k, f_hat, scale_codes)
+            state, nxt = self.next_input(k, scales, codes.scale_codes(k, ids), state)
+            begin += s * s
             if nxt is not None:
-                b, e = self.begin_ends[k + 1]
-                x = self.word_embed(nxt.flatten(2).transpose(1, 2).to(c.dtype)) + lvl_pos[:, b:e]
+                x = (
+                    self.word_embed(nxt.flatten(2).transpose(1, 2).to(c.dtype))
+                    + pos[:, begin : begin + scales[k + 1] ** 2]
+                )
                 x = x.repeat(2, 1, 1) if guided else x
         return Sampled(maps, nfe=K)
 
