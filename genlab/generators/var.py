@@ -263,8 +263,9 @@ class VAR(Generator):
         return self.codes
 
     @torch.no_grad()
-    def teacher_forcing(self, tokens: list[Tensor]) -> Tensor:
-        """(B, L - s_1^2, code_dim): the tokenizer's inputs of scales 2..K from ground-truth maps, flattened."""
+    def teacher_forcing(self, tokens: list[Tensor]) -> Tensor | None:
+        """(B, L - s_1^2, code_dim): the tokenizer's inputs of scales 2..K from ground-truth maps, flattened (None for
+        a single scale)."""
         maps = self.require_codes().teacher_forcing_inputs(tokens)
         if not maps:
             return None
