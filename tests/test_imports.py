@@ -23,6 +23,7 @@ ALLOWED = {
     "tasks": {"registry", "config", "data", "tokenizers", "generators", "evals", "train", "runs", "grids", "pipeline",
               "cachecmd", "tasks"},
     "option_flags": {"registry"},
+    "imports": {"registry", "config", "nn", "tokenizers", "generators", "runs", "imports"},  # other codebases' checkpoints
     "cachecmd": {"registry", "config", "data", "tokenizers"},
     "demo": {"registry", "config", "data", "tokenizers", "samplers", "runs", "pipeline", "demo"},
     "evalcmd": {"registry", "config", "data", "evals", "tokenizers", "pipeline", "option_flags"},
