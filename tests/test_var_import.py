@@ -97,9 +97,12 @@ def test_import_writes_a_self_contained_run(fx, tmp_path):
     tok_cfg = json.loads((run / "tokenizer" / "config.json").read_text())
     tok = component_from_dict("tokenizer", tok_cfg, "tokenizer").build(resolution=6)
     tok.load_state_dict(load_file(str(run / "tokenizer" / "model.safetensors")))
-    gen = component_from_dict("generator", json.loads((run / "generator" / "config.json").read_text()), "generator")
+    saved = json.loads((run / "generator" / "config.json").read_text())
+    gen = component_from_dict("generator", saved["generator"], "generator")
+    assert saved["num_classes"] == 4 and saved["token_spec"]["scales"] == list(tok.token_spec.scales)
     model = gen.build(spec=tok.token_spec, num_classes=4, codes=tok.codes())
     model.load_state_dict(load_file(str(run / "generator" / "model.safetensors")))
+    assert config["data"]["resolution"] == 6  # the tiny tokenizer's f2 x its last scale, 3
     with pytest.raises(FileExistsError):
         import_var("var", tmp_path / "var.pth", run, vae=tok_run, scales=SCALES)
 

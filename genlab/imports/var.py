@@ -28,6 +28,7 @@ one out (config.yaml, class_names.json, tokenizer/ and, for "var", generator/ wi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import re
@@ -40,6 +41,7 @@ from torch import Tensor
 
 from genlab.config import component_from_dict, load_preset_dict, to_dict
 from genlab.generators.var import VAR_SCALES, var_spec
+from genlab.runs.store import RunFolder
 
 KINDS = ("var-vqvae", "var")
 
@@ -265,12 +267,6 @@ def convert_var(sd: dict[str, Tensor], *, scales=VAR_SCALES, num_heads: int = 0)
 # ----------------------------------------------------------------------------- run folders
 
 
-def _write_part(folder: Path, config: dict, state: dict[str, Tensor]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
-
-
 def _tokenizer_from(vae: Path | str, **config) -> tuple[dict, dict[str, Tensor]]:
     """A VQVAE .pth, or a genlab run / tokenizer folder (``genlab import var-vqvae``'s output)."""
     vae = Path(vae)
@@ -313,10 +309,18 @@ def import_var(kind: str, path: Path | str, out_dir: Path | str, *, vae: Path | 
         config["generator"] = {**config["generator"], **gen_cfg}
         config["tokenizer"] = {"name": "run", "path": str(out)}  # the run's own tokenizer/ (Pipeline.load's rule)
         config["data"]["num_classes"] = num_classes
-        _write_part(out / "generator", to_dict(config["generator"]), gen_state)
-    config["preset"] = f"imported from {Path(path).name}"
-    _write_part(out / "tokenizer", tok_cfg, tok_state)
+    run = RunFolder(out)
     n = config["data"].get("num_classes", 1000)
-    (out / "class_names.json").write_text(json.dumps([str(i) for i in range(n)], indent=2))
-    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    tok_comp = component_from_dict("tokenizer", tok_cfg, "tokenizer")
+    config["data"]["resolution"] = 2 ** (len(tok_comp.cfg.net.ch_mult) - 1) * scales[-1]  # the latent's side x f
+    if kind == "var":
+        with torch.device("meta"):
+            spec = tok_comp.build(resolution=config["data"]["resolution"]).token_spec
+        generator = {"generator": to_dict(component_from_dict("generator", config["generator"], "generator")),
+                     "objective": None, "token_spec": dataclasses.asdict(spec), "num_classes": n}  # fmt: skip
+        run.write_component("generator", generator, gen_state)
+    config["preset"] = f"imported from {Path(path).name}"
+    run.write_component("tokenizer", tok_cfg, tok_state)
+    run.write_class_names([str(i) for i in range(n)])
+    run.write_config(config)
     return out

@@ -170,10 +170,13 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         self.file(CLASS_NAMES).write_text(json.dumps(list(names), indent=2))
 
-    def write_component(self, part: str, spec: dict, module: nn.Module) -> None:
+    def write_component(self, part: str, spec: dict, weights: nn.Module | dict[str, Tensor]) -> None:
+        """``part/config.json`` and ``part/model.safetensors`` (a module's state, or a state dict)."""
         folder = self.path / part
         folder.mkdir(parents=True, exist_ok=True)
-        save_file(state_of(module), str(folder / COMPONENT_WEIGHTS))
+        state = state_of(weights) if isinstance(weights, nn.Module) else {k: v.detach().cpu().contiguous()
+                                                                          for k, v in weights.items()}  # fmt: skip
+        save_file(state, str(folder / COMPONENT_WEIGHTS))
         (folder / COMPONENT_CONFIG).write_text(json.dumps(spec, indent=2))
 
     def append_metrics(self, record: dict) -> None:
