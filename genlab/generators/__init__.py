@@ -1,3 +1,3 @@
 """Generators: backbones (registry kind "generator") and the objectives that train them."""
 
-from genlab.generators import dit, objectives, refiner  # noqa: F401  (registers "dit", "flow", refiner "flowturbo")
+from genlab.generators import dit, gpt, objectives, refiner  # noqa: F401  (registers "dit", "gpt", "flow", refiner "flowturbo")
