@@ -108,7 +108,7 @@ class Block(nn.Module):
         self.attention_norm = RMSNorm(D, eps=cfg.norm_eps)
         self.attention = CausalSelfAttention(D, cfg.num_heads, cfg.dropout)
         self.ffn_norm = RMSNorm(D, eps=cfg.norm_eps)
-        self.feed_forward = SwiGLU(D, ffn_hidden(D, cfg.ffn_multiple_of), bias=False)
+        self.feed_forward = SwiGLU(D, ffn_hidden(D, cfg.ffn_multiple_of), bias=False, fused=False)
         self.ffn_dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, rope: Tensor, cache: KVCache | None = None, layer: int = 0, pos: int = 0) -> Tensor:
