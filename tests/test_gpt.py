@@ -207,3 +207,17 @@ def test_smoke_preset_builds_trains_and_decodes():
     assert sampled.tokens.shape == (4, 8, 8) and sampled.nfe == 64
     with torch.no_grad():
         assert tokenizer.decode(sampled.tokens).shape == (4, 3, 16, 16)
+
+
+def test_bench_against_transformers_llama_runs_at_tiny_size():
+    pytest.importorskip("transformers")
+    from genlab import bench_gpt
+
+    s = bench_gpt.SIZES["tiny"]
+    for result in (bench_gpt.bench_train(0.5, 1, sizes=("tiny",)), bench_gpt.bench_sample(0.5, 1, sizes=("tiny",))):
+        r = result["sizes"]["tiny"]
+        assert r["genlab_tok_s"] > 0 and r["transformers_tok_s"] > 0 and r["rounds"] >= bench_gpt.MIN_ROUNDS
+        assert r["ratio"] == pytest.approx(r["genlab_tok_s"] / r["transformers_tok_s"], rel=0.01)
+        # the same model but for genlab's class table (classes + 1 rows) where Llama has a token in its place
+        assert r["genlab_params"] - r["transformers_params"] == (s.classes + 1) * s.width
+        assert len(result["load_avg_1min"]) == 2
