@@ -28,6 +28,7 @@ ALLOWED = {
     "demo": {"registry", "config", "data", "tokenizers", "samplers", "runs", "pipeline", "demo"},
     "evalcmd": {"registry", "config", "data", "evals", "tokenizers", "pipeline", "option_flags"},
     "bench": {"registry", "config", "nn", "generators", "samplers", "train"},
+    "bench_gpt": {"registry", "config", "nn", "generators", "tokenizers.base"},
     "bench_sample": {"registry", "config", "nn", "data", "generators", "samplers", "train", "pipeline", "evals"},
 }
 
