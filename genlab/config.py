@@ -379,7 +379,7 @@ def load_preset_dict(name: str) -> dict:
     base = data.pop("base", None)
     if base:
         data = _deep_merge(load_preset_dict(base), data)
-    data.setdefault("preset", name)
+    data["preset"] = name  # the preset asked for, not the base it builds on
     return data
 
 

@@ -20,7 +20,7 @@ def tokenizer():
 
 def tiny_flexvar(tokenizer, **kw) -> FlexVAR:
     torch.manual_seed(1)
-    cfg = FlexVAR.Config(depth=2, width=32, num_heads=2, **kw)
+    cfg = FlexVAR.Config(depth=2, hidden_size=32, num_heads=2, **kw)
     model = FlexVAR(cfg, spec=tokenizer.token_spec, num_classes=10, codes=tokenizer.codes())
     with torch.no_grad():
         for p in model.parameters():

@@ -20,7 +20,7 @@ def tokenizer():
 
 def tiny_var(tokenizer, *, noisy: bool = True, **kw) -> VAR:
     torch.manual_seed(1)
-    cfg = VAR.Config(depth=2, width=32, num_heads=2, **kw)
+    cfg = VAR.Config(depth=2, hidden_size=32, num_heads=2, **kw)
     model = VAR(cfg, spec=tokenizer.token_spec, num_classes=10, codes=tokenizer.codes())
     if noisy:  # VAR's init makes every block nearly the identity (gamma 1e-5); perturb so that attention matters
         with torch.no_grad():

@@ -63,7 +63,7 @@ def test_vqvae_tokens_and_decoding_match_var(fx, tokenizer):
 @pytest.mark.parametrize("name", ["var", "var_nol2"])
 def test_var_logits_and_greedy_samples_match_var(fx, tokenizer, name):
     cfg, state, num_classes = convert_var(fx[name], scales=SCALES)
-    assert (cfg["depth"], cfg["width"], cfg["num_heads"], cfg["attn_l2_norm"]) == (2, 16, 2, name == "var")
+    assert (cfg["depth"], cfg["hidden_size"], cfg["num_heads"], cfg["attn_l2_norm"]) == (2, 16, 2, name == "var")
     model = component_from_dict("generator", cfg, "generator").build(
         spec=tokenizer.token_spec, num_classes=num_classes, codes=tokenizer.codes()
     )

@@ -16,6 +16,8 @@ VQ_TOKENIZER = {"name": "vqgan", "net": NET, "embed_dim": 4, "quantizer": {"name
 MSVQ_TOKENIZER = {"name": "msvq-vae", "net": NET, "embed_dim": 4,
                   "quantizer": {"name": "msvq", "scales": [1, 2, 4, 8], "vq": {"codebook_size": 32}},
                   "loss": {"perceptual": "none", "disc_weight": 0.0}}  # fmt: skip
+FLEXVQ_TOKENIZER = {"name": "flexvq", "net": NET, "embed_dim": 4, "quantizer": {"name": "vq", "codebook_size": 32},
+                    "scales": [1, 2, 4, 8], "loss": {"perceptual": "none", "disc_weight": 0.0}}  # fmt: skip
 DATA = {"name": "digits", "resolution": 16}
 
 TINY: dict[str, dict[str, dict | None]] = {
@@ -31,6 +33,7 @@ TINY: dict[str, dict[str, dict | None]] = {
         "rqvae": {"net": NET, "embed_dim": 4, "quantizer": {"name": "rvq", "depth": 2, "vq": {"codebook_size": 16}},
                   "loss": {"perceptual": "none", "disc_weight": 0.0}},  # fmt: skip
         "msvq-vae": {k: v for k, v in MSVQ_TOKENIZER.items() if k != "name"},
+        "flexvq": {k: v for k, v in FLEXVQ_TOKENIZER.items() if k != "name"},
         "kl-vae": {"net": {**NET, "ch_mult": [1, 2, 2]}, "embed_dim": 4, "loss": {"perceptual": "none"}},
         "va-vae": {"net": {**NET, "ch_mult": [1, 2, 2]}, "embed_dim": 4, "loss": {"perceptual": "none"},
                    "vf": {"encoder": {"name": "random-conv", "dim": 32, "layers": 2}}},  # fmt: skip
@@ -55,6 +58,12 @@ TINY: dict[str, dict[str, dict | None]] = {
                 "objective": {"name": "flow"}, "sample": {"steps": 3, "cfg": 2.0}},  # fmt: skip
         "maskgit": {"tokenizer": VQ_TOKENIZER, "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
                     "sample": {"steps": 4, "cfg": 2.0}},  # fmt: skip
+        "gpt": {"tokenizer": VQ_TOKENIZER, "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
+                "sample": {"cfg": 2.0, "top_k": 8}},  # fmt: skip
+        "var": {"tokenizer": MSVQ_TOKENIZER, "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
+                "sample": {"cfg": 1.5, "top_k": 8}},  # fmt: skip
+        "flexvar": {"tokenizer": FLEXVQ_TOKENIZER, "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
+                    "sample": {"cfg": 1.5, "top_k": 8}},  # fmt: skip
     },
     "objective": {"flow": {}},  # exercised through the dit entry
     "sampler": {name: {} for name in ("euler", "heun", "dpm++", "unipc", "flowturbo", "diffusers-euler")},

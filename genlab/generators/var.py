@@ -138,7 +138,7 @@ class VAR(Generator):
     @dataclass
     class Config:
         depth: int = 16  # transformer blocks (VAR-d16 .. d30)
-        width: int = 0  # model width; 0: 64 * depth (VAR)
+        hidden_size: int = 0  # model width; 0: 64 * depth (VAR)
         num_heads: int = 0  # attention heads; 0: depth (VAR)
         mlp_ratio: float = 4.0  # MLP hidden width / model width
         attn_l2_norm: bool = True  # l2-normalised q/k with a learned scale (VAR's anorm, on in its releases)
@@ -150,8 +150,8 @@ class VAR(Generator):
         init_head: float = 0.02  # multiplier of the classifier's init (VAR's hd)
 
         def validate(self) -> None:
-            if self.depth < 1 or self.width < 0 or self.num_heads < 0 or self.mlp_ratio <= 0:
-                raise ValueError("depth must be >= 1, width and num_heads >= 0 (0: VAR's rule), mlp_ratio > 0")
+            if self.depth < 1 or self.hidden_size < 0 or self.num_heads < 0 or self.mlp_ratio <= 0:
+                raise ValueError("depth must be >= 1, hidden_size and num_heads >= 0 (0: VAR's rule), mlp_ratio > 0")
             if self.dims[0] % self.dims[1]:
                 raise ValueError(f"width {self.dims[0]} is not divisible by {self.dims[1]} heads")
             for key in ("class_dropout", "drop_path", "label_smoothing"):
@@ -161,7 +161,7 @@ class VAR(Generator):
         @property
         def dims(self) -> tuple[int, int]:
             """(width, heads) with VAR's rules filled in."""
-            return self.width or 64 * self.depth, self.num_heads or self.depth
+            return self.hidden_size or 64 * self.depth, self.num_heads or self.depth
 
     @dataclass
     class SampleOptions(SampleOptions):

@@ -230,7 +230,7 @@ def var_config(sd: dict[str, Tensor], *, num_heads: int = 0) -> dict:
     return {
         "name": "var",
         "depth": depth,
-        "width": width,
+        "hidden_size": width,
         "num_heads": heads,
         "mlp_ratio": hidden / width,
         "attn_l2_norm": l2,
