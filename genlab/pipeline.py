@@ -181,7 +181,9 @@ class Pipeline(nn.Module):
                 typed[key] = coerce(value, _field_types(cls)[key], key)
             except ConfigError as e:
                 raise ValueError(str(e)) from None
-        return cls.merge(self.cfg.sample.options, typed)
+        options = cls.merge(self.cfg.sample.options, typed)
+        self.generator.check_options(options)
+        return options
 
     def class_ids(self, spec: str | list) -> list[int]:
         """Class ids from ``"0,3,5"``, names (``"Flags,Food & Drink"``) or ``"all"``."""

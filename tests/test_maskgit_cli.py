@@ -51,12 +51,18 @@ def test_sample_info_and_option_errors(maskgit_run, capsys, tmp_path):
     assert code == 0 and info["config"]["generator"]["name"] == "maskgit" and info["params"]["generator"] > 0
 
 
-def test_eval_and_bench_sample(maskgit_run, capsys, tmp_path):
-    code, out, err = run_cli(capsys, "eval", "--run", str(maskgit_run), "--n", "20", "--metrics", "fid", "--steps",
-                             "4", "--json", "--log", str(tmp_path / "m.jsonl"))  # fmt: skip
+def test_eval_and_bench_sample(maskgit_run, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
+    stats = tmp_path / "digits-val.npz"  # 8 images' statistics: the test checks the wiring, not the FID
+    assert main(["eval", "ref", "--dataset", "digits", "--resolution", "16", "--split", "val", "--n", "8",
+                 "--out", str(stats)]) == 0  # fmt: skip
+    log = tmp_path / "m.jsonl"
+    code, out, err = run_cli(capsys, "eval", "--run", str(maskgit_run), "--n", "6", "--metrics", "fid", "--steps",
+                             "4", "--ref", str(stats), "--batch-size", "6", "--json", "--log", str(log))  # fmt: skip
     assert code == 0, err
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result["metrics"]["fid"] > 0 and result["sampling"]["steps"] == 4 and result["sampling"]["nfe"] == 4
+    assert json.loads(out.strip().splitlines()[-1])["fid"] > 0
+    record = json.loads(log.read_text().splitlines()[-1])
+    assert record["sampling"]["steps"] == 4 and record["sampling"]["nfe"] == 4
     code, out, err = run_cli(capsys, "bench", "sample", "--run", str(maskgit_run), "--n", "4", "--nfe", "4,8,128",
                              "--no-fid", "--max-batch", "0", "--json")  # fmt: skip
     assert code == 0, err

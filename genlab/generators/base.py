@@ -121,6 +121,10 @@ class Generator(nn.Module):
     def sample(self, labels: Tensor, seeds: Tensor, options: SampleOptions) -> Sampled:
         raise NotImplementedError
 
+    def check_options(self, options: SampleOptions) -> None:
+        """ValueError for options this model cannot sample with (MaskGIT: more steps than tokens), checked before
+        any work starts; ``SampleOptions.validate`` has checked the options on their own."""
+
     def weights_module(self) -> nn.Module:
         """The module whose (EMA) weights a run exports as ``generator/model.safetensors``: the generator itself,
         or an objective's backbone."""

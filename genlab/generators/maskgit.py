@@ -264,6 +264,11 @@ class MaskGIT(Generator):
     def sample(self, labels: Tensor, seeds: Tensor, options: SampleOptions) -> Sampled:
         return self.decode(labels, seeds, options)
 
+    def check_options(self, options: SampleOptions) -> None:
+        N = self.spec.num_positions
+        if options.steps > N:
+            raise GeneratorError(f"steps must be at most the number of tokens ({N}), got {options.steps}")
+
     @torch.no_grad()
     def decode(
         self, labels: Tensor, seeds: Tensor, options: SampleOptions, tokens: Tensor | None = None,
@@ -272,9 +277,8 @@ class MaskGIT(Generator):
         """MaskGIT's iterative decoding from all [MASK], or from ``tokens`` (B, *spec.shape) where ``known`` (same
         shape, bool) is True; known tokens are returned unchanged."""
         options.validate()
+        self.check_options(options)
         N, T = self.spec.num_positions, int(options.steps)
-        if T > N:
-            raise GeneratorError(f"steps must be at most the number of tokens ({N}), got {T}")
         B, device = labels.shape[0], labels.device
         ids = torch.full((B, N), self.mask_id, dtype=torch.long, device=device)
         if tokens is not None:
