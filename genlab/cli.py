@@ -180,6 +180,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from genlab.evalcmd import cmd_bench_eval
 
         return cmd_bench_eval(args)
+    if args.family == "gpt":
+        from genlab import bench_gpt
+
+        result = {"train": bench_gpt.bench_train(args.seconds, args.threads, device=args.device),
+                  "sample": bench_gpt.bench_sample(args.seconds, args.threads, device=args.device)}  # fmt: skip
+        print(json.dumps(result, indent=2) if args.json else bench_gpt_summary(result))
+        return 0
     from genlab.bench import bench_train
 
     result = bench_train(seconds=args.seconds, device=args.device, threads=args.threads)
@@ -190,6 +197,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(
                 f"{size}: genlab {r['genlab_img_s']:.1f} img/s, diffusers {r['diffusers_img_s']:.1f} img/s, ratio {r['ratio']:.2f}"
             )
+    return 0
+
+
+def bench_gpt_summary(result: dict) -> str:
+    """One line per size and part: genlab's GPT against transformers' Llama."""
+    lines = []
+    for part, r in result.items():
+        for size, row in r.get("sizes", {}).items():
+            nums = ", ".join(f"{k} {v:.3g}" for k, v in row.items() if isinstance(v, (int, float)))
+            lines.append(f"{part} {size}: {nums}")
+    return "\n".join(lines) or json.dumps(result, indent=2)
+
+
+# ----------------------------------------------------------------------------- import
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Published checkpoints into a genlab run (loaded with torch.load(weights_only=True), never unpickled)."""
+    from genlab.imports.var import CheckpointError, import_var
+
+    if not Path(args.path).is_file():
+        raise UsageError(f"{args.path}: no such file")
+    try:
+        out = import_var(args.kind, args.path, args.out, vae=args.vae)
+    except (CheckpointError, ValueError, FileExistsError) as e:
+        raise UsageError(str(e)) from None
+    print(f"{args.kind} {args.path} -> run {out}")
     return 0
 
 
@@ -302,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--n", type=int, help="images: sample, per sampler and NFE (default 256); eval, in all (default 500)"
     )
     b.add_argument("--json", action="store_true")
+    b.add_argument("--family", choices=["dit", "gpt"], default="dit",
+                   help="train: dit (genlab's DiT vs diffusers' DiT) or gpt (genlab's GPT vs transformers' Llama, "
+                        "training and KV-cached sampling)")  # fmt: skip
     b.add_argument("--seconds", type=float, default=15.0, help="timing budget per size, shared by the two models")
     b.add_argument("--threads", type=int, help="CPU threads (1 gives steadier numbers on a busy machine)")
     b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -318,6 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", metavar="PNG", help="sample: write FID (or proxy) against ms/image (needs matplotlib)")
     b.add_argument("--out", metavar="JSON", help="sample: also write the JSON result here")
     b.set_defaults(fn=cmd_bench)
+
+    m = sub.add_parser("import", help="a published checkpoint as a genlab run",
+                       description="Turn a published checkpoint into a genlab run that samples and evaluates like any "
+                                   "other. Files are read with torch.load(weights_only=True): tensors only, no code.")  # fmt: skip
+    m.add_argument("kind", choices=["var-vqvae", "var"], help="var-vqvae: vae_ch160v4096z32.pth; var: var_d16.pth (any depth)")
+    m.add_argument("path", help="the checkpoint file")
+    m.add_argument("--out", required=True, help="the run directory to write (new or empty)")
+    m.add_argument("--vae", help="var: its tokenizer, the VQVAE .pth or the run `genlab import var-vqvae` wrote")
+    m.set_defaults(fn=cmd_import)
     return p
 
 

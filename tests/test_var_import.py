@@ -127,3 +127,16 @@ def test_wrong_files_are_refused_in_one_line(fx, tmp_path):
     with pytest.raises(CheckpointError, match="positions"):
         convert_var(fx["var"], scales=(1, 2, 4))
     assert issubclass(CheckpointError, ValueError)
+
+
+def test_genlab_import_command(fx, tmp_path, capsys):
+    from genlab.cli import main
+
+    torch.save(fx["vae"], tmp_path / "vae.pth")
+    assert main(["import", "var-vqvae", str(tmp_path / "vae.pth"), "--out", str(tmp_path / "vae-run")]) == 2
+    err = capsys.readouterr().err  # VAR's scales (1..16) do not fit this tiny VQVAE: one line, status 2
+    assert err.startswith("genlab import: error:") and len(err.strip().splitlines()) == 1
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    assert main(["import", "var", str(tmp_path / "junk.pth"), "--vae", str(tmp_path / "vae.pth"), "--out",
+                 str(tmp_path / "x")]) == 2  # fmt: skip
+    assert main(["import", "var", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "y")]) == 2
