@@ -359,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("import", help="a published checkpoint as a genlab run",
                        description="Turn a published checkpoint into a genlab run that samples and evaluates like any "
                                    "other. Files are read with torch.load(weights_only=True): tensors only, no code.")  # fmt: skip
-    m.add_argument("kind", choices=["var-vqvae", "var"], help="var-vqvae: vae_ch160v4096z32.pth; var: var_d16.pth (any depth)")
+    m.add_argument(
+        "kind", choices=["var-vqvae", "var"], help="var-vqvae: vae_ch160v4096z32.pth; var: var_d16.pth (any depth)"
+    )
     m.add_argument("path", help="the checkpoint file")
     m.add_argument("--out", required=True, help="the run directory to write (new or empty)")
     m.add_argument("--vae", help="var: its tokenizer, the VQVAE .pth or the run `genlab import var-vqvae` wrote")

@@ -10,7 +10,6 @@ naming the dotted key and listing the valid keys.
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from dataclasses import dataclass, field

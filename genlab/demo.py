@@ -12,7 +12,6 @@ here, with a message shown in the page (``gr.Error``); one request at a time run
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -27,8 +26,8 @@ import torch
 import yaml
 
 from genlab import registry
-from genlab.data import to_uint8
 from genlab.config import to_dict
+from genlab.data import to_uint8
 from genlab.pipeline import Pipeline, RunError, save_grid
 from genlab.runs.store import RunFolder
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from genlab.data.base import DataError
 from genlab.data.cache import training_images
-from genlab.option_flags import add_option_flags, given_options
 from genlab.evals.base import EvalError  # bad input: one line, exit status 2 (one of cli's user errors)
+from genlab.option_flags import add_option_flags, given_options
 
 
 def add_eval_parser(sub) -> None:
@@ -281,7 +281,9 @@ def cmd_bench_eval(args: argparse.Namespace) -> int:
     cfg = config.load("quickstart")
     torch.manual_seed(0)
     pipe = Pipeline.from_config(cfg, [str(i) for i in range(9)]).eval()
-    images = to_uint8(pipe.generate([i % 9 for i in range(args.n)], seed=0, options={"steps": 2, "cfg": 1.0}).images)  # (N, 3, 32, 32)
+    images = to_uint8(
+        pipe.generate([i % 9 for i in range(args.n)], seed=0, options={"steps": 2, "cfg": 1.0}).images
+    )  # (N, 3, 32, 32)
     result = bench_eval(images, dataset="openmoji", resolution=32, split="val", device=args.device)
     if args.json:
         print(json.dumps(result, indent=2))

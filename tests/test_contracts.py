@@ -6,13 +6,13 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tiny import TINY, generator_run
 
 from genlab import config, registry
 from genlab.config import RunConfig, component_from_dict
 from genlab.generators.base import SampleOptions
 from genlab.pipeline import Pipeline
 from genlab.tokenizers.base import TokenSpec
-from tiny import TINY, generator_run
 
 CLASSES = [str(i) for i in range(10)]
 

@@ -35,9 +35,7 @@ def refiner_run(smoke_run, tmp_path_factory):
 
 def test_refiner_loss_falls_against_a_frozen_base():
     torch.manual_seed(0)
-    base = DiT(
-        DiT.Config(depth=1, hidden_size=32, num_heads=2, patch_size=2), spec=latent_spec(3, 8), num_classes=3
-    )
+    base = DiT(DiT.Config(depth=1, hidden_size=32, num_heads=2, patch_size=2), spec=latent_spec(3, 8), num_classes=3)
     for p in base.parameters():
         torch.nn.init.normal_(p, std=0.1)
     ref = VelocityRefiner(VelocityRefiner.Config(hidden_size=32, num_heads=2, patch_size=2),

@@ -109,9 +109,7 @@ def test_sampling_is_per_sample_deterministic_across_batch_sizes():
     labels, seeds = torch.tensor([0, 1, 2, 1]), torch.tensor([10, 11, 12, 13])
     opts = FlowSampleOptions(steps=4, cfg=2.0)
     full = flow.sample(labels, seeds, opts).tokens
-    halves = torch.cat(
-        [flow.sample(labels[i : i + 2], seeds[i : i + 2], opts).tokens for i in (0, 2)]
-    )
+    halves = torch.cat([flow.sample(labels[i : i + 2], seeds[i : i + 2], opts).tokens for i in (0, 2)])
     assert torch.allclose(full, halves, atol=1e-5)
     other = flow.sample(labels, seeds + 1, opts).tokens
     assert not torch.allclose(full, other)

@@ -214,7 +214,9 @@ def test_cosine_term_by_hand():
 
 def test_cosine_weight_in_the_objective():
     x0, y, seeds = torch.randn(3, C, S, S), torch.tensor([0, 1, 2]), torch.arange(3)
-    loss = {w: RectifiedFlow(RectifiedFlow.Config(cosine_weight=w), _Zero()).loss(x0, y, seeds)["loss"] for w in (0, 1, 2)}
+    loss = {
+        w: RectifiedFlow(RectifiedFlow.Config(cosine_weight=w), _Zero()).loss(x0, y, seeds)["loss"] for w in (0, 1, 2)
+    }
     # a zero prediction has cosine 0 with everything (torch's eps), so the term adds exactly w
     assert loss[1].item() == pytest.approx(loss[0].item() + 1)
     assert loss[2].item() == pytest.approx(loss[0].item() + 2)
@@ -255,8 +257,8 @@ def test_sample_config_validation():
 
 
 def test_tiny_lightningdit_trains_and_samples_with_shift_and_interval(tmp_path, monkeypatch):
-    from genlab.tasks import train_run
     from genlab.pipeline import Pipeline
+    from genlab.tasks import train_run
 
     cfg = config.load("smoke-lightningdit")
     g = cfg.generator.cfg

@@ -41,7 +41,9 @@ def test_sample_info_and_option_errors(maskgit_run, capsys, tmp_path):
     code, out, _ = run_cli(capsys, "sample", "--run", str(maskgit_run), "--classes", "0,7", "--n", "3", "--steps",
                            "4", "--cfg", "2", "--temperature", "0.5", "--out", str(tmp_path / "g.png"))  # fmt: skip
     assert code == 0 and "6 images, 4 NFE" in out and (tmp_path / "g.png").is_file()
-    code, _, err = run_cli(capsys, "sample", "--run", str(maskgit_run), "--blocks", "H1P5", "--out", str(tmp_path / "x.png"))
+    code, _, err = run_cli(
+        capsys, "sample", "--run", str(maskgit_run), "--blocks", "H1P5", "--out", str(tmp_path / "x.png")
+    )
     assert code == 2 and "blocks is not a sampling option of generator maskgit" in err and len(err.splitlines()) == 1
     for bad in (["--steps", "65"], ["--cfg", "nan"], ["--temperature", "inf"], ["--cfg-schedule", "cosine"]):
         code, _, err = run_cli(capsys, "sample", "--run", str(maskgit_run), *bad, "--out", str(tmp_path / "x.png"))

@@ -164,7 +164,9 @@ def test_flowturbo_counts_evaluations_and_an_exact_refiner_turns_r_steps_into_he
     turbo = integrate("flowturbo", velocity, noise, steps=9, blocks="H1R8", refiner=r).x
     assert torch.allclose(turbo, integrate("heun", velocity, noise, steps=9).x, atol=1e-12)
     # a refiner that predicts no change keeps the velocity frozen: much worse than the exact one
-    lazy = integrate("flowturbo", velocity, noise, steps=9, blocks="H1R8", refiner=lambda x, t, c: torch.zeros_like(c)).x
+    lazy = integrate(
+        "flowturbo", velocity, noise, steps=9, blocks="H1R8", refiner=lambda x, t, c: torch.zeros_like(c)
+    ).x
     assert rms(lazy, exact) > 3 * rms(turbo, exact)
     r_only = integrate("flowturbo", v, noise, steps=3, blocks="R3", refiner=r)
     assert r_only.nfe == 1  # one base evaluation to have a velocity to refine
@@ -228,9 +230,7 @@ def test_guidance_batches_cond_and_uncond_and_follows_its_schedule():
 
 def tiny_flow_and_refiner():
     torch.manual_seed(0)
-    dit = DiT(
-        DiT.Config(depth=1, hidden_size=32, num_heads=2, patch_size=2), spec=latent_spec(3, 8), num_classes=3
-    )
+    dit = DiT(DiT.Config(depth=1, hidden_size=32, num_heads=2, patch_size=2), spec=latent_spec(3, 8), num_classes=3)
     ref = VelocityRefiner(VelocityRefiner.Config(hidden_size=16, num_heads=2, patch_size=2),
                           spec=latent_spec(3, 8), num_classes=3)  # fmt: skip
     for p in [*dit.parameters(), *ref.parameters()]:

@@ -15,13 +15,13 @@ from genlab import config
 from genlab.cli import main
 from genlab.config import ConfigError, from_dict
 from genlab.evals.evaluate import build_dataset
-from genlab.tasks import train_run
 from genlab.evals.recon import reconstruction_metrics
 from genlab.pipeline import load_tokenizer
+from genlab.tasks import train_run
+from genlab.tasks.tokenizer import TokenizerTraining
 from genlab.tokenizers.base import TokenizerError
 from genlab.tokenizers.losses import LPIPS, LossConfig, TokenizerCriterion
 from genlab.tokenizers.vq import MultiScaleVQTokenizer, RQVAETokenizer, VQGANTokenizer
-from genlab.tasks.tokenizer import TokenizerTraining
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = {"ch": 16, "ch_mult": [1, 2], "num_res_blocks": 1, "z_channels": 8, "norm_groups": 8}

@@ -30,13 +30,21 @@ TINY: dict[str, dict[str, dict | None]] = {
     "tokenizer": {
         "pixels": {"patch": 2},
         "vqgan": {k: v for k, v in VQ_TOKENIZER.items() if k != "name"},
-        "rqvae": {"net": NET, "embed_dim": 4, "quantizer": {"name": "rvq", "depth": 2, "vq": {"codebook_size": 16}},
-                  "loss": {"perceptual": "none", "disc_weight": 0.0}},  # fmt: skip
+        "rqvae": {
+            "net": NET,
+            "embed_dim": 4,
+            "quantizer": {"name": "rvq", "depth": 2, "vq": {"codebook_size": 16}},
+            "loss": {"perceptual": "none", "disc_weight": 0.0},
+        },  # fmt: skip
         "msvq-vae": {k: v for k, v in MSVQ_TOKENIZER.items() if k != "name"},
         "flexvq": {k: v for k, v in FLEXVQ_TOKENIZER.items() if k != "name"},
         "kl-vae": {"net": {**NET, "ch_mult": [1, 2, 2]}, "embed_dim": 4, "loss": {"perceptual": "none"}},
-        "va-vae": {"net": {**NET, "ch_mult": [1, 2, 2]}, "embed_dim": 4, "loss": {"perceptual": "none"},
-                   "vf": {"encoder": {"name": "random-conv", "dim": 32, "layers": 2}}},  # fmt: skip
+        "va-vae": {
+            "net": {**NET, "ch_mult": [1, 2, 2]},
+            "embed_dim": 4,
+            "loss": {"perceptual": "none"},
+            "vf": {"encoder": {"name": "random-conv", "dim": 32, "layers": 2}},
+        },  # fmt: skip
         "sd-vae": {"scaling_factor": 0.5},  # path: a random diffusers AutoencoderKL the test saves
         "run": {},  # path: a tokenizer folder the test saves
     },
@@ -53,24 +61,42 @@ TINY: dict[str, dict[str, dict | None]] = {
         "dinov2": None,  # needs DINOv2 weights on disk, which CI does not have
     },
     "generator": {
-        "dit": {"tokenizer": {"name": "pixels", "patch": 2},
-                "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2, "patch_size": 2},
-                "objective": {"name": "flow"}, "sample": {"steps": 3, "cfg": 2.0}},  # fmt: skip
-        "maskgit": {"tokenizer": VQ_TOKENIZER, "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
-                    "sample": {"steps": 4, "cfg": 2.0}},  # fmt: skip
-        "gpt": {"tokenizer": VQ_TOKENIZER, "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
-                "sample": {"cfg": 2.0, "top_k": 8}},  # fmt: skip
-        "var": {"tokenizer": MSVQ_TOKENIZER, "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
-                "sample": {"cfg": 1.5, "top_k": 8}},  # fmt: skip
-        "flexvar": {"tokenizer": FLEXVQ_TOKENIZER, "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
-                    "sample": {"cfg": 1.5, "top_k": 8}},  # fmt: skip
+        "dit": {
+            "tokenizer": {"name": "pixels", "patch": 2},
+            "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2, "patch_size": 2},
+            "objective": {"name": "flow"},
+            "sample": {"steps": 3, "cfg": 2.0},
+        },  # fmt: skip
+        "maskgit": {
+            "tokenizer": VQ_TOKENIZER,
+            "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
+            "sample": {"steps": 4, "cfg": 2.0},
+        },  # fmt: skip
+        "gpt": {
+            "tokenizer": VQ_TOKENIZER,
+            "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
+            "sample": {"cfg": 2.0, "top_k": 8},
+        },  # fmt: skip
+        "var": {
+            "tokenizer": MSVQ_TOKENIZER,
+            "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
+            "sample": {"cfg": 1.5, "top_k": 8},
+        },  # fmt: skip
+        "flexvar": {
+            "tokenizer": FLEXVQ_TOKENIZER,
+            "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
+            "sample": {"cfg": 1.5, "top_k": 8},
+        },  # fmt: skip
     },
     "objective": {"flow": {}},  # exercised through the dit entry
     "sampler": {name: {} for name in ("euler", "heun", "dpm++", "unipc", "flowturbo", "diffusers-euler")},
     "evaluator": {"fid": {}, "kid": {}, "pr": {}, "is": {}},
     "refiner": {"flowturbo": {"depth": 1, "hidden_size": 16, "num_heads": 2, "patch_size": 2}},
-    "task": {"generator": {"preset": "smoke"}, "tokenizer": {"preset": "smoke-vq"},
-             "flowturbo-refiner": {"preset": "flowturbo-refiner"}},  # fmt: skip
+    "task": {
+        "generator": {"preset": "smoke"},
+        "tokenizer": {"preset": "smoke-vq"},
+        "flowturbo-refiner": {"preset": "flowturbo-refiner"},
+    },  # fmt: skip
 }
 
 

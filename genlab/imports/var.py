@@ -35,8 +35,7 @@ import re
 from pathlib import Path
 
 import torch
-import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from genlab.config import component_from_dict, load_preset_dict, to_dict

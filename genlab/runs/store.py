@@ -84,7 +84,9 @@ class RunFolder:
         except OSError as e:
             raise RunError(f"cannot read {path}: {e.strerror or e}") from None
         except yaml.YAMLError as e:
-            raise RunError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); restore it or retrain the run") from None
+            raise RunError(
+                f"{path} is not valid YAML ({str(e).splitlines()[0]}); restore it or retrain the run"
+            ) from None
         if not isinstance(data, dict):
             raise RunError(f"{path} does not hold a run config (a mapping of sections)")
         return data
@@ -127,7 +129,9 @@ class RunFolder:
         try:
             return load_file(str(path))
         except FileNotFoundError:
-            raise RunError(f"{path} is missing; finish or resume the run's training (`genlab train ... --resume auto`)") from None
+            raise RunError(
+                f"{path} is missing; finish or resume the run's training (`genlab train ... --resume auto`)"
+            ) from None
         except (SafetensorError, OSError, ValueError) as e:
             raise RunError(f"{path} is not a readable safetensors file ({e}); restore it or retrain the run") from None
 

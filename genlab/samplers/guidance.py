@@ -69,4 +69,3 @@ def guided(
         return out
 
     return fn
-

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from genlab.config import ConfigError
 from genlab.data.base import batch_by_index
 from genlab.runs.store import RunFolder
 from genlab.train import Hooks, Trainer
@@ -18,6 +19,16 @@ def fit(train_cfg, model, dataset, out: Path, hooks: Hooks, config_data: dict, r
         RunFolder(out).write_config(config_data)
     trainer.fit(resume=resume)
     return out
+
+
+def training_data(cfg):
+    """The run's dataset (a ConfigError when it is empty), with torch's seed set from ``train.seed``, so the initial
+    weights built next are the same for every process and every run."""
+    dataset = cfg.data.build()
+    if len(dataset) < 1:
+        raise ConfigError(f"dataset {cfg.data.name} is empty")
+    torch.manual_seed(cfg.train.seed)
+    return dataset
 
 
 def first_images(dataset, n: int, start: int = 0) -> torch.Tensor:

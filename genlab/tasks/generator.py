@@ -13,11 +13,11 @@ import torch
 from torch import Tensor, nn
 
 from genlab.cachecmd import check_token_cache
-from genlab.config import ConfigError, RunConfig
+from genlab.config import RunConfig
 from genlab.generators.base import Generator
 from genlab.pipeline import Pipeline, class_grid, save_grid
 from genlab.registry import register
-from genlab.tasks.base import fit
+from genlab.tasks.base import fit, training_data
 from genlab.tokenizers.base import Tokenizer
 from genlab.train import Hooks
 
@@ -45,10 +45,7 @@ class GeneratorRun:
 
     @staticmethod
     def train(cfg: RunConfig, out: Path, *, resume: str | None = None) -> Path:
-        dataset = cfg.data.build()
-        if len(dataset) < 1:
-            raise ConfigError(f"dataset {cfg.data.name} is empty")
-        torch.manual_seed(cfg.train.seed)  # the initial weights, the same for every process and every run
+        dataset = training_data(cfg)
         pipe = Pipeline.from_config(cfg, dataset.class_names)
         check_token_cache(dataset, pipe.tokenizer, cfg.tokenizer)  # a cache is only valid for its tokenizer
         model = GeneratorTraining(pipe.tokenizer, pipe.generator)

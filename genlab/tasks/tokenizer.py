@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from genlab.config import ConfigError, RunConfig
+from genlab.config import RunConfig
 from genlab.evals.recon import reconstruction_metrics
 from genlab.grids import save_grid
 from genlab.pipeline import save_tokenizer
 from genlab.registry import register
 from genlab.runs.store import RunFolder
-from genlab.tasks.base import first_images, fit
+from genlab.tasks.base import first_images, fit, training_data
 from genlab.tokenizers.base import Tokenizer
 from genlab.train import Hooks
 
@@ -74,10 +74,7 @@ class TokenizerRun:
 
     @staticmethod
     def train(cfg: RunConfig, out: Path, *, resume: str | None = None) -> Path:
-        dataset = cfg.data.build()
-        if len(dataset) < 1:
-            raise ConfigError(f"dataset {cfg.data.name} is empty")
-        torch.manual_seed(cfg.train.seed)
+        dataset = training_data(cfg)
         tokenizer = cfg.tokenizer.build(resolution=cfg.data.cfg.resolution)
         model = TokenizerTraining(tokenizer)
         shown = first_images(dataset, cfg.sample.per_class)

@@ -53,7 +53,9 @@ class FlowSampleOptions(SampleOptions):
     def check(self) -> None:
         registry.get("sampler", self.sampler)  # an unknown name lists the registered ones
         if len(self.cfg_interval) != 2 or self.cfg_interval[0] > self.cfg_interval[1]:
-            raise ValueError(f"cfg_interval must be LO,HI with 0 <= LO <= HI <= 1 (t = 1 is noise), got {self.cfg_interval}")
+            raise ValueError(
+                f"cfg_interval must be LO,HI with 0 <= LO <= HI <= 1 (t = 1 is noise), got {self.cfg_interval}"
+            )
         if self.blocks:
             if self.sampler != "flowturbo":
                 raise ValueError("blocks is an option of sampler flowturbo")
