@@ -1,5 +1,5 @@
 """VAR (genlab.generators.var): the block-causal mask, KV-cached vs teacher-forced logits, per-seed sampling,
-the guidance ramp at cfg 0, training on a small batch, and the parameter counts of the released sizes."""
+the guidance ramp at cfg 1, training on a small batch, and the parameter counts of the released sizes."""
 
 import pytest
 import torch
@@ -74,13 +74,13 @@ def test_sampling_is_deterministic_per_seed_and_batch_independent(tokenizer):
     assert tokenizer.decode(a.tokens).shape == (3, 3, 16, 16)
 
 
-def test_cfg_zero_is_the_conditional_pass(tokenizer):
-    """cfg 0 gives t = 0 at every scale: the tokens are those drawn from the conditional logits alone (recomputed
+def test_cfg_one_is_the_conditional_pass(tokenizer):
+    """cfg 1 gives t = 0 at every scale: the tokens are those drawn from the conditional logits alone (recomputed
     here teacher-forced on the sampled maps, with the same per-sample uniforms)."""
     cond, uncond = torch.randn(2, 5, 7), torch.randn(2, 5, 7)
     assert torch.equal(guided_logits(torch.cat([cond, uncond]), 2, 0.0), cond)
     model = tiny_var(tokenizer)
-    opts = model.SampleOptions(cfg=0.0, top_k=10, top_p=0.0, temperature=0.8)
+    opts = model.SampleOptions(cfg=1.0, top_k=10, top_p=0.0, temperature=0.8)
     labels, seeds = torch.tensor([0, 7]), torch.tensor([3, 4])
     maps = model.sample(labels, seeds, opts).tokens
     with torch.no_grad():
@@ -145,7 +145,7 @@ def test_presets_build_the_released_sizes(depth):
         )
     assert sum(p.numel() for p in gen.parameters()) == var_param_count(depth)
     assert tok.token_spec.scales == (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
-    assert data["sample"] == {"per_class": 50, "seed": 0, "cfg": 1.5, "top_k": 900, "top_p": 0.96, "temperature": 1.0}
+    assert data["sample"] == {"per_class": 50, "seed": 0, "cfg": 2.5, "top_k": 900, "top_p": 0.96, "temperature": 1.0}
 
 
 def test_masked_attention_bf16_cpu_path_matches_sdpa():

@@ -13,7 +13,8 @@ VAR's transformer (genlab.generators.var, the same family) with three changes:
   out as keys and carry no loss, and the next kept scale's input comes from the last kept one. The draws come from
   the per-sample seeds, so a sample's loss does not depend on its batch.
 
-Sampling is VAR's (KV cache, CFG ramp t = cfg * k / (K - 1), top-k/top-p); FlexVAR's evaluation uses cfg 2.5,
+Sampling is VAR's (KV cache, CFG ramp t = (cfg - 1) * k / (K - 1), top-k/top-p); FlexVAR's evaluation uses cfg 2.5
+(genlab's 3.5),
 top_k 900. FlexVAR's greedy decoding at sides beyond 16 and its LlamaGen-style CFG option are not implemented.
 """
 
@@ -45,8 +46,9 @@ class FlexVAR(VAR):
 
     @dataclass
     class SampleOptions(VAR.SampleOptions):
-        # FlexVAR's evaluation: cfg 2.5, top_k 900
-        cfg: float = option(2.5, "guidance, ramped over scales: t = cfg*k/(K-1), (1+t)*cond - t*uncond", low=0.0)
+        # FlexVAR's evaluation: cfg 2.5 (genlab's 3.5: VAR's convention + 1), top_k 900
+        cfg: float = option(3.5, "guidance ramped over scales: t = (cfg-1)*k/(K-1), (1+t)*cond - t*uncond; 1 = none",
+                            low=0.0, high=100.0)  # fmt: skip
         scales: tuple[int, ...] = option((), "scale schedule, sides coarse to fine (empty: the tokenizer's)", low=1)
 
         def check(self) -> None:

@@ -152,7 +152,8 @@ class GPT(Generator):
         top_k: int = option(0, "sample among the k most likely tokens; 0 = all", low=0)
         top_p: float = option(1.0, "sample in the smallest set of tokens holding probability top_p; 1 = all", low=0.0,
                               high=1.0)  # fmt: skip
-        cfg: float = option(1.0, "classifier-free guidance scale; 1 = conditional only, 0 = unconditional", low=0.0)
+        cfg: float = option(1.0, "classifier-free guidance scale; 1 = conditional only, 0 = unconditional", low=0.0,
+                            high=100.0)  # fmt: skip
         cfg_schedule: Literal["constant", "linear"] = option(
             "constant", "guidance over the tokens: constant, or linear from 1 at the first token to cfg at the last"
         )

@@ -12,8 +12,9 @@ scale2, shift1, shift2), and so is the head. With ``attn_l2_norm`` q and k are l
 learned per-head factor (VAR's ``scale_mul_1H11``, clamped to <= 100); otherwise the logit scale is VAR's
 0.25 / sqrt(head_dim). Training: cross-entropy over all L positions (uniform weights), class dropout to the null
 class ``num_classes``. Sampling (VAR's ``autoregressive_infer_cfg``): one forward per scale over that scale's
-positions with a KV cache; classifier-free guidance ramped over scales, t = cfg * k / (K - 1),
-logits = (1 + t) cond - t uncond; top-k / top-p.
+positions with a KV cache; classifier-free guidance ramped over scales, t = (cfg - 1) * k / (K - 1),
+logits = (1 + t) cond - t uncond; top-k / top-p. genlab's ``cfg`` is 1 + VAR's (VAR's cfg 1.5 is genlab's 2.5), so
+that cfg 1 means no guidance in every genlab family.
 
 Sizes (``var_size``): width 64 * depth, heads = depth; VAR's README lists d16 / d20 / d24 / d30 as 310M / 600M /
 1.0B / 2.0B parameters (``var_param_count``; the counts are in the presets imagenet256/var-d*). VAR-d36's shared
@@ -165,10 +166,11 @@ class VAR(Generator):
 
     @dataclass
     class SampleOptions(SampleOptions):
-        # VAR's FID settings (README / autoregressive_infer_cfg): cfg 1.5, top_p 0.96, top_k 900
-        cfg: float = option(1.5, "guidance, ramped over scales: t = cfg*k/(K-1), (1+t)*cond - t*uncond", low=0.0)
+        # VAR's FID settings (README / autoregressive_infer_cfg): cfg 1.5 (genlab's 2.5), top_p 0.96, top_k 900
+        cfg: float = option(2.5, "guidance ramped over scales: t = (cfg-1)*k/(K-1), (1+t)*cond - t*uncond; 1 = none "
+                            "(VAR's cfg + 1)", low=0.0, high=100.0)  # fmt: skip
         top_k: int = option(900, "sample among the k most likely tokens (0: all)", low=0)
-        top_p: float = option(0.96, "sample among the most likely tokens holding probability p (0: all)", low=0, high=1)
+        top_p: float = option(0.96, "sample among the most likely tokens holding probability p; 1 = all", low=0, high=1)
         temperature: float = option(1.0, "divide the guided logits by this", low=1e-3)
 
     def __init__(self, cfg: Config, *, spec: TokenSpec, num_classes: int, codes: TokenCodes | None = None):
@@ -306,7 +308,7 @@ class VAR(Generator):
         codes = self.require_codes()
         scales = self.schedule(options)
         B, K, device = labels.shape[0], len(scales), labels.device
-        guided = options.cfg > 0  # cfg 0 is t = 0 at every scale: the conditional pass alone
+        guided = options.cfg != 1  # cfg 1 is t = 0 at every scale: the conditional pass alone
         y = torch.cat([labels, torch.full_like(labels, self.num_classes)]) if guided else labels
         c = self.class_emb(y)
         pos = self.position_embeddings(scales)  # (1, L, D)
@@ -315,7 +317,7 @@ class VAR(Generator):
         for k, s in enumerate(scales):
             logits = self.blocks_and_head(x, c, cache=cache)  # (B or 2B, s*s, V)
             if guided:
-                logits = guided_logits(logits, B, options.cfg * k / max(K - 1, 1))
+                logits = guided_logits(logits, B, (options.cfg - 1) * k / max(K - 1, 1))
             logits = filter_logits(logits / options.temperature, options.top_k, options.top_p)
             u = per_sample_rand(seeds, (s * s,), stream=k, device=device)  # row i from seed i alone
             ids = sample_from_logits(logits, u).view(B, s, s)
