@@ -64,7 +64,7 @@ def test_kv_cached_logits_equal_teacher_forced(tokenizer):
     with torch.no_grad():
         full = model(labels, inputs)
         x, c = model.embed(labels, inputs)
-        cache = KVCache(len(model.blocks))
+        cache = KVCache(model.spec.num_positions)
         parts = [model.blocks_and_head(x[:, b:e], c, cache=cache) for b, e in model.begin_ends]
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
 

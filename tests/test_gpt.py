@@ -8,7 +8,8 @@ import torch
 
 from genlab import registry
 from genlab.generators.base import GeneratorError
-from genlab.generators.gpt import GPT, KVCache, decode, gpt_param_count, guidance_scales, pick_tokens
+from genlab.generators.gpt import GPT, decode, gpt_param_count, guidance_scales, pick_tokens
+from genlab.nn.kv_cache import KVCache
 from genlab.tokenizers.base import TokenSpec
 
 V, C = 32, 10  # vocabulary, classes

@@ -52,7 +52,7 @@ def test_kv_cached_logits_equal_teacher_forced(tokenizer, l2):
     with torch.no_grad():
         full = model(labels, model.teacher_forcing(tokens))  # (B, L, V), block-causal mask
         x, c = model.embed(labels, model.teacher_forcing(tokens))
-        cache, parts = KVCache(len(model.blocks)), []
+        cache, parts = KVCache(model.spec.num_positions), []
         for b, e in model.begin_ends:  # one scale per forward, attending to the cached prefix
             parts.append(model.blocks_and_head(x[:, b:e], c, cache=cache))
     assert len(cache) == model.spec.num_positions

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from genlab.generators.base import Generator, GeneratorError, Sampled, SampleOptions, TokenCodes, TokenSpec, option
 from genlab.nn import LabelEmbedder, RMSNorm, SwiGLU, apply_rope, per_sample_rand, rope_1d, rope_2d
 from genlab.nn.attention import attention
+from genlab.nn.kv_cache import KVCache
 from genlab.registry import register
 
 # name -> (depth, hidden_size, num_heads): LlamaGen's class-conditional GPT_B / GPT_L, and a tiny one for tests
@@ -47,28 +48,6 @@ def ffn_hidden(dim: int, multiple_of: int) -> int:
     """Llama's SwiGLU width: 2/3 of 4 * dim, rounded up to a multiple of ``multiple_of``."""
     hidden = int(2 * 4 * dim / 3)
     return -(-hidden // multiple_of) * multiple_of
-
-
-class KVCache:
-    """Keys and values of every layer, (B, H, max_len, Dh) each, allocated on a layer's first write with the dtype and
-    device of its keys; ``update`` writes positions pos .. pos+n-1 in place (no concatenation per step)."""
-
-    def __init__(self, max_len: int):
-        self.max_len = max_len
-        self.k: list[Tensor] = []
-        self.v: list[Tensor] = []
-
-    def update(self, layer: int, pos: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store k, v (B, H, n, Dh) at ``pos``; return the keys and values of positions 0 .. pos+n-1."""
-        B, H, n, Dh = k.shape
-        if pos + n > self.max_len:
-            raise ValueError(f"KV cache of {self.max_len} positions cannot hold position {pos + n - 1}")
-        if layer == len(self.k):
-            self.k.append(k.new_zeros(B, H, self.max_len, Dh))
-            self.v.append(v.new_zeros(B, H, self.max_len, Dh))
-        self.k[layer][:, :, pos : pos + n] = k
-        self.v[layer][:, :, pos : pos + n] = v
-        return self.k[layer][:, :, : pos + n], self.v[layer][:, :, : pos + n]
 
 
 class CausalSelfAttention(nn.Module):

@@ -313,7 +313,7 @@ class VAR(Generator):
         c = self.class_emb(y)
         pos = self.position_embeddings(scales)  # (1, L, D)
         x = c[:, None].expand(-1, scales[0] ** 2, -1) + self.pos_start + pos[:, : scales[0] ** 2]
-        cache, state, maps, begin = KVCache(len(self.blocks)), None, [], 0
+        cache, state, maps, begin = KVCache(sum(s * s for s in scales)), None, [], 0
         for k, s in enumerate(scales):
             logits = self.blocks_and_head(x, c, cache=cache)  # (B or 2B, s*s, V)
             if guided:
