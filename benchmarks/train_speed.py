@@ -3,7 +3,7 @@
     python benchmarks/train_speed.py                  # both sizes, 15 s each, cuda when available
     python benchmarks/train_speed.py --device cpu --threads 1 --seconds 30
 
-The measurement itself is ``genlab.bench.bench_train`` (the same as ``genlab bench train --json``).
+The measurement itself is ``genlab.bench.train.bench_train`` (the same as ``genlab bench train --json``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from genlab.bench import SIZES, bench_train
+from genlab.bench.train import SIZES, bench_train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from genlab import bench
+from genlab.bench import train as bench
 
 
 def test_bench_train_tiny_json():

@@ -138,7 +138,7 @@ def test_bench_sample_json(refiner_run, capsys, tmp_path):
 
 
 def test_bench_sample_takes_a_metric(smoke_run):
-    from genlab.bench_sample import bench_sample
+    from genlab.bench.sample import bench_sample
 
     seen = []
 
@@ -158,7 +158,7 @@ def test_bench_sample_uses_genlab_evals_when_present(smoke_run, monkeypatch):
     import types
     from dataclasses import dataclass
 
-    from genlab.bench_sample import bench_sample
+    from genlab.bench.sample import bench_sample
 
     @dataclass
     class Ref:

@@ -212,7 +212,7 @@ def test_smoke_preset_builds_trains_and_decodes():
 
 def test_bench_against_transformers_llama_runs_at_tiny_size():
     pytest.importorskip("transformers")
-    from genlab import bench_gpt
+    from genlab.bench import gpt as bench_gpt
 
     s = bench_gpt.SIZES["tiny"]
     for result in (bench_gpt.bench_train(0.5, 1, sizes=("tiny",)), bench_gpt.bench_sample(0.5, 1, sizes=("tiny",))):

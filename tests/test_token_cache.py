@@ -9,13 +9,13 @@ import torch
 from safetensors.torch import save_file
 
 from genlab import config
-from genlab.cachecmd import check_token_cache
 from genlab.cli import main
 from genlab.config import ConfigError, component_from_dict
 from genlab.data.base import DataError, TensorImageDataset
 from genlab.data.cache import TokenCacheDataset, training_images, write_token_cache
 from genlab.pipeline import Pipeline
 from genlab.tasks import train_run
+from genlab.tasks.generator import check_token_cache
 from genlab.tokenizers.saved import fingerprint, load_tokenizer_folder
 
 TINY_NET = {"ch": 16, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_levels": [], "mid_attn": False,

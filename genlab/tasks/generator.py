@@ -12,13 +12,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from genlab.cachecmd import check_token_cache
-from genlab.config import RunConfig
+from genlab.config import ConfigError, RunConfig
+from genlab.data.cache import TokenCacheDataset
 from genlab.generators.base import Generator
 from genlab.pipeline import Pipeline, class_grid, save_grid
 from genlab.registry import register
 from genlab.tasks.base import fit, training_data
 from genlab.tokenizers.base import Tokenizer
+from genlab.tokenizers.saved import fingerprint, tokenizer_spec
 from genlab.train import Hooks
 
 
@@ -64,3 +65,23 @@ class GeneratorRun:
             view(m).save(run_dir)
 
         return fit(cfg.train, model, dataset, out, Hooks(sample=sample, export=export), cfg.to_dict(), resume)
+
+
+def check_token_cache(dataset, tokenizer: torch.nn.Module, component) -> None:
+    """ConfigError unless ``tokenizer`` (config and weights) is the one that wrote the token cache ``dataset``."""
+    if not isinstance(dataset, TokenCacheDataset):
+        return
+    made = dataset.tokenizer
+    spec = tokenizer_spec(tokenizer, component)
+    mine = fingerprint(tokenizer, spec)  # hashes every weight: once
+    if made["fingerprint"] != mine:
+        raise ConfigError(
+            f"the token cache {dataset.root} was made by another tokenizer ({made['name']}, fingerprint "
+            f"{made['fingerprint'][:12]}) than this run's ({spec['name']}, {mine[:12]}): "
+            "set tokenizer.name=run tokenizer.path=<the tokenizer run given to genlab cache>, or re-cache with "
+            "`genlab cache --tokenizer ...`"
+        )
+    shape = list(tokenizer.token_spec.shape)
+    if dataset.manifest["token_spec"]["shape"] != shape:  # same weights, built for another resolution
+        raise ConfigError(f"the token cache {dataset.root} holds tokens of shape "
+                          f"{dataset.manifest['token_spec']['shape']}, this run's tokenizer makes {shape}")  # fmt: skip

@@ -9,13 +9,13 @@ import json
 import sys
 from pathlib import Path
 
+from genlab.cli.options import add_option_flags, given_options
 from genlab.data.base import DataError
 from genlab.data.cache import training_images
 from genlab.evals.base import EvalError  # bad input: one line, exit status 2 (one of cli's user errors)
-from genlab.option_flags import add_option_flags, given_options
 
 
-def add_eval_parser(sub) -> None:
+def add_parser(sub) -> None:
     e = sub.add_parser(
         "eval",
         help="FID/KID/precision-recall/IS of a run or of images; reference statistics",

@@ -1,6 +1,5 @@
-"""``genlab cache``: encode a dataset once with a tokenizer (``genlab.data.cache``), and the check that a generator's
-tokenizer is the one that made its cache. Pipeline-level glue (it builds tokenizers and datasets); ``cli`` and
-``genlab.tasks`` call it.
+"""``genlab cache``: encode a dataset once with a tokenizer (``genlab.data.cache``). The check that a generator's
+tokenizer is the one that made its cache is ``genlab.tasks.generator.check_token_cache``.
 """
 
 from __future__ import annotations
@@ -15,11 +14,11 @@ import yaml
 from genlab import registry
 from genlab.config import ConfigError, component_from_dict, load_preset_dict, parse_override, to_dict
 from genlab.data.base import DataError
-from genlab.data.cache import TokenCacheDataset, read_manifest, write_token_cache
+from genlab.data.cache import read_manifest, write_token_cache
 from genlab.tokenizers.saved import fingerprint, load_tokenizer_folder, tokenizer_spec
 
 
-def add_cache_parser(sub) -> None:
+def add_parser(sub) -> None:
     c = sub.add_parser(
         "cache",
         help="encode a dataset once with a tokenizer (token cache for generator training)",
@@ -145,23 +144,3 @@ def cmd_cache(args: argparse.Namespace) -> int:
     same = f"tokenizer.name=run tokenizer.path={args.tokenizer}" if Path(args.tokenizer).is_dir() else "this tokenizer"
     print(f"train on it with: data.name=token-cache data.path={args.out} and {same}")
     return 0
-
-
-def check_token_cache(dataset, tokenizer: torch.nn.Module, component) -> None:
-    """ConfigError unless ``tokenizer`` (config and weights) is the one that wrote the token cache ``dataset``."""
-    if not isinstance(dataset, TokenCacheDataset):
-        return
-    made = dataset.tokenizer
-    spec = tokenizer_spec(tokenizer, component)
-    mine = fingerprint(tokenizer, spec)  # hashes every weight: once
-    if made["fingerprint"] != mine:
-        raise ConfigError(
-            f"the token cache {dataset.root} was made by another tokenizer ({made['name']}, fingerprint "
-            f"{made['fingerprint'][:12]}) than this run's ({spec['name']}, {mine[:12]}): "
-            "set tokenizer.name=run tokenizer.path=<the tokenizer run given to genlab cache>, or re-cache with "
-            "`genlab cache --tokenizer ...`"
-        )
-    shape = list(tokenizer.token_spec.shape)
-    if dataset.manifest["token_spec"]["shape"] != shape:  # same weights, built for another resolution
-        raise ConfigError(f"the token cache {dataset.root} holds tokens of shape "
-                          f"{dataset.manifest['token_spec']['shape']}, this run's tokenizer makes {shape}")  # fmt: skip

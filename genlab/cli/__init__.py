@@ -1,0 +1,51 @@
+"""The ``genlab`` command: one module per subcommand (``add_parser(sub)`` and ``run(args)``).
+
+train | sample | eval | cache | info | bench | demo | import. Bad input exits with status 2 and one line on stderr
+saying what to do, never a traceback (``errors.user_errors``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from genlab.cli import bench, cache, demo, imports, info, sample, train
+from genlab.cli import eval as evaluate
+from genlab.cli.errors import EXIT_USAGE, UsageError, user_errors
+
+COMMANDS = (train, sample, evaluate, cache, info, bench, demo, imports)
+
+__all__ = ["EXIT_USAGE", "UsageError", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from genlab import __version__
+
+    p = argparse.ArgumentParser(prog="genlab", description="genlab: class-conditional image generation workbench")
+    p.add_argument("--version", action="version", version=f"genlab {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()  # the registry imports the built-ins on its first lookup
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except user_errors() as e:
+        print(f"genlab {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"genlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (`genlab info --list | head`): nothing left to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

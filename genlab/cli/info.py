@@ -1,0 +1,81 @@
+"""``genlab info``: a preset's or a run's resolved config and parameter counts; ``--list`` the registry."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from genlab.cli.errors import UsageError
+
+
+def add_parser(sub) -> None:
+    i = sub.add_parser(
+        "info",
+        help="resolved config and parameter counts",
+        description="Show a preset's or run's config and parameter counts.",
+    )
+    i.add_argument("--preset", help="preset name or .yaml path")
+    i.add_argument("--run", help="run directory")
+    i.add_argument("--json", action="store_true", help='one JSON object: {"params": {...}, "config": {...}}')
+    i.add_argument("--list", action="store_true", help="list the shipped presets and registered components")
+    i.add_argument("overrides", nargs="*", metavar="key=value")
+    i.set_defaults(fn=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    import yaml
+
+    from genlab import config
+    from genlab.pipeline import Pipeline, RunError
+
+    if args.list:
+        return list_all()
+    if bool(args.preset) == bool(args.run):
+        raise UsageError("give exactly one of --preset NAME or --run DIR")
+    if args.preset:
+        cfg = config.load(args.preset, args.overrides)
+        if not isinstance(cfg, config.RunConfig):  # a refiner run: its sizes depend on its base run
+            print(json.dumps({"params": {}, "config": cfg.to_dict()}) if args.json else yaml_dump(cfg.to_dict()))
+            return 0
+    else:
+        from genlab.runs import RunFolder
+
+        run = RunFolder(args.run)
+        if not run.exists():
+            raise RunError(f"run directory {args.run} does not exist")
+        cfg = run.read_config() if run.has("config.yaml") else None
+        if cfg is not None and not isinstance(cfg, config.RunConfig):
+            cfg = None  # a refiner run: Pipeline.load brings its base run
+    if cfg is not None and cfg.task == "tokenizer":  # a tokenizer run: the tokenizer alone, counted on the meta device
+        with torch.device("meta"):
+            tokenizer = cfg.tokenizer.build(resolution=cfg.data.cfg.resolution)
+        params = {"tokenizer": sum(p.numel() for p in tokenizer.parameters())}
+    elif args.preset:
+        params = Pipeline.from_config(cfg, device=torch.device("meta")).param_counts()
+    else:
+        pipe = Pipeline.load(args.run)
+        cfg, params = pipe.cfg, pipe.param_counts()
+    info = {"params": params, "config": cfg.to_dict()}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for part, n in info["params"].items():
+            print(f"{part:>10}: {n:,} parameters ({n / 1e6:.2f}M)")
+        print(yaml.safe_dump(info["config"], sort_keys=False), end="")
+    return 0
+
+
+def yaml_dump(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False).rstrip()
+
+
+def list_all() -> int:
+    from genlab import config, registry
+
+    print("presets:", ", ".join(config.list_presets()))
+    for kind in registry.KINDS:
+        print(f"{kind}s:", ", ".join(registry.names(kind)) or "(none)")
+    return 0
