@@ -30,6 +30,7 @@ from genlab import registry
 from genlab.config import ConfigError, RunConfig, to_dict
 from genlab.data import to_uint8
 from genlab.generators.refiner import load_refiner
+from genlab.grids import save_grid  # noqa: F401  (launch.py, demo.py and cli.py import it from here)
 from genlab.samplers import SampleResult
 from genlab.tokenizers.saved import tokenizer_spec
 
@@ -236,23 +237,6 @@ def _refiner_base(run_dir: Path) -> Path | None:
     if not base.is_absolute() and not base.is_dir() and (run_dir / base).is_dir():
         base = run_dir / base
     return base
-
-
-def save_grid(images: Tensor, path: Path, nrow: int) -> None:
-    """Save (B, 3, H, W) images in [-1, 1] as one PNG grid, ``nrow`` images per row."""
-    from PIL import Image
-
-    B, _, H, W = images.shape
-    rows = (B + nrow - 1) // nrow
-    pad = 2
-    canvas = torch.full((3, rows * (H + pad) + pad, nrow * (W + pad) + pad), 255, dtype=torch.uint8)
-    u8 = to_uint8(images)
-    for i in range(B):
-        r, c = divmod(i, nrow)
-        canvas[:, pad + r * (H + pad) : pad + r * (H + pad) + H, pad + c * (W + pad) : pad + c * (W + pad) + W] = u8[i]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(path)
 
 
 def class_grid(pipe: Pipeline, per_class: int, *, seed: int = 0, **kw) -> Generated:
