@@ -100,7 +100,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         arr = to_uint8(result.images).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3) uint8, as ADM's evaluator reads
         np.savez(out, arr_0=arr, labels=result.labels.numpy())
     else:
-        save_grid(result.images, out, nrow=args.n)
+        save_grid(result.images, out, nrow=args.n, row_labels=[pipe.class_names[c] for c in classes])
     refined = (
         f" + {result.refiner_nfe} refiner evaluation{'s' * (result.refiner_nfe != 1)}" if result.refiner_nfe else ""
     )
@@ -393,6 +393,9 @@ def cmd_list() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from genlab import threads
+
+    threads.configure()  # before torch is imported: OpenMP threads sleep instead of spinning (see genlab/threads.py)
     import genlab.data  # noqa: F401  (register the built-ins)
     import genlab.evals  # noqa: F401
     import genlab.generators  # noqa: F401

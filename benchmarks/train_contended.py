@@ -1,0 +1,184 @@
+"""Quickstart training images/s alone and beside one busy process, for genlab's thread default and the old one.
+
+    python benchmarks/train_contended.py                 # ~2 minutes on a 2-core CPU; writes benchmarks/results/
+    python benchmarks/train_contended.py --steps 40 --policies old,default,1-thread
+
+Each measurement is a fresh process (libgomp reads its settings once, when torch loads) that trains the preset
+(``quickstart`` by default: the DiT, data, batch and bf16 of ``make quickstart``) for ``--warmup`` + ``--steps``
+steps and logs every step; the rate is images over the wall time of the steps after the warm-up. "contended"
+runs the same beside ``python3 -c "while True: pass"``, started before the worker and killed after it. A
+measurement stops after ``--max-seconds`` of training even if its steps are not done (the old policy under
+contention is ~20x slower), and reports the steps it reached.
+
+Policies: ``old`` is torch's OpenMP as it comes (OMP_WAIT_POLICY unset: waiting threads spin); ``default`` is
+what ``genlab`` sets (``genlab.threads.configure()``, OMP_WAIT_POLICY=PASSIVE); ``1-thread`` is ``old`` with
+OMP_NUM_THREADS=1. ``--threads N`` sets OMP_NUM_THREADS for the others (default: torch's, one per core).
+The target of issue 15: contended >= 50% of alone, and the default's alone rate within 5% of the old one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+BUSY = "while True: pass"
+POLICIES = ("old", "default", "1-thread")
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Train in this process (policy applied before torch is imported); metrics.jsonl gets one record per step."""
+    if args.policy == "default":
+        from genlab import threads
+
+        threads.configure()
+    import torch
+
+    import genlab.data  # noqa: F401  (register the built-ins)
+    import genlab.generators  # noqa: F401
+    import genlab.tokenizers  # noqa: F401
+    from genlab import config
+    from genlab.pipeline import Pipeline
+    from genlab.train import GeneratorTask, Hooks, Trainer
+
+    overrides = [f"train.steps={args.warmup + args.steps}", "train.log_every=1", "train.checkpoint_every=0",
+                 "train.sample_every=0", "train.tensorboard=false"]  # fmt: skip
+    cfg = config.load(args.preset, overrides)
+    dataset = cfg.data.build()
+    torch.manual_seed(cfg.train.seed)
+    pipe = Pipeline.from_config(cfg, dataset.class_names)
+    task = GeneratorTask(pipe.tokenizer, pipe.objective)
+    print(json.dumps({"threads": torch.get_num_threads(), "batch_size": cfg.train.batch_size}), flush=True)
+    Trainer(cfg.train, task, dataset, Path(args.out), Hooks()).fit()
+    return 0
+
+
+def _records(path: Path) -> list[dict]:
+    """The complete records of a metrics.jsonl that may be half-written."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return records
+
+
+def measure(args: argparse.Namespace, policy: str, contended: bool) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+           "TQDM_DISABLE": "1"}  # fmt: skip
+    if policy in ("old", "1-thread"):
+        env.pop("OMP_WAIT_POLICY", None)
+    if policy == "1-thread":
+        env["OMP_NUM_THREADS"] = "1"
+    elif args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    busy = subprocess.Popen([sys.executable, "-c", BUSY]) if contended else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="genlab-contended-") as tmp:
+            out = Path(tmp) / "run"
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--policy", policy, "--out", str(out),
+                   "--preset", args.preset, "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+            first = None
+            while proc.poll() is None:
+                time.sleep(0.5)
+                recs = _records(out / "metrics.jsonl")
+                if recs and first is None:
+                    first = time.monotonic()
+                if first is not None and time.monotonic() - first > args.max_seconds:
+                    proc.kill()
+                    break
+            proc.wait()
+            info = json.loads(proc.stdout.readline() or "{}")
+            recs = _records(out / "metrics.jsonl")
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+    timed = [r for r in recs if r["step"] > args.warmup]
+    if not timed:
+        return {"policy": policy, "contended": contended, "steps": 0, "img_per_s": None, **info}
+    batch = info.get("batch_size", 0)
+    seconds = sum(batch / r["img_per_s"] for r in timed)  # each record is one step's own time
+    return {
+        "policy": policy,
+        "contended": contended,
+        "steps": len(timed),
+        "seconds": round(seconds, 2),
+        "img_per_s": round(batch * len(timed) / seconds, 1),
+        **info,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=20, help="timed steps per measurement (after the warm-up)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed first steps")
+    p.add_argument("--max-seconds", type=float, default=30.0, help="stop a measurement after this much training")
+    p.add_argument("--policies", default="old,default", help=f"comma-separated, from {', '.join(POLICIES)}")
+    p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for old/default (default: torch's, one per core)")
+    p.add_argument("--preset", default="quickstart")
+    p.add_argument("--out", help="the result file (default: benchmarks/results/train_contended-cpu.json)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--policy", choices=POLICIES, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker(args)
+    policies = [s.strip() for s in args.policies.split(",") if s.strip()]
+    for name in policies:
+        if name not in POLICIES:
+            p.error(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
+    load_before = os.getloadavg()
+    t0 = time.time()
+    rows = []
+    for policy in policies:
+        for contended in (False, True):
+            row = measure(args, policy, contended)
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    summary = {}
+    for policy in policies:
+        alone, busy = (next(r for r in rows if r["policy"] == policy and r["contended"] is c) for c in (False, True))
+        ok = alone["img_per_s"] and busy["img_per_s"]
+        summary[policy] = {"alone": alone["img_per_s"], "contended": busy["img_per_s"],
+                           "contended_over_alone": round(busy["img_per_s"] / alone["img_per_s"], 3) if ok else None}  # fmt: skip
+    if "old" in summary and "default" in summary and summary["old"]["alone"] and summary["default"]["alone"]:
+        summary["default_alone_over_old_alone"] = round(summary["default"]["alone"] / summary["old"]["alone"], 3)
+    result = {
+        "benchmark": "train_contended",
+        "preset": args.preset,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "max_seconds": args.max_seconds,
+        "busy_process": f'python3 -c "{BUSY}"',
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "wall_seconds": round(time.time() - t0, 1),
+        "summary": summary,
+        "measurements": rows,
+    }
+    out = Path(args.out) if args.out else RESULTS / "train_contended-cpu.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2)
+    out.write_text(text + "\n")
+    print(text)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
