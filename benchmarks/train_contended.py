@@ -7,8 +7,9 @@ Each measurement is a fresh process (libgomp reads its settings once, when torch
 (``quickstart`` by default: the DiT, data, batch and bf16 of ``make quickstart``) for ``--warmup`` + ``--steps``
 steps and logs every step; the rate is images over the wall time of the steps after the warm-up. "contended"
 runs the same beside ``python3 -c "while True: pass"``, started before the worker and killed after it. A
-measurement stops after ``--max-seconds`` of training even if its steps are not done (the old policy under
-contention is ~20x slower), and reports the steps it reached.
+measurement stops after ``--max-seconds`` of training (warm-up included) even if its steps are not done (the old
+policy under contention is ~20x slower) and reports the steps it timed; stopped within the warm-up, it times the
+steps after the first (``after_warmup: false``).
 
 Policies: ``old`` is torch's OpenMP as it comes (OMP_WAIT_POLICY unset: waiting threads spin); ``default`` is
 what ``genlab`` sets (``genlab.threads.configure()``, OMP_WAIT_POLICY=PASSIVE); ``1-thread`` is ``old`` with
@@ -89,43 +90,49 @@ def measure(args: argparse.Namespace, policy: str, contended: bool) -> dict:
             out = Path(tmp) / "run"
             cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--policy", policy, "--out", str(out),
                    "--preset", args.preset, "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-            first = None
-            while proc.poll() is None:
+            log = open(Path(tmp) / "worker.log", "w+")  # the worker's progress bar and any traceback
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+            first, started = None, time.monotonic()
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # with the worker's CPU time (spinning burns it)
+                if pid:
+                    break
                 time.sleep(0.5)
-                recs = _records(out / "metrics.jsonl")
-                if recs and first is None:
+                if first is None and _records(out / "metrics.jsonl"):
                     first = time.monotonic()
                 if first is not None and time.monotonic() - first > args.max_seconds:
                     proc.kill()
-                    break
-            proc.wait()
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            wall = time.monotonic() - started
             info = json.loads(proc.stdout.readline() or "{}")
             recs = _records(out / "metrics.jsonl")
+            log.seek(0)
+            if proc.returncode not in (0, -9) or not info:
+                raise SystemExit(f"the {policy} worker failed (exit {proc.returncode}):\n{log.read()[-3000:]}")
+            log.close()
     finally:
         if busy is not None:
             busy.kill()
             busy.wait()
     timed = [r for r in recs if r["step"] > args.warmup]
+    warm = bool(timed)
+    if not timed:  # stopped during the warm-up (a collapsed rate): time what there is, but the first step
+        timed = [r for r in recs if r["step"] > 1]
+    row = {"policy": policy, "contended": contended, "worker_wall_s": round(wall, 1),
+           "worker_cpu_s": round(usage.ru_utime + usage.ru_stime, 1), **info}  # fmt: skip
     if not timed:
-        return {"policy": policy, "contended": contended, "steps": 0, "img_per_s": None, **info}
-    batch = info.get("batch_size", 0)
+        return {**row, "steps": 0, "img_per_s": None}
+    batch = info["batch_size"]
     seconds = sum(batch / r["img_per_s"] for r in timed)  # each record is one step's own time
-    return {
-        "policy": policy,
-        "contended": contended,
-        "steps": len(timed),
-        "seconds": round(seconds, 2),
-        "img_per_s": round(batch * len(timed) / seconds, 1),
-        **info,
-    }
+    return {**row, "steps": len(timed), "after_warmup": warm, "seconds": round(seconds, 2),
+            "img_per_s": round(batch * len(timed) / seconds, 1)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement (after the warm-up)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed first steps")
-    p.add_argument("--max-seconds", type=float, default=30.0, help="stop a measurement after this much training")
+    p.add_argument("--warmup", type=int, default=5, help="untimed first steps")
+    p.add_argument("--max-seconds", type=float, default=45.0, help="stop a measurement after this much training")
     p.add_argument("--policies", default="old,default", help=f"comma-separated, from {', '.join(POLICIES)}")
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for old/default (default: torch's, one per core)")
     p.add_argument("--preset", default="quickstart")
