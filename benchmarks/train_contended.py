@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,12 @@ def worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished (waited-for) children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _records(path: Path) -> list[dict]:
     """The complete records of a metrics.jsonl that may be half-written."""
     if not path.is_file():
@@ -91,19 +98,18 @@ def measure(args: argparse.Namespace, policy: str, contended: bool) -> dict:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--policy", policy, "--out", str(out),
                    "--preset", args.preset, "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
             log = open(Path(tmp) / "worker.log", "w+")  # the worker's progress bar and any traceback
+            cpu_before = _children_cpu()
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
             first, started = None, time.monotonic()
-            while True:
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # with the worker's CPU time (spinning burns it)
-                if pid:
-                    break
+            while proc.poll() is None:
                 time.sleep(0.5)
                 if first is None and _records(out / "metrics.jsonl"):
                     first = time.monotonic()
                 if first is not None and time.monotonic() - first > args.max_seconds:
                     proc.kill()
-            proc.returncode = os.waitstatus_to_exitcode(status)
+                    proc.wait()
             wall = time.monotonic() - started
+            cpu = _children_cpu() - cpu_before  # the worker's CPU time (spinning threads burn it); busy is alive
             info = json.loads(proc.stdout.readline() or "{}")
             recs = _records(out / "metrics.jsonl")
             log.seek(0)
@@ -119,7 +125,7 @@ def measure(args: argparse.Namespace, policy: str, contended: bool) -> dict:
     if not timed:  # stopped during the warm-up (a collapsed rate): time what there is, but the first step
         timed = [r for r in recs if r["step"] > 1]
     row = {"policy": policy, "contended": contended, "worker_wall_s": round(wall, 1),
-           "worker_cpu_s": round(usage.ru_utime + usage.ru_stime, 1), **info}  # fmt: skip
+           "worker_cpu_s": round(cpu, 1), **info}  # fmt: skip
     if not timed:
         return {**row, "steps": 0, "img_per_s": None}
     batch = info["batch_size"]
