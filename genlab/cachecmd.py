@@ -1,6 +1,6 @@
 """``genlab cache``: encode a dataset once with a tokenizer (``genlab.data.cache``), and the check that a generator's
 tokenizer is the one that made its cache. Pipeline-level glue (it builds tokenizers and datasets); ``cli`` and
-``launch`` call it.
+``genlab.tasks`` call it.
 """
 
 from __future__ import annotations

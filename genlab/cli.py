@@ -45,7 +45,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from genlab import config
-    from genlab.launch import train_run
+    from genlab.tasks import train_run
 
     cfg = config.load(args.preset, args.overrides)
     out = Path(args.out or Path("runs") / args.preset.replace("/", "-"))
@@ -71,27 +71,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n <= 0:
         raise UsageError(f"--n must be positive, got {args.n}")
-    if args.steps is not None and args.steps <= 0:
-        raise UsageError(f"--steps must be positive, got {args.steps}")
-    if args.cfg is not None and args.cfg < 0:
-        raise UsageError(f"--cfg must be >= 0 (1 = no guidance), got {args.cfg}")
-    options = _sampler_options(args)
+    from genlab.option_flags import given_options
+
+    given = given_options(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.compile and device == "cpu":
+    if given.get("compile") and device == "cpu":
         print("genlab sample: --compile is for GPUs; sampling eagerly on the CPU", file=sys.stderr)
-        options.pop("compile")
+        given.pop("compile")
     pipe = Pipeline.load(args.run, device=device, refiner=args.refiner)
     try:
         classes = pipe.class_ids(args.classes)
+        options = pipe.sample_options(given)
     except ValueError as e:
         raise UsageError(str(e)) from None
     labels = [c for c in classes for _ in range(args.n)]
     try:
-        result = pipe.generate(
-            labels, seed=args.seed, steps=args.steps, cfg=args.cfg, sampler=args.sampler, batch_size=args.batch_size,
-            **options,
-        )  # fmt: skip
-    except ValueError as e:  # sampler options that don't fit (blocks vs steps, R steps without a refiner, ...)
+        result = pipe.generate(labels, seed=args.seed, options=options, batch_size=args.batch_size)
+    except ValueError as e:  # options that only the generator can check (FlowTurbo R steps without a refiner, ...)
         raise UsageError(str(e)) from None
     out = Path(args.out)
     fmt = args.format or ("npz" if out.suffix == ".npz" else "png")
@@ -101,59 +97,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         np.savez(out, arr_0=arr, labels=result.labels.numpy())
     else:
         save_grid(result.images, out, nrow=args.n, row_labels=[pipe.class_names[c] for c in classes])
-    refined = (
-        f" + {result.refiner_nfe} refiner evaluation{'s' * (result.refiner_nfe != 1)}" if result.refiner_nfe else ""
-    )
+    extra = result.extra_nfe
+    refined = f" + {extra} refiner evaluation{'s' * (extra != 1)}" if extra else ""
     print(f"{len(labels)} images, {result.nfe} NFE{refined}, {result.seconds:.1f}s -> {out}")
     return 0
-
-
-def _interval(text: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise UsageError(f"--cfg-interval must be LO,HI (e.g. 0.1,1.0), got {text!r}") from None
-    if not 0.0 <= lo <= hi <= 1.0:
-        raise UsageError(f"--cfg-interval needs 0 <= LO <= HI <= 1 (t = 1 is noise), got {text!r}")
-    return lo, hi
-
-
-def _sampler_options(args: argparse.Namespace) -> dict:
-    """Sampler and guidance options from the command line, checked before the run is loaded."""
-    from genlab import registry
-    from genlab.samplers import GUIDANCE_SCHEDULES, SCHEDULES, Blocks
-
-    if args.sampler is not None:
-        registry.get("sampler", args.sampler)  # an unknown name lists the registered ones
-    options: dict = {"compile": bool(args.compile)}
-    if args.cfg_interval is not None:
-        options["guidance_interval"] = _interval(args.cfg_interval)
-    if args.cfg_schedule is not None:
-        if args.cfg_schedule not in GUIDANCE_SCHEDULES:
-            raise UsageError(
-                f"--cfg-schedule must be one of {', '.join(GUIDANCE_SCHEDULES)}, got {args.cfg_schedule!r}"
-            )
-        options["guidance_schedule"] = args.cfg_schedule
-    if args.schedule is not None:
-        if args.schedule not in SCHEDULES:
-            raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {args.schedule!r}")
-        options["schedule"] = args.schedule
-    if args.shift is not None:
-        if not args.shift > 0:
-            raise UsageError(f"--shift must be positive, got {args.shift}")
-        options["shift"] = args.shift
-    if args.blocks is not None:
-        if args.sampler != "flowturbo":
-            raise UsageError("--blocks is an option of --sampler flowturbo")
-        try:
-            blocks = Blocks.parse(args.blocks)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        if args.steps is not None and args.steps != blocks.steps:
-            raise UsageError(f"--blocks {blocks} take {blocks.steps} steps, but --steps is {args.steps}")
-        args.steps = blocks.steps
-        options["blocks"] = blocks
-    return options
 
 
 # ----------------------------------------------------------------------------- demo
@@ -187,10 +134,14 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(json.dumps({"params": {}, "config": cfg.to_dict()}) if args.json else yaml_dump(cfg.to_dict()))
             return 0
     else:
-        if not Path(args.run).is_dir():
+        from genlab.runs import RunFolder
+
+        run = RunFolder(args.run)
+        if not run.exists():
             raise RunError(f"run directory {args.run} does not exist")
-        run_cfg = Path(args.run) / "config.yaml"
-        cfg = config.RunConfig.from_dict(yaml.safe_load(run_cfg.read_text())) if run_cfg.is_file() else None
+        cfg = run.read_config() if run.has("config.yaml") else None
+        if cfg is not None and not isinstance(cfg, config.RunConfig):
+            cfg = None  # a refiner run: Pipeline.load brings its base run
     if cfg is not None and cfg.task == "tokenizer":  # a tokenizer run: the tokenizer alone, counted on the meta device
         with torch.device("meta"):
             tokenizer = cfg.tokenizer.build(resolution=cfg.data.cfg.resolution)
@@ -229,6 +180,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from genlab.evalcmd import cmd_bench_eval
 
         return cmd_bench_eval(args)
+    if args.family == "gpt":
+        from genlab import bench_gpt
+
+        result = {"train": bench_gpt.bench_train(args.seconds, args.threads, device=args.device),
+                  "sample": bench_gpt.bench_sample(args.seconds, args.threads, device=args.device)}  # fmt: skip
+        print(json.dumps(result, indent=2) if args.json else bench_gpt_summary(result))
+        return 0
     from genlab.bench import bench_train
 
     result = bench_train(seconds=args.seconds, device=args.device, threads=args.threads)
@@ -239,6 +197,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(
                 f"{size}: genlab {r['genlab_img_s']:.1f} img/s, diffusers {r['diffusers_img_s']:.1f} img/s, ratio {r['ratio']:.2f}"
             )
+    return 0
+
+
+def bench_gpt_summary(result: dict) -> str:
+    """One line per size and part: genlab's GPT against transformers' Llama."""
+    lines = []
+    for part, r in result.items():
+        for size, row in r.get("sizes", {}).items():
+            nums = ", ".join(f"{k} {v:.3g}" for k, v in row.items() if isinstance(v, (int, float)))
+            lines.append(f"{part} {size}: {nums}")
+    return "\n".join(lines) or json.dumps(result, indent=2)
+
+
+# ----------------------------------------------------------------------------- import
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Published checkpoints into a genlab run (loaded with torch.load(weights_only=True), never unpickled)."""
+    from genlab.imports.var import CheckpointError, import_var
+
+    if not Path(args.path).is_file():
+        raise UsageError(f"{args.path}: no such file")
+    try:
+        out = import_var(args.kind, args.path, args.out, vae=args.vae)
+    except (CheckpointError, ValueError, FileExistsError) as e:
+        raise UsageError(str(e)) from None
+    print(f"{args.kind} {args.path} -> run {out}")
     return 0
 
 
@@ -298,30 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True, help="run directory written by `genlab train`")
     s.add_argument("--classes", default="all", help="class ids or names, comma-separated, or 'all' (default)")
     s.add_argument("--n", type=int, default=8, help="images per class (default 8)")
-    s.add_argument("--steps", type=int, help="sampler steps (default: the run's sample.steps)")
-    s.add_argument("--cfg", type=float, help="guidance scale, 1 = none (default: the run's sample.cfg)")
-    s.add_argument("--sampler", help="euler | heun | dpm++ | unipc | flowturbo (default: the run's sample.sampler)")
-    s.add_argument(
-        "--cfg-interval", "--guidance-interval", dest="cfg_interval", metavar="LO,HI",
-        help="guide only for t in [LO, HI] (t = 1 is noise), e.g. 0.1,1.0 (default: the run's sample.cfg_interval)",
-    )  # fmt: skip
-    s.add_argument(
-        "--cfg-schedule", metavar="NAME", help="guidance scale over time: constant (default), linear, cosine"
-    )
-    s.add_argument("--schedule", help="timestep schedule: uniform (default), logit_normal, edm")
-    s.add_argument(
-        "--shift", type=float, help="timestep shift s: t' = s t / (1 + (s - 1) t) (default: the run's sample.shift)"
-    )
-    s.add_argument("--blocks", help="flowturbo: Heun, pseudo-corrector and refiner steps, e.g. H1P5R3")
     s.add_argument(
         "--refiner", metavar="DIR", help="a FlowTurbo refiner run (`genlab train --preset flowturbo-refiner`)"
     )
-    s.add_argument("--compile", action="store_true", help="torch.compile the networks (GPU; ignored on the CPU)")
     s.add_argument("--seed", type=int, default=0, help="image i uses seed SEED+i (default 0)")
     s.add_argument("--out", default="samples.png", help="output .png grid or .npz batch")
     s.add_argument("--format", choices=["png", "npz"], help="default: from the --out suffix")
     s.add_argument("--batch-size", type=int, default=64, help="images per forward batch (does not change the images)")
     s.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    from genlab.option_flags import add_option_flags
+
+    add_option_flags(s)
     s.set_defaults(fn=cmd_sample)
 
     d = sub.add_parser(
@@ -364,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--n", type=int, help="images: sample, per sampler and NFE (default 256); eval, in all (default 500)"
     )
     b.add_argument("--json", action="store_true")
+    b.add_argument("--family", choices=["dit", "gpt"], default="dit",
+                   help="train: dit (genlab's DiT vs diffusers' DiT) or gpt (genlab's GPT vs transformers' Llama, "
+                        "training and KV-cached sampling)")  # fmt: skip
     b.add_argument("--seconds", type=float, default=15.0, help="timing budget per size, shared by the two models")
     b.add_argument("--threads", type=int, help="CPU threads (1 gives steadier numbers on a busy machine)")
     b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -380,6 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", metavar="PNG", help="sample: write FID (or proxy) against ms/image (needs matplotlib)")
     b.add_argument("--out", metavar="JSON", help="sample: also write the JSON result here")
     b.set_defaults(fn=cmd_bench)
+
+    m = sub.add_parser("import", help="a published checkpoint as a genlab run",
+                       description="Turn a published checkpoint into a genlab run that samples and evaluates like any "
+                                   "other. Files are read with torch.load(weights_only=True): tensors only, no code.")  # fmt: skip
+    m.add_argument(
+        "kind", choices=["var-vqvae", "var"], help="var-vqvae: vae_ch160v4096z32.pth; var: var_d16.pth (any depth)"
+    )
+    m.add_argument("path", help="the checkpoint file")
+    m.add_argument("--out", required=True, help="the run directory to write (new or empty)")
+    m.add_argument("--vae", help="var: its tokenizer, the VQVAE .pth or the run `genlab import var-vqvae` wrote")
+    m.set_defaults(fn=cmd_import)
     return p
 
 
@@ -396,13 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     from genlab import threads
 
     threads.configure()  # before torch is imported: OpenMP threads sleep instead of spinning (see genlab/threads.py)
-    import genlab.data  # noqa: F401  (register the built-ins)
-    import genlab.evals  # noqa: F401
-    import genlab.generators  # noqa: F401
-    import genlab.samplers  # noqa: F401
-    import genlab.tokenizers  # noqa: F401
-
-    parser = build_parser()
+    parser = build_parser()  # the registry imports the built-ins on its first lookup
     args = parser.parse_args(argv)
     if args.command == "info" and args.list:
         return cmd_list()

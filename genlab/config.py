@@ -10,7 +10,6 @@ naming the dotted key and listing the valid keys.
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def coerce(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` as type ``tp`` or raise ConfigError naming ``key``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
@@ -49,7 +48,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, key)
+                return coerce(value, arg, key)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{key}: expected {tp}, got {value!r}")
@@ -63,7 +62,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         item = args[0] if args else Any
-        items = [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        items = [coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
@@ -117,7 +116,7 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     if unknown:
         dotted = ", ".join(f"{prefix}.{k}" if prefix else k for k in unknown)
         raise ConfigError(f"unknown key {dotted}; valid keys here: {', '.join(fields)}")
-    kwargs = {name: _coerce(v, hints[name], f"{prefix}.{name}" if prefix else name) for name, v in data.items()}
+    kwargs = {name: coerce(v, hints[name], f"{prefix}.{name}" if prefix else name) for name, v in data.items()}
     try:
         obj = cls(**kwargs)
     except TypeError as e:  # a required field is missing
@@ -133,6 +132,8 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
 
 def to_dict(obj: Any) -> Any:
     """Plain YAML/JSON-ready data from dataclasses and components."""
+    if isinstance(obj, SampleSection):
+        return obj.to_dict()
     if isinstance(obj, Component):
         return {"name": obj.name, **to_dict(obj.cfg)}
     if dataclasses.is_dataclass(obj):
@@ -207,27 +208,61 @@ class TrainConfig:
 
 
 @dataclass
-class SampleConfig:
-    sampler: str = "euler"  # a registered sampler
-    steps: int = 32  # integration steps
-    cfg: float = 1.0  # classifier-free guidance scale; 1 = conditional only
-    guidance_channels: int = 0  # guide only the first N channels (DiT/LightningDiT: 3); 0 = all
+class SampleSection:
+    """A run's ``sample:`` section: the layout of the grids written while training, and the generator's default
+    sampling options (its ``SampleOptions`` class: flat keys beside these two, e.g. ``steps``, ``cfg``)."""
+
     per_class: int = 8  # images per class row in the periodic sample grids
-    seed: int = 0
-    shift: float = 1.0  # timestep shift s: t' = s t / (1 + (s - 1) t), t = 1 noise; 1 = none (`--shift` overrides)
-    cfg_interval: tuple[float, ...] = (0.0, 1.0)  # guide only for t in [lo, hi], t = 1 noise (`--cfg-interval`)
+    seed: int = 0  # image i of a grid uses seed + i
+    options: Any = None  # the generator's SampleOptions (None in a tokenizer run)
+
+    GRID_KEYS: typing.ClassVar[tuple[str, ...]] = ("per_class", "seed")
 
     def validate(self) -> None:
-        if self.steps <= 0:
-            raise ValueError(f"sample.steps must be positive, got {self.steps}")
-        if self.cfg < 0:
-            raise ValueError(f"sample.cfg must be >= 0, got {self.cfg}")
-        if not (self.shift > 0 and math.isfinite(self.shift)):
-            raise ValueError(f"sample.shift must be a positive number, got {self.shift}")
-        if len(self.cfg_interval) != 2 or not 0.0 <= self.cfg_interval[0] <= self.cfg_interval[1] <= 1.0:
-            raise ValueError(
-                f"sample.cfg_interval must be [lo, hi] with 0 <= lo <= hi <= 1 (t = 1 is noise), got {self.cfg_interval}"
+        if not 1 <= self.per_class <= 1024:
+            raise ValueError(f"sample.per_class must be in [1, 1024], got {self.per_class}")
+        if not 0 <= self.seed < 2**62:
+            raise ValueError(f"sample.seed must be in [0, 2**62), got {self.seed}")
+
+    @classmethod
+    def from_dict(cls, data: Any, options_cls: type | None) -> SampleSection:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"sample: expected a mapping of keys, got {data!r}")
+        grid = {k: data[k] for k in cls.GRID_KEYS if k in data}
+        rest = {k: v for k, v in data.items() if k not in cls.GRID_KEYS}
+        section = from_dict(cls, grid, "sample")
+        if options_cls is None:
+            if rest:
+                raise ConfigError(f"unknown key {', '.join(f'sample.{k}' for k in sorted(rest))}; valid keys here: "
+                                  f"{', '.join(cls.GRID_KEYS)}")  # fmt: skip
+        else:
+            try:
+                section.options = from_dict(options_cls, rest, "sample")
+            except ConfigError as e:
+                if not str(e).startswith("unknown key"):
+                    raise
+                raise ConfigError(f"{e}, {', '.join(cls.GRID_KEYS)}") from None
+        return section
+
+    def to_dict(self) -> dict:
+        out = {k: getattr(self, k) for k in self.GRID_KEYS}
+        return {**out, **(to_dict(self.options) if self.options is not None else {})}
+
+
+def sample_options_class(generator: Component, objective: Component | None) -> type:
+    """The SampleOptions class of a generator section: a backbone's comes from its objective."""
+    cls = registry.get("generator", generator.name)
+    if getattr(cls, "ROLE", "generator") == "backbone":
+        if objective is None:
+            raise ConfigError(
+                f"generator {generator.name} is a backbone: it needs an objective section (e.g. objective: {{name: flow}})"
             )
+        return registry.get("objective", objective.name).SampleOptions
+    if objective is not None:
+        raise ConfigError(f"generator {generator.name} owns its objective: remove the objective section")
+    return cls.SampleOptions
 
 
 COMPONENT_SECTIONS = {"data": "dataset", "tokenizer": "tokenizer", "generator": "generator", "objective": "objective"}
@@ -236,12 +271,14 @@ TOKENIZER_SECTIONS = {"data": "dataset", "tokenizer": "tokenizer"}  # task: toke
 
 @dataclass
 class RunConfig:
+    """The run config of the ``generator`` and ``tokenizer`` tasks."""
+
     data: Component
     tokenizer: Component
     generator: Component | None = None  # absent in tokenizer runs
-    objective: Component | None = None  # absent in tokenizer runs
+    objective: Component | None = None  # a backbone generator's objective (flow); absent otherwise
     train: TrainConfig = field(default_factory=TrainConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
+    sample: SampleSection = field(default_factory=SampleSection)
     preset: str = ""  # the preset this config came from (informational)
     task: Literal["generator", "tokenizer"] = "generator"  # what is trained: a generator, or the tokenizer itself
 
@@ -253,20 +290,26 @@ class RunConfig:
         unknown = sorted(set(data) - set(valid))
         if unknown:
             raise ConfigError(f"unknown key {', '.join(unknown)}; valid sections: {', '.join(valid)}")
-        task = _coerce(data.get("task", "generator"), Literal["generator", "tokenizer"], "task")
-        sections = TOKENIZER_SECTIONS if task == "tokenizer" else COMPONENT_SECTIONS
+        task = coerce(data.get("task", "generator"), Literal["generator", "tokenizer"], "task")
         if task == "tokenizer":
-            extra = [s for s in COMPONENT_SECTIONS if s not in sections and data.get(s) is not None]
+            extra = [s for s in COMPONENT_SECTIONS if s not in TOKENIZER_SECTIONS and data.get(s) is not None]
             if extra:
                 raise ConfigError(f"a tokenizer run (task: tokenizer) has no {', '.join(extra)} section")
-        missing = [s for s in sections if s not in data]
+        required = TOKENIZER_SECTIONS if task == "tokenizer" else {k: v for k, v in COMPONENT_SECTIONS.items()
+                                                                   if k != "objective"}  # fmt: skip
+        missing = [s for s in required if s not in data]
         if missing:
             raise ConfigError(f"the config has no {', '.join(missing)} section")
-        parts = {s: component_from_dict(kind, data[s], s) for s, kind in sections.items()}
+        parts = {s: component_from_dict(kind, data[s], s) for s, kind in required.items()}
+        options_cls = None
+        if task == "generator":
+            if data.get("objective") is not None:
+                parts["objective"] = component_from_dict("objective", data["objective"], "objective")
+            options_cls = sample_options_class(parts["generator"], parts.get("objective"))
         return cls(
             **parts,
             train=from_dict(TrainConfig, data.get("train"), "train"),
-            sample=from_dict(SampleConfig, data.get("sample"), "sample"),
+            sample=SampleSection.from_dict(data.get("sample"), options_cls),
             preset=str(data.get("preset", "")),
             task=task,
         )
@@ -278,49 +321,16 @@ class RunConfig:
         return {k: v for k, v in out.items() if v is not None}
 
 
-@dataclass
-class RefinerRunConfig:
-    """``task: flowturbo-refiner``: a FlowTurbo velocity refiner trained against a frozen generator run."""
-
-    base_run: str  # the generator run directory (written by `genlab train`) whose velocity the refiner corrects
-    refiner: Component  # a registered refiner and its config
-    train: TrainConfig = field(default_factory=TrainConfig)
-    task: str = "flowturbo-refiner"
-    preset: str = ""  # the preset this config came from (informational)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> RefinerRunConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"a refiner run config is a mapping of sections, got {data!r}")
-        valid = ["task", "base_run", "refiner", "train", "preset"]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ConfigError(f"unknown key {', '.join(unknown)}; valid sections: {', '.join(valid)}")
-        if not data.get("base_run"):
-            raise ConfigError("base_run: name the generator run to refine, e.g. base_run=runs/quickstart")
-        return cls(
-            base_run=str(data["base_run"]),
-            refiner=component_from_dict("refiner", data.get("refiner") or {"name": "flowturbo"}, "refiner"),
-            train=from_dict(TrainConfig, data.get("train"), "train"),
-            preset=str(data.get("preset", "")),
-        )
-
-    def to_dict(self) -> dict:
-        return to_dict(self)
-
-
-# what a config's ``task:`` key selects (a config without one trains a generator)
-TASKS = {"generator": RunConfig, "tokenizer": RunConfig, "flowturbo-refiner": RefinerRunConfig}
-
-
-def config_from_dict(data: dict) -> RunConfig | RefinerRunConfig:
+def config_from_dict(data: dict) -> Any:
     """The config class its ``task`` names (default: a generator run), built and checked."""
     task = data.get("task", "generator") if isinstance(data, dict) else "generator"
-    if task not in TASKS:
-        raise ConfigError(f"task: unknown task {task!r}; tasks: {', '.join(TASKS)}")
+    try:
+        cls = registry.get("task", str(task))
+    except registry.RegistryError as e:
+        raise ConfigError(f"task: {e}") from None
     if task == "generator" and isinstance(data, dict):
         data = {k: v for k, v in data.items() if k != "task"}
-    return TASKS[task].from_dict(data)
+    return cls.Config.from_dict(data)
 
 
 # ----------------------------------------------------------------------------- presets and overrides
@@ -368,7 +378,7 @@ def load_preset_dict(name: str) -> dict:
     base = data.pop("base", None)
     if base:
         data = _deep_merge(load_preset_dict(base), data)
-    data.setdefault("preset", name)
+    data["preset"] = name  # the preset asked for, not the base it builds on
     return data
 
 
@@ -406,7 +416,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load(preset: str, overrides: list[str] | None = None) -> RunConfig | RefinerRunConfig:
+def load(preset: str, overrides: list[str] | None = None) -> Any:
     """Resolve a preset (by name or path) plus ``key=value`` overrides into a checked config (a RunConfig unless
-    the preset names another ``task``)."""
+    the preset names another ``task``: the task's ``Config``)."""
     return config_from_dict(apply_overrides(load_preset_dict(preset), overrides or []))

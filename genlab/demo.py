@@ -12,8 +12,6 @@ here, with a message shown in the page (``gr.Error``); one request at a time run
 
 from __future__ import annotations
 
-import inspect
-import json
 import math
 import os
 import random
@@ -28,8 +26,10 @@ import torch
 import yaml
 
 from genlab import registry
+from genlab.config import to_dict
 from genlab.data import to_uint8
 from genlab.pipeline import Pipeline, RunError, save_grid
+from genlab.runs.store import RunFolder
 
 MAX_SEED = 2**31 - 1
 
@@ -58,10 +58,13 @@ class Run:
     path: Path
     pipe: Pipeline
     device: str
-    supports_interval: bool = field(init=False)
+    supports_interval: bool = field(init=False)  # its sampling options have a guidance interval
+    has_sampler: bool = field(init=False)  # its sampling options choose a continuous sampler (flow models)
 
     def __post_init__(self) -> None:
-        self.supports_interval = "guidance_interval" in inspect.signature(self.pipe.objective.sample).parameters
+        fields = self.pipe.options_class.fields()
+        self.supports_interval = "cfg_interval" in fields
+        self.has_sampler = "sampler" in fields
 
     @property
     def resolution(self) -> int:
@@ -103,9 +106,12 @@ def sample_command(run: Run, classes: list[str], n: int, sampler: str, steps: in
     names = ",".join(classes)
     if any("," in c or c.strip().lstrip("-").isdigit() for c in classes):  # names `--classes` would misread
         names = ",".join(str(run.pipe.class_names.index(c)) for c in classes)
-    args = ["genlab", "sample", "--run", str(run.path), "--classes", names, "--n", str(n), "--sampler", sampler,
-            "--steps", str(steps), "--cfg", repr(float(guidance)), "--seed", str(seed)]  # fmt: skip
-    if interval is not None and tuple(interval) != tuple(run.pipe.cfg.sample.cfg_interval):  # else the run's default
+    args = ["genlab", "sample", "--run", str(run.path), "--classes", names, "--n", str(n)]
+    if run.has_sampler:
+        args += ["--sampler", sampler]
+    args += ["--steps", str(steps), "--cfg", repr(float(guidance)), "--seed", str(seed)]
+    defaults = run.pipe.cfg.sample.options
+    if interval is not None and tuple(interval) != tuple(defaults.cfg_interval):  # else the run's default
         args += ["--guidance-interval", f"{interval[0]!r},{interval[1]!r}"]
     return shlex.join([*args, "--out", "grid.png"])
 
@@ -164,20 +170,27 @@ class Demo:
         n = _number(images_per_class, "images per class", 1, lim.max_images, integer=True)
         if n * len(ids) > lim.max_images:
             raise gr.Error(f"{n} images x {len(ids)} classes = {n * len(ids)}; at most {lim.max_images} per request")
-        if sampler not in self.samplers:
+        if run.has_sampler and sampler not in self.samplers:
             raise gr.Error(f"unknown sampler {sampler!r}; samplers: {', '.join(self.samplers)}")
         steps = _number(steps, "steps", 1, lim.max_steps, integer=True)
         guidance = _number(guidance, "guidance scale", 0, lim.max_guidance, integer=False)
         seed = _number(seed, "seed", 0, MAX_SEED, integer=True)
-        options, interval = {}, None
+        options, interval = {"steps": steps, "cfg": guidance}, None
+        if run.has_sampler:
+            options["sampler"] = sampler
         if run.supports_interval:
             interval = (_number(interval_lo, "interval start", 0, 1, integer=False),
                         _number(interval_hi, "interval end", 0, 1, integer=False))  # fmt: skip
             if interval[0] > interval[1]:
                 raise gr.Error(f"the guidance interval starts after it ends: {interval[0]:g} > {interval[1]:g}")
-            options["guidance_interval"] = interval
+            options["cfg_interval"] = interval
         labels = [c for c in ids for _ in range(n)]
-        result = run.pipe.generate(labels, seed=seed, steps=steps, cfg=guidance, sampler=sampler, **options)
+        fields = run.pipe.options_class.fields()  # a generator without steps (a GPT) ignores that slider
+        options = {k: v for k, v in options.items() if k in fields}
+        try:
+            result = run.pipe.generate(labels, seed=seed, options=options)
+        except ValueError as e:  # options this run's generator refuses (e.g. steps above its token count)
+            raise gr.Error(str(e)) from None
 
         self._count += 1
         out = Path(self._tmp.name) / f"{self._count:06d}"
@@ -225,12 +238,8 @@ class Demo:
 
 def token_summary(run: Run) -> str:
     spec = run.pipe.tokenizer.token_spec
-    if spec.kind == "continuous":
-        c, h, w = spec.shape
-        return f"**{h * w} tokens** ({h}×{w} grid, {c} channels each)"
-    n = int(np.prod(spec.shape))
-    vocab = f", vocabulary {spec.vocab_size}" if spec.vocab_size else ""
-    return f"**{n} tokens** ({spec.kind}, shape {tuple(spec.shape)}{vocab})"
+    n = spec.num_positions * spec.depth
+    return f"**{n} tokens** ({spec.describe()})"
 
 
 def reconstruct_note(run: Run) -> str:
@@ -246,17 +255,8 @@ def reconstruct_note(run: Run) -> str:
 
 def latest_metrics(run: Run) -> dict[str, tuple[float, int]]:
     """The newest value of every metric in the run's ``metrics.jsonl``, with the step it was logged at."""
-    path = run.path / "metrics.jsonl"
     latest: dict[str, tuple[float, int]] = {}
-    if not path.is_file():
-        return latest
-    for line in path.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line being written while we read
-        if not isinstance(event, dict):
-            continue
+    for event in RunFolder(run.path).read_metrics():  # a line being written while we read is skipped
         step = event.get("step", -1)
         for key, value in event.items():
             if key not in ("step", "time") and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -276,11 +276,11 @@ def model_card(run: Run) -> str:
         + ", ".join(pipe.class_names),
         f"- **tokenizer**: `{cfg.tokenizer.name}` ({params['tokenizer']:,} parameters) · {token_summary(run)}",
         f"- **generator**: `{cfg.generator.name}` ({params['generator']:,} parameters, {params['generator'] / 1e6:.2f}M)"
-        f" · **objective**: `{cfg.objective.name}`",
+        + (f" · **objective**: `{cfg.objective.name}`" if cfg.objective is not None else ""),
         f"- **training**: {cfg.train.steps:,} steps configured"
         + (f", last logged step {logged:,}" if logged is not None else "")
         + f", batch {cfg.train.batch_size}, lr {cfg.train.lr:g}, EMA {cfg.train.ema_decay:g}",
-        f"- **sampling defaults**: `{cfg.sample.sampler}`, {cfg.sample.steps} steps, guidance {cfg.sample.cfg:g}",
+        "- **sampling defaults**: " + ", ".join(f"{k} `{v}`" for k, v in to_dict(cfg.sample.options).items()),
         "",
         "#### Latest metrics (`metrics.jsonl`)",
     ]
@@ -319,11 +319,12 @@ def build_app(runs: list[Run], limits: Limits = Limits()):
     first = runs[0]
 
     def defaults(run: Run):
-        s = run.pipe.cfg.sample
+        o = run.pipe.cfg.sample.options
+        sampler = getattr(o, "sampler", None)
         return dict(
-            sampler=s.sampler if s.sampler in demo.samplers else demo.samplers[0],
-            steps=min(s.steps, limits.max_steps),
-            guidance=min(s.cfg, limits.max_guidance),
+            sampler=sampler if sampler in demo.samplers else demo.samplers[0],
+            steps=min(getattr(o, "steps", 8), limits.max_steps),
+            guidance=min(getattr(o, "cfg", 1.0), limits.max_guidance),
         )
 
     d = defaults(first)
@@ -342,7 +343,8 @@ def build_app(runs: list[Run], limits: Limits = Limits()):
                         )  # fmt: skip
                         n = gr.Slider(1, limits.max_images, value=min(4, limits.max_images), step=1,
                                       label=f"Images per class (1–{limits.max_images}; at most {limits.max_images} in all)")  # fmt: skip
-                        sampler = gr.Dropdown(demo.samplers, value=d["sampler"], label="Sampler")
+                        sampler = gr.Dropdown(demo.samplers, value=d["sampler"], label="Sampler",
+                                              visible=first.has_sampler)  # fmt: skip
                         steps = gr.Slider(1, limits.max_steps, value=d["steps"], step=1,
                                           label=f"Steps (1–{limits.max_steps})")  # fmt: skip
                         guidance = gr.Slider(0, limits.max_guidance, value=d["guidance"], step=0.1,
@@ -386,7 +388,7 @@ def build_app(runs: list[Run], limits: Limits = Limits()):
             run = demo.run(name)
             dd = defaults(run)
             names = run.pipe.class_names
-            return (gr.update(choices=names, value=[names[0]]), gr.update(value=dd["sampler"]),
+            return (gr.update(choices=names, value=[names[0]]), gr.update(value=dd["sampler"], visible=run.has_sampler),
                     gr.update(value=dd["steps"]), gr.update(value=dd["guidance"]),
                     gr.update(visible=run.supports_interval), reconstruct_note(run), model_card(run),
                     config_yaml(run))  # fmt: skip

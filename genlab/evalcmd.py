@@ -12,6 +12,7 @@ from pathlib import Path
 from genlab.data.base import DataError
 from genlab.data.cache import training_images
 from genlab.evals.base import EvalError  # bad input: one line, exit status 2 (one of cli's user errors)
+from genlab.option_flags import add_option_flags, given_options
 
 
 def add_eval_parser(sub) -> None:
@@ -28,9 +29,6 @@ def add_eval_parser(sub) -> None:
                    " (default for --run: the run's training set)")  # fmt: skip
     e.add_argument("--n", type=int, help="images to evaluate (--run default 10000; --images/--tokenizer: all)")
     e.add_argument("--metrics", default="fid,kid,pr,is", help="comma-separated: fid, kid, pr, is (default: all)")
-    e.add_argument("--steps", type=int, help="sampler steps (default: the run's sample.steps)")
-    e.add_argument("--cfg", type=float, help="guidance scale (default: the run's sample.cfg)")
-    e.add_argument("--sampler", help="sampler name (default: the run's sample.sampler)")
     e.add_argument("--seed", type=int, default=0, help="image i uses seed SEED+i (default 0)")
     e.add_argument("--batch-size", type=int, default=64, help="images per generation and feature batch")
     e.add_argument("--inception", help="torch-fidelity's Inception weights file (else GENLAB_INCEPTION_WEIGHTS, its cache, "
@@ -42,6 +40,7 @@ def add_eval_parser(sub) -> None:
     e.add_argument("--log", help="append the result to this metrics.jsonl (default for --run: RUN/metrics.jsonl)")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout")
     e.add_argument("--device", help="cpu or cuda (default: this process's accelerate device)")
+    add_option_flags(e)
     e.set_defaults(fn=cmd_eval, eval_command=None)
     esub = e.add_subparsers(dest="eval_command")
     r = esub.add_parser("ref", help="compute and cache a dataset's reference statistics",
@@ -143,28 +142,22 @@ def registry_get_evaluator(name: str):
 
 def _generated_source(args: argparse.Namespace):
     """Images of a trained run, made on demand: image i has class i % num_classes and seed SEED + i."""
+    from genlab.config import to_dict
     from genlab.data import to_uint8
     from genlab.evals.sources import GeneratedImages
     from genlab.pipeline import Pipeline
 
-    if args.steps is not None and args.steps <= 0:
-        raise EvalError(f"--steps must be positive, got {args.steps}")
-    if args.cfg is not None and args.cfg < 0:
-        raise EvalError(f"--cfg must be >= 0 (1 = no guidance), got {args.cfg}")
     pipe = Pipeline.load(args.run, device=_eval_device(args))
-    s = pipe.cfg.sample
+    try:
+        options = pipe.sample_options(given_options(args))
+    except ValueError as e:
+        raise EvalError(str(e)) from None
     n, num_classes = args.n or 10000, len(pipe.class_names)
-    steps, cfg, sampler = args.steps or s.steps, s.cfg if args.cfg is None else args.cfg, args.sampler or s.sampler
-
-    record = {"sampling": {"steps": steps, "cfg": cfg, "sampler": sampler, "seed": args.seed, "n": n,
-                           "labels": "i % num_classes", "guidance_channels": s.guidance_channels,
-                           "shift": s.shift, "cfg_interval": list(s.cfg_interval)}}  # fmt: skip
+    record = {"sampling": {**to_dict(options), "seed": args.seed, "n": n, "labels": "i % num_classes"}}
 
     def make(start: int, stop: int):
         labels = [i % num_classes for i in range(start, stop)]
-        out = pipe.generate(
-            labels, seed=args.seed + start, steps=steps, cfg=cfg, sampler=sampler, batch_size=stop - start
-        )
+        out = pipe.generate(labels, seed=args.seed + start, options=options, batch_size=stop - start)
         record["sampling"]["nfe"] = out.nfe  # network evaluations per image
         return to_uint8(out.images)
 
@@ -288,7 +281,9 @@ def cmd_bench_eval(args: argparse.Namespace) -> int:
     cfg = config.load("quickstart")
     torch.manual_seed(0)
     pipe = Pipeline.from_config(cfg, [str(i) for i in range(9)]).eval()
-    images = to_uint8(pipe.generate([i % 9 for i in range(args.n)], seed=0, steps=2, cfg=1.0).images)  # (N, 3, 32, 32)
+    images = to_uint8(
+        pipe.generate([i % 9 for i in range(args.n)], seed=0, options={"steps": 2, "cfg": 1.0}).images
+    )  # (N, 3, 32, 32)
     result = bench_eval(images, dataset="openmoji", resolution=32, split="val", device=args.device)
     if args.json:
         print(json.dumps(result, indent=2))

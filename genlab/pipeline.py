@@ -1,44 +1,35 @@
-"""A run as one object: tokenizer + objective(backbone) + class names + sampling defaults.
+"""A trained run as one object: tokenizer + generator + class names + sampling defaults.
 
-``Pipeline.from_config`` builds a fresh one (for training or counting parameters),
-``Pipeline.load(run_dir)`` a trained one from ``runs/NAME/``. Layout of a run directory:
-
-    config.yaml                       the fully resolved run config
-    class_names.json                  class id -> name
-    tokenizer/{config.json, model.safetensors}
-    generator/{config.json, model.safetensors}   (EMA weights of the backbone)
-    refiner/{config.json, model.safetensors}     (only in a FlowTurbo refiner run, whose config names its base run)
-    checkpoints/step_XXXXXXX/          accelerate state
-    samples/step_XXXXXXX.png
-    metrics.jsonl
+``Pipeline.from_config`` builds a fresh one (for training or counting parameters), ``Pipeline.load(run_dir)``
+a trained one from ``runs/NAME/`` (the folder layout: ``genlab.runs.store``). Nothing here knows a generator
+family: the generator is whatever ``build_generator`` makes of the config (a backbone under its objective, or a
+self-contained model), sampled through its ``SampleOptions``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-import yaml
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from genlab import registry
-from genlab.config import ConfigError, RunConfig, to_dict
-from genlab.data import to_uint8
-from genlab.generators.refiner import load_refiner
-from genlab.grids import save_grid  # noqa: F401  (launch.py, demo.py and cli.py import it from here)
-from genlab.samplers import SampleResult
+from genlab.config import Component, ConfigError, RunConfig, coerce, component_from_dict, to_dict
+from genlab.generators.base import Generator, SampleOptions, build_generator
+from genlab.generators.refiner import VelocityRefiner
+from genlab.grids import save_grid
+from genlab.runs.store import CLASS_NAMES, CONFIG, RunError, RunFolder
+from genlab.tokenizers.base import Tokenizer, TokenizerError, TokenSpec
 from genlab.tokenizers.saved import tokenizer_spec
 
-RUN_FILES = ("config.yaml", "class_names.json", "generator/model.safetensors", "tokenizer/config.json")
+__all__ = ["Generated", "Pipeline", "RunError", "class_grid", "load_tokenizer", "save_grid", "save_tokenizer"]
 
-
-class RunError(RuntimeError):
-    """A run directory that is missing or incomplete; the message names what is missing."""
+RUN_FILES = (CONFIG, CLASS_NAMES, "generator/model.safetensors", "tokenizer/config.json")
+TOKENIZER_RUN_FILES = (CONFIG, "tokenizer/config.json", "tokenizer/model.safetensors")
 
 
 def dataset_info(cfg: RunConfig) -> tuple[int, int]:
@@ -51,110 +42,148 @@ def dataset_info(cfg: RunConfig) -> tuple[int, int]:
 class Generated:
     images: Tensor  # (B, 3, H, W) float in [-1, 1]
     labels: Tensor  # (B,)
-    nfe: int
+    nfe: int  # network evaluations per image
     seconds: float
-    refiner_nfe: int = 0  # FlowTurbo refiner evaluations per image (not counted in nfe)
+    extra_nfe: int = 0  # evaluations of an auxiliary network per image (FlowTurbo's refiner), not counted in nfe
+    options: SampleOptions | None = None  # the options used
+
+
+def spec_to_dict(spec: TokenSpec) -> dict:
+    return dataclasses.asdict(spec)
+
+
+def spec_from_dict(data: dict) -> TokenSpec:
+    try:
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return TokenSpec(**fields)
+    except (TypeError, ValueError) as e:
+        raise RunError(f"a saved token spec is malformed ({e})") from None
 
 
 class Pipeline(nn.Module):
-    def __init__(self, cfg: RunConfig, tokenizer: nn.Module, objective: nn.Module, class_names: list[str]):
+    def __init__(self, cfg: RunConfig, tokenizer: Tokenizer, generator: Generator, class_names: list[str]):
         super().__init__()
-        self.cfg, self.tokenizer, self.objective = cfg, tokenizer, objective
+        self.cfg, self.tokenizer, self.generator = cfg, tokenizer, generator
         self.class_names = list(class_names)
-        self.refiner: nn.Module | None = None  # a FlowTurbo velocity refiner, used by sampler "flowturbo"
 
     @classmethod
-    def from_config(cls, cfg: RunConfig, class_names: list[str] | None = None, *, device=None) -> Pipeline:
+    def from_config(cls, cfg: RunConfig, class_names: list[str] | None = None, *, device=None,
+                    tokenizer: Tokenizer | None = None) -> Pipeline:  # fmt: skip
         resolution, num_classes = dataset_info(cfg)
         if class_names is not None:
             num_classes = len(class_names)
         with torch.device(device or "cpu"):
-            tokenizer = cfg.tokenizer.build(resolution=resolution)
-            spec = tokenizer.token_spec
-            if spec.kind != "continuous":
-                raise ConfigError(f"generator {cfg.generator.name} needs continuous tokens, got {spec.kind}")
-            try:
-                backbone = cfg.generator.build(in_channels=spec.channels, input_size=spec.size, num_classes=num_classes)
-            except ValueError as e:
-                raise ConfigError(f"generator: {e}") from None
-            objective = cfg.objective.build(backbone)
+            tokenizer = tokenizer if tokenizer is not None else cfg.tokenizer.build(resolution=resolution)
+            generator = _build(cfg.generator, cfg.objective, tokenizer, num_classes)
         names = class_names or [str(i) for i in range(num_classes)]
-        return cls(cfg, tokenizer, objective, names)
+        return cls(cfg, tokenizer, generator, names)
 
     @property
-    def backbone(self) -> nn.Module:
-        return self.objective.backbone
+    def weights(self) -> nn.Module:
+        """The module exported as ``generator/model.safetensors`` (a flow model's backbone)."""
+        return self.generator.weights_module()
 
     def param_counts(self) -> dict[str, int]:
         return {
-            "generator": sum(p.numel() for p in self.backbone.parameters()),
+            "generator": sum(p.numel() for p in self.weights.parameters()),
             "tokenizer": sum(p.numel() for p in self.tokenizer.parameters()),
         }
 
     # ------------------------------------------------------------------ disk
 
+    def generator_spec(self) -> dict:
+        """``generator/config.json``: what rebuilding the generator needs, without the run config."""
+        return {
+            "generator": to_dict(self.cfg.generator),
+            "objective": to_dict(self.cfg.objective) if self.cfg.objective is not None else None,
+            "token_spec": spec_to_dict(self.tokenizer.token_spec),
+            "num_classes": len(self.class_names),
+        }
+
     def save(self, run_dir: Path) -> None:
-        run_dir = Path(run_dir)
-        for part, module, cfg in (
-            ("generator", self.backbone, self.cfg.generator),
-            ("tokenizer", self.tokenizer, self.cfg.tokenizer),
-        ):
-            d = run_dir / part
-            d.mkdir(parents=True, exist_ok=True)
-            state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-            save_file(state, str(d / "model.safetensors"))
-            spec = tokenizer_spec(module, cfg) if part == "tokenizer" else to_dict(cfg)
-            (d / "config.json").write_text(json.dumps(spec, indent=2))
-        (run_dir / "class_names.json").write_text(json.dumps(self.class_names, indent=2))
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        run = RunFolder(run_dir)
+        run.write_component("generator", self.generator_spec(), self.weights)
+        run.write_component("tokenizer", tokenizer_spec(self.tokenizer, self.cfg.tokenizer), self.tokenizer)
+        run.write_class_names(self.class_names)
+        run.write_config(self.cfg.to_dict())
 
     @classmethod
     def load(cls, run_dir: Path | str, *, device=None, refiner: Path | str | None = None) -> Pipeline:
-        """A trained run. A FlowTurbo refiner run loads its base run with the refiner attached; ``refiner``
-        attaches the one of another refiner run."""
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise RunError(
-                f"run directory {run_dir} does not exist; train one with `genlab train --preset NAME --out {run_dir}`"
-            )
-        base = _refiner_base(run_dir)
-        if base is not None:
-            return cls.load(base, device=device, refiner=run_dir)
-        _require_files(
-            run_dir, RUN_FILES, "genlab run", "finish or resume its training with `genlab train ... --resume auto`"
-        )
-        cfg = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-        own_copy = cfg.tokenizer.name == "run"  # built from this run's tokenizer/ (weights included), not the original
-        if own_copy:
-            cfg.tokenizer = dataclasses.replace(
-                cfg.tokenizer, cfg=dataclasses.replace(cfg.tokenizer.cfg, path=str(run_dir))
-            )
-        class_names = json.loads((run_dir / "class_names.json").read_text())
-        pipe = cls.from_config(cfg, class_names)
-        pipe.backbone.load_state_dict(load_file(str(run_dir / "generator" / "model.safetensors")))
-        tok_file = run_dir / "tokenizer" / "model.safetensors"
-        if tok_file.is_file() and not own_copy:
-            pipe.tokenizer.load_state_dict(load_file(str(tok_file)))
+        """A trained run, built from its own folders. A FlowTurbo refiner run loads its base run with the refiner
+        attached; ``refiner`` attaches the one of another refiner run."""
+        run = RunFolder(run_dir)
+        hint = f"train one with `genlab train --preset NAME --out {run.path}`"
+        if not run.exists():
+            raise RunError(f"run directory {run.path} does not exist; {hint}")
+        task = run.task()
+        if task == "flowturbo-refiner":
+            return cls.load(_refiner_base(run), device=device, refiner=run.path)
+        if task == "tokenizer":
+            raise RunError(f"{run.path} is a tokenizer run: it has no generator to sample (train one on it)")
+        run.require(RUN_FILES, "genlab run", "finish or resume its training with `genlab train ... --resume auto`")
+        cfg = run.read_config()
+        class_names = run.read_class_names()
+        tokenizer = _load_run_tokenizer(run, cfg)
+        gen_spec = run.read_component_config("generator")
+        if "token_spec" in gen_spec:  # self-contained: rebuilt from generator/config.json
+            if spec_from_dict(gen_spec["token_spec"]) != tokenizer.token_spec:
+                raise RunError(f"{run.path}/generator was trained on other tokens than {run.path}/tokenizer makes")
+            if gen_spec.get("num_classes") != len(class_names):
+                raise RunError(f"{run.path}/generator/config.json and {CLASS_NAMES} disagree on the class count")
+            cfg.generator, cfg.objective = _component_pair(gen_spec, run)
+        pipe = cls.from_config(cfg, class_names, tokenizer=tokenizer)
+        _load_state(pipe.weights, run.read_weights("generator"), f"{run.path}/generator/model.safetensors")
         if refiner is not None:
             pipe.attach_refiner(refiner)
         return pipe.to(device or "cpu").eval()
 
     def attach_refiner(self, refiner_run: Path | str) -> None:
         """Load the velocity refiner of a FlowTurbo refiner run (``genlab train --preset flowturbo-refiner``)."""
-        folder = Path(refiner_run) / "refiner"
-        if not (folder / "model.safetensors").is_file():
+        run = RunFolder(refiner_run)
+        if not run.has_component("refiner"):
             raise RunError(
-                f"{refiner_run} has no trained refiner ({folder}/model.safetensors); "
+                f"{refiner_run} has no trained refiner ({run.path}/refiner/model.safetensors); "
                 "train one with `genlab train --preset flowturbo-refiner base_run=RUN --out DIR`"
             )
-        spec = self.tokenizer.token_spec
-        ref = load_refiner(folder)
-        if (ref.in_channels, ref.input_size, ref.num_classes) != (spec.channels, spec.size, self.backbone.num_classes):
+        if not hasattr(self.generator, "attach"):
+            raise RunError(f"a FlowTurbo refiner refines a flow model; {self.cfg.generator.name} is not one")
+        saved, state = run.read_component("refiner")
+        try:
+            ref = VelocityRefiner.from_saved(saved)
+        except ValueError as e:
+            raise RunError(f"{run.path}/refiner/config.json: {e}") from None
+        _load_state(ref, state, f"{run.path}/refiner/model.safetensors")
+        ref.eval()
+        if ref.spec != self.tokenizer.token_spec or ref.num_classes != len(self.class_names):
             raise RunError(f"the refiner in {refiner_run} was trained for another model (tokens or classes differ)")
-        device = next(self.backbone.parameters()).device
-        self.refiner = ref.to(device)
+        device = next(self.weights.parameters()).device
+        self.generator.attach("refiner", ref.to(device))
 
     # ------------------------------------------------------------------ sampling
+
+    @property
+    def options_class(self) -> type[SampleOptions]:
+        return type(self.cfg.sample.options)
+
+    def sample_options(self, given: dict[str, Any] | None = None) -> SampleOptions:
+        """The run's default sampling options with ``given`` ones (values or strings, by field name) replacing
+        them, typed and validated; ValueError names a bad or unknown option."""
+        cls = self.options_class
+        fields = cls.fields()
+        typed = {}
+        for key, value in (given or {}).items():
+            if key not in fields:
+                raise ValueError(
+                    f"{key} is not a sampling option of generator {self.cfg.generator.name}; its options: "
+                    f"{', '.join(fields)}"
+                )
+            try:
+                typed[key] = coerce(value, _field_types(cls)[key], key)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        options = cls.merge(self.cfg.sample.options, typed)
+        self.generator.check_options(options)
+        return options
 
     def class_ids(self, spec: str | list) -> list[int]:
         """Class ids from ``"0,3,5"``, names (``"Flags,Food & Drink"``) or ``"all"``."""
@@ -185,57 +214,77 @@ class Pipeline(nn.Module):
         labels: list[int] | Tensor,
         *,
         seed: int = 0,
-        steps: int | None = None,
-        cfg: float | None = None,
-        sampler: str | None = None,
+        options: SampleOptions | dict[str, Any] | None = None,
         batch_size: int = 64,
-        **options,
     ) -> Generated:
-        """Images for ``labels``; image i uses seed ``seed + i`` whatever ``batch_size`` is.
-
-        ``options`` go to ``RectifiedFlow.sample`` and the sampler (``guidance_interval``, ``guidance_schedule``,
-        ``schedule``, ``shift``, ``blocks``, ``compile``, ...); sampler "flowturbo" gets the attached refiner."""
-        s = self.cfg.sample
-        steps = s.steps if steps is None else steps
-        cfg = s.cfg if cfg is None else cfg
-        if steps <= 0:
-            raise ValueError(f"steps must be positive, got {steps}")
-        if cfg < 0:
-            raise ValueError(f"cfg must be >= 0, got {cfg}")
+        """Images for ``labels``; image i uses seed ``seed + i`` whatever ``batch_size`` is. ``options``: the
+        generator's SampleOptions, or a dict of changes to the run's defaults."""
+        opts = options if isinstance(options, SampleOptions) else self.sample_options(options)
         labels = torch.as_tensor(labels, dtype=torch.long)
-        device = next(self.backbone.parameters()).device
-        spec = self.tokenizer.token_spec
-        sampler = sampler or s.sampler
-        if s.shift != 1.0:  # the run's sampling defaults; options from the caller (CLI flags) win
-            options.setdefault("shift", s.shift)
-        if tuple(s.cfg_interval) != (0.0, 1.0):
-            options.setdefault("guidance_interval", tuple(s.cfg_interval))
-        if sampler == "flowturbo" and self.refiner is not None:
-            options.setdefault("refiner", self.refiner)
-        out, nfe, rnfe, t0 = [], 0, 0, time.perf_counter()
+        device = next(self.weights.parameters()).device
+        out, nfe, extra, t0 = [], 0, 0, time.perf_counter()
         for start in range(0, len(labels), batch_size):
             y = labels[start : start + batch_size].to(device)
             seeds = torch.arange(seed + start, seed + start + len(y), dtype=torch.long)
-            res: SampleResult = self.objective.sample(
-                y, seeds, shape=spec.shape, sampler=sampler, steps=steps, cfg=cfg,
-                guidance_channels=s.guidance_channels, **options,
-            )  # fmt: skip
-            out.append(self.tokenizer.decode(res.x).clamp(-1, 1).cpu())
-            nfe, rnfe = res.nfe, res.refiner_nfe
-        return Generated(torch.cat(out), labels, nfe, time.perf_counter() - t0, rnfe)
+            res = self.generator.sample(y, seeds, opts)
+            out.append(self.tokenizer.decode(res.tokens).clamp(-1, 1).cpu())
+            nfe, extra = res.nfe, res.extra_nfe
+        return Generated(torch.cat(out), labels, nfe, time.perf_counter() - t0, extra, opts)
 
 
-def _refiner_base(run_dir: Path) -> Path | None:
-    """The base run of a FlowTurbo refiner run (relative paths are tried from the cwd, then from the run), else None."""
-    cfg_file = run_dir / "config.yaml"
-    if not cfg_file.is_file():
-        return None
-    data = yaml.safe_load(cfg_file.read_text()) or {}
-    if not isinstance(data, dict) or data.get("task") != "flowturbo-refiner":
-        return None
-    base = Path(str(data.get("base_run", "")))
-    if not base.is_absolute() and not base.is_dir() and (run_dir / base).is_dir():
-        base = run_dir / base
+def _build(generator: Component, objective: Component | None, tokenizer: Tokenizer, num_classes: int) -> Generator:
+    spec = tokenizer.token_spec
+    codes = tokenizer.codes() if spec.discrete else None
+    try:
+        return build_generator(generator, objective, spec=spec, num_classes=num_classes, codes=codes)
+    except ValueError as e:
+        raise ConfigError(f"generator: {e}") from None
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+def _component_pair(spec: dict, run: RunFolder) -> tuple[Component, Component | None]:
+    try:
+        gen = component_from_dict("generator", spec.get("generator"), "generator")
+        obj = spec.get("objective")
+        return gen, component_from_dict("objective", obj, "objective") if obj is not None else None
+    except ConfigError as e:
+        raise RunError(f"{run.path}/generator/config.json: {e}") from None
+
+
+def _load_state(module: nn.Module, state: dict[str, Tensor], where: str) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise RunError(f"{where} does not fit the model its config describes ({first})") from None
+
+
+def _load_run_tokenizer(run: RunFolder, cfg: RunConfig) -> Tokenizer:
+    """The run's own copy of its tokenizer (tokenizer/config.json + weights), whatever moved since training."""
+    spec = run.read_component_config("tokenizer")
+    try:
+        comp = component_from_dict("tokenizer", spec, "tokenizer")
+    except ConfigError as e:
+        raise RunError(f"{run.path}/tokenizer/config.json: {e}") from None
+    tokenizer = comp.build(resolution=cfg.data.cfg.resolution)
+    if any(True for _ in tokenizer.state_dict()):
+        if not run.has("tokenizer/model.safetensors"):
+            raise RunError(f"{run.path}/tokenizer has no model.safetensors; finish or resume the run's training")
+        _load_state(tokenizer, run.read_weights("tokenizer"), f"{run.path}/tokenizer/model.safetensors")
+    tokenizer.source = spec
+    return tokenizer.requires_grad_(False).eval()
+
+
+def _refiner_base(run: RunFolder) -> Path:
+    """The base run of a FlowTurbo refiner run (relative paths are tried from the cwd, then from the run)."""
+    base = Path(str(run.read_config_dict().get("base_run", "")))
+    if not base.is_absolute() and not base.is_dir() and (run.path / base).is_dir():
+        base = run.path / base
     return base
 
 
@@ -247,86 +296,22 @@ def class_grid(pipe: Pipeline, per_class: int, *, seed: int = 0, **kw) -> Genera
 
 # ----------------------------------------------------------------------------- tokenizer runs (task: tokenizer)
 
-TOKENIZER_RUN_FILES = ("config.yaml", "tokenizer/config.json", "tokenizer/model.safetensors")
-
 
 def save_tokenizer(cfg: RunConfig, tokenizer: nn.Module, run_dir: Path, class_names: list[str]) -> None:
     """A trained tokenizer run: config.yaml, class_names.json, tokenizer/{config.json, model.safetensors}."""
-    run_dir = Path(run_dir)
-    d = run_dir / "tokenizer"
-    d.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in tokenizer.state_dict().items()}
-    save_file(state, str(d / "model.safetensors"))
-    (d / "config.json").write_text(json.dumps(to_dict(cfg.tokenizer), indent=2))
-    (run_dir / "class_names.json").write_text(json.dumps(list(class_names), indent=2))
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-
-
-def _require_files(run_dir: Path, files: tuple[str, ...], what: str, hint: str) -> None:
-    """RunError naming every file of ``files`` missing under ``run_dir``, and what to do."""
-    missing = [f for f in files if not (run_dir / f).is_file()]
-    if missing:
-        raise RunError(f"{run_dir} is not a finished {what} (missing {', '.join(missing)}); {hint}")
+    run = RunFolder(run_dir)
+    run.write_component("tokenizer", to_dict(cfg.tokenizer), tokenizer)
+    run.write_class_names(class_names)
+    run.write_config(cfg.to_dict())
 
 
 def load_tokenizer(run_dir: Path | str, *, device=None) -> tuple[RunConfig, nn.Module]:
     """(config, tokenizer in eval mode) of a run trained with ``task: tokenizer``."""
-    run_dir = Path(run_dir)
-    _require_files(
-        run_dir, TOKENIZER_RUN_FILES, "tokenizer run", "train one with `genlab train --preset smoke-vq --out DIR`"
-    )
-    cfg = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    tokenizer = cfg.tokenizer.build(resolution=cfg.data.cfg.resolution)
-    tokenizer.load_state_dict(load_file(str(run_dir / "tokenizer" / "model.safetensors")))
+    run = RunFolder(run_dir)
+    run.require(TOKENIZER_RUN_FILES, "tokenizer run", "train one with `genlab train --preset smoke-vq --out DIR`")
+    cfg = run.read_config()
+    try:
+        tokenizer = _load_run_tokenizer(run, cfg)
+    except TokenizerError as e:
+        raise RunError(str(e)) from None
     return cfg, tokenizer.to(device or "cpu").eval()
-
-
-@torch.no_grad()
-def reconstruction_metrics(tokenizer: nn.Module, images: Tensor, batch_size: int = 64) -> dict[str, float]:
-    """PSNR (dB) and SSIM (mean over images, on uint8 values) of encode -> decode, and for discrete tokenizers the
-    codebook usage (fraction of codes used over all of ``images``) and perplexity of the code histogram."""
-    device = next(tokenizer.parameters()).device
-    psnrs, ssims, hist = [], [], None
-    vocab = tokenizer.token_spec.vocab_size
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(device)
-        if vocab:
-            tokens = tokenizer.encode(x)
-            recon = tokenizer.decode(tokens).clamp(-1, 1)
-        else:
-            recon = tokenizer.roundtrip(x).clamp(-1, 1)
-        a, b = to_uint8(x).float(), to_uint8(recon).float()
-        mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-        psnrs.append(10 * torch.log10(255.0**2 / mse).cpu())
-        ssims.append(ssim(a, b).cpu())
-        if vocab:
-            flat = torch.cat([t.flatten() for t in tokens]) if isinstance(tokens, list) else tokens.flatten()
-            h = torch.bincount(flat.cpu(), minlength=vocab).double()
-            hist = h if hist is None else hist + h
-    out = {"psnr": torch.cat(psnrs).mean().item(), "ssim": torch.cat(ssims).mean().item(), "n": len(images)}
-    if hist is not None:
-        p = hist / hist.sum()
-        out["usage"] = (hist > 0).double().mean().item()
-        out["perplexity"] = torch.exp(-(p * p.clamp_min(1e-12).log()).sum()).item()
-    return out
-
-
-def ssim(a: Tensor, b: Tensor, *, peak: float = 255.0) -> Tensor:
-    """SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03) per image (B,), averaged over
-    channels and valid window positions; images (B, C, H, W) in [0, peak]. Sides under 11 use the whole side."""
-    import torch.nn.functional as F
-
-    k = min(11, a.shape[-1], a.shape[-2])
-    g = torch.exp(-((torch.arange(k, dtype=torch.float64) - (k - 1) / 2) ** 2) / (2 * 1.5**2))
-    g = (g / g.sum()).float().to(a.device)
-    window = (g[:, None] * g[None, :]).expand(a.shape[1], 1, k, k)
-
-    def blur(x: Tensor) -> Tensor:
-        return F.conv2d(x, window, groups=a.shape[1])
-
-    c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return s.flatten(1).mean(1)

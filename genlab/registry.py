@@ -2,19 +2,35 @@
 
 ``register(kind, name)`` decorates a class or function; ``get(kind, name)`` returns it;
 ``names(kind)`` lists what exists (CLI choices and parametrised tests read it).
-Built-ins are registered by explicit imports in each subpackage's ``__init__``.
+Built-ins are registered by explicit imports in each subpackage's ``__init__``; the first lookup of any kind
+imports those subpackages (``BUILTINS``), so no import order matters: ``from genlab import config;
+config.load("quickstart")`` works in a fresh interpreter.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
 KINDS = (
     "dataset", "tokenizer", "quantizer", "image_encoder", "generator", "objective", "sampler", "evaluator", "refiner",
+    "task",
 )  # fmt: skip
+# the subpackages whose __init__ registers the built-ins (imported on the first lookup)
+BUILTINS = ("genlab.data", "genlab.tokenizers", "genlab.generators", "genlab.samplers", "genlab.evals", "genlab.tasks")
 
 _ENTRIES: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+_loaded = False
+
+
+def load_builtins() -> None:
+    """Import the built-in subpackages once (they register themselves)."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in BUILTINS:
+            importlib.import_module(module)
 
 
 class RegistryError(KeyError):
@@ -24,7 +40,9 @@ class RegistryError(KeyError):
         return str(self.args[0])
 
 
-def _check_kind(kind: str) -> dict[str, Any]:
+def _check_kind(kind: str, *, lookup: bool = True) -> dict[str, Any]:
+    if lookup:
+        load_builtins()
     if kind not in _ENTRIES:
         raise RegistryError(f"unknown registry kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     return _ENTRIES[kind]
@@ -32,7 +50,7 @@ def _check_kind(kind: str) -> dict[str, Any]:
 
 def register(kind: str, name: str) -> Callable[[Any], Any]:
     """Decorator: ``@register("generator", "dit")``."""
-    entries = _check_kind(kind)
+    entries = _check_kind(kind, lookup=False)
 
     def deco(obj: Any) -> Any:
         if name in entries and entries[name] is not obj:

@@ -17,7 +17,7 @@ torch.set_num_threads(1)  # pytest-xdist runs one worker per core; more threads 
 def smoke_run(tmp_path_factory) -> Path:
     """A finished smoke run (digits 16x16, tiny DiT, 40 steps), trained once per test session."""
     from genlab import config
-    from genlab.launch import train_run
+    from genlab.tasks import train_run
 
     out = tmp_path_factory.mktemp("runs") / "smoke"
     train_run(config.load("smoke"), out)

@@ -70,8 +70,8 @@ def test_info_of_a_run(smoke_run, capsys):
     [
         (["sample", "--run", "RUN", "--classes", "banana"], "unknown class 'banana'"),
         (["sample", "--run", "RUN", "--classes", "12"], "class id 12 is out of range"),
-        (["sample", "--run", "RUN", "--steps", "0"], "--steps must be positive"),
-        (["sample", "--run", "RUN", "--cfg", "-1"], "--cfg must be >= 0"),
+        (["sample", "--run", "RUN", "--steps", "0"], "steps must be in [1, 10000], got 0"),
+        (["sample", "--run", "RUN", "--cfg", "-1"], "cfg must be in [0.0, 100.0], got -1.0"),
         (["sample", "--run", "RUN", "--n", "0"], "--n must be positive"),
         (["sample", "--run", "/nonexistent/run"], "does not exist"),
         (["train", "--preset", "smoke", "data.resolution=18"], "not divisible by the patch size 4"),

@@ -169,12 +169,14 @@ def test_the_page_in_headless_chromium(served):
 def test_command_line_quotes_and_falls_back_to_ids():
     from types import SimpleNamespace
 
-    from genlab.config import SampleConfig
     from genlab.demo import sample_command
+    from genlab.generators.objectives.flow import FlowSampleOptions
 
-    sample = SampleConfig()
-    pipe = SimpleNamespace(class_names=["a,b", "Food & Drink", "7"], cfg=SimpleNamespace(sample=sample))
-    run = SimpleNamespace(path=Path("runs/my run"), pipe=pipe)
+    sample = FlowSampleOptions()
+    pipe = SimpleNamespace(
+        class_names=["a,b", "Food & Drink", "7"], cfg=SimpleNamespace(sample=SimpleNamespace(options=sample))
+    )
+    run = SimpleNamespace(path=Path("runs/my run"), pipe=pipe, has_sampler=True)
     argv = shlex.split(sample_command(run, ["Food & Drink"], 2, "euler", 8, 3.0, 5, None))
     assert argv[argv.index("--run") + 1] == "runs/my run" and argv[argv.index("--classes") + 1] == "Food & Drink"
     assert "--guidance-interval" not in argv

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from genlab.generators.dit import DIT_SIZES, DiT, dit_param_count
+from genlab.generators.dit import DIT_SIZES, DiT, dit_param_count, latent_spec
 
 # DiT paper Table 4 (parameters, millions); patch size changes the count by < 0.1%
 PAPER_PARAMS_M = {"S": 33, "B": 130, "L": 458, "XL": 675}
@@ -15,9 +15,7 @@ def test_paper_parameter_counts(size):
 
 
 def test_forward_shapes_and_zero_init():
-    model = DiT(
-        DiT.Config(depth=2, hidden_size=64, num_heads=4, patch_size=2), in_channels=4, input_size=8, num_classes=10
-    )
+    model = DiT(DiT.Config(depth=2, hidden_size=64, num_heads=4, patch_size=2), spec=latent_spec(4, 8), num_classes=10)
     x, t, y = torch.randn(3, 4, 8, 8), torch.rand(3), torch.tensor([0, 5, 10])  # 10 = null class
     out = model(x, t, y)
     assert out.shape == x.shape
@@ -26,14 +24,12 @@ def test_forward_shapes_and_zero_init():
 
 def test_bad_patch_is_a_clear_error():
     with pytest.raises(ValueError, match="not divisible by the patch size 3"):
-        DiT(DiT.Config(patch_size=3), in_channels=3, input_size=16, num_classes=2)
+        DiT(DiT.Config(patch_size=3), spec=latent_spec(3, 16), num_classes=2)
 
 
 def test_class_conditioning_changes_the_output():
     torch.manual_seed(0)
-    model = DiT(
-        DiT.Config(depth=1, hidden_size=32, num_heads=2, patch_size=4), in_channels=3, input_size=8, num_classes=3
-    )
+    model = DiT(DiT.Config(depth=1, hidden_size=32, num_heads=2, patch_size=4), spec=latent_spec(3, 8), num_classes=3)
     for p in model.parameters():  # leave adaLN-Zero so the labels can matter
         torch.nn.init.normal_(p, std=0.1)
     x, t = torch.randn(1, 3, 8, 8).repeat(2, 1, 1, 1), torch.full((2,), 0.5)

@@ -7,7 +7,7 @@ import torch
 
 from genlab import config
 from genlab.cli import main
-from genlab.generators.dit import DiT
+from genlab.generators.dit import DiT, latent_spec
 from genlab.generators.refiner import RefinerTraining, VelocityRefiner
 from genlab.pipeline import Pipeline
 
@@ -21,7 +21,7 @@ def run_cli(capsys, *argv):
 @pytest.fixture(scope="module")
 def refiner_run(smoke_run, tmp_path_factory):
     """A FlowTurbo refiner for the smoke run, trained a few steps with the preset and the generic trainer."""
-    from genlab.launch import train_run
+    from genlab.tasks import train_run
 
     out = tmp_path_factory.mktemp("runs") / "smoke-turbo"
     cfg = config.load(
@@ -35,13 +35,11 @@ def refiner_run(smoke_run, tmp_path_factory):
 
 def test_refiner_loss_falls_against_a_frozen_base():
     torch.manual_seed(0)
-    base = DiT(
-        DiT.Config(depth=1, hidden_size=32, num_heads=2, patch_size=2), in_channels=3, input_size=8, num_classes=3
-    )
+    base = DiT(DiT.Config(depth=1, hidden_size=32, num_heads=2, patch_size=2), spec=latent_spec(3, 8), num_classes=3)
     for p in base.parameters():
         torch.nn.init.normal_(p, std=0.1)
-    ref = VelocityRefiner(VelocityRefiner.Config(hidden_size=32, num_heads=2, patch_size=2), in_channels=3,
-                          input_size=8, num_classes=3)  # fmt: skip
+    ref = VelocityRefiner(VelocityRefiner.Config(hidden_size=32, num_heads=2, patch_size=2),
+                          spec=latent_spec(3, 8), num_classes=3)  # fmt: skip
     task = RefinerTraining(base, ref)
     frozen = {k: v.clone() for k, v in base.state_dict().items()}
     assert not any(p.requires_grad for p in base.parameters())
@@ -49,7 +47,7 @@ def test_refiner_loss_falls_against_a_frozen_base():
     opt = torch.optim.AdamW(ref.parameters(), lr=3e-3)
     losses = []
     for _ in range(60):
-        loss = task(x0, labels, seeds)["loss"]
+        loss = task.loss(x0, labels, seeds)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -61,11 +59,11 @@ def test_refiner_loss_falls_against_a_frozen_base():
 def test_refiner_run_trains_exports_and_samples(refiner_run, smoke_run, tmp_path, capsys):
     assert (refiner_run / "refiner" / "model.safetensors").is_file()
     pipe = Pipeline.load(refiner_run)  # a refiner run loads its base run with the refiner attached
-    assert pipe.refiner is not None and Pipeline.load(smoke_run).refiner is None
-    n_ref, n_base = (sum(p.numel() for p in m.parameters()) for m in (pipe.refiner, pipe.backbone))
+    assert "refiner" in pipe.generator.helpers and "refiner" not in Pipeline.load(smoke_run).generator.helpers
+    n_ref, n_base = (sum(p.numel() for p in m.parameters()) for m in (pipe.generator.helpers["refiner"], pipe.weights))
     assert n_ref < n_base
-    out = pipe.generate([0, 1, 2], steps=9, sampler="flowturbo", cfg=2.0)
-    assert out.nfe == 7 and out.refiner_nfe == 5  # H1P5R3, the last R step an Euler step
+    out = pipe.generate([0, 1, 2], options={"steps": 9, "sampler": "flowturbo", "cfg": 2.0})
+    assert out.nfe == 7 and out.extra_nfe == 5  # H1P5R3, the last R step an Euler step
     code, text, _ = run_cli(capsys, "sample", "--run", str(smoke_run), "--refiner", str(refiner_run), "--classes",
                             "0,1", "--n", "2", "--sampler", "flowturbo", "--blocks", "H1P2R1", "--cfg", "2",
                             "--cfg-interval", "0.2,0.9", "--out", str(tmp_path / "t.png"))  # fmt: skip
@@ -96,13 +94,13 @@ def test_sample_options_change_images_but_not_their_seeds(smoke_run, tmp_path, c
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--sampler", "nope"], "registered samplers: dpm++, euler, flowturbo, heun"),
-        (["--cfg-interval", "0.5"], "--cfg-interval must be LO,HI"),
+        (["--sampler", "nope"], "registered samplers: diffusers-euler, dpm++, euler, flowturbo, heun"),
+        (["--cfg-interval", "0.5"], "cfg_interval must be LO,HI"),
         (["--cfg-interval", "0.8,0.2"], "0 <= LO <= HI <= 1"),
-        (["--cfg-schedule", "square"], "--cfg-schedule must be one of constant, linear, cosine"),
-        (["--schedule", "karras"], "--schedule must be one of uniform, logit_normal, edm"),
-        (["--shift", "0"], "--shift must be positive"),
-        (["--blocks", "H1P5R3"], "--blocks is an option of --sampler flowturbo"),
+        (["--cfg-schedule", "square"], "cfg_schedule: must be one of 'constant', 'linear', 'cosine'"),
+        (["--schedule", "karras"], "schedule: must be one of 'uniform', 'logit_normal', 'edm'"),
+        (["--shift", "0"], "shift must be in [0.001, 1000.0]"),
+        (["--blocks", "H1P5R3"], "blocks is an option of sampler flowturbo"),
         (["--sampler", "flowturbo", "--blocks", "H1X"], "must look like H1P5R3"),
         (["--sampler", "flowturbo", "--blocks", "H1P5R3", "--steps", "4"], "take 9 steps"),
         (["--sampler", "flowturbo", "--blocks", "H1P5R3"], "no velocity refiner was given"),

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from genlab.generators.dit import DiT
-from genlab.generators.objectives.flow import RectifiedFlow
-from genlab.samplers import get, guided_velocity, timesteps
+from genlab.generators.dit import DiT, latent_spec
+from genlab.generators.objectives.flow import FlowSampleOptions, RectifiedFlow
+from genlab.samplers import guided, integrate, timesteps
 
 MU, S = 2.0, 0.5  # data N(MU, S^2); noise N(0, 1)
 
@@ -24,14 +24,14 @@ def test_euler_converges_at_first_order():
     noise = torch.randn(256, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     exact = MU + S * noise  # the ODE maps eps to MU + S eps
     steps = [8, 16, 32, 64, 128]
-    errors = [(get("euler")(gaussian_velocity, noise, steps=n).x - exact).abs().max().item() for n in steps]
+    errors = [(integrate("euler", gaussian_velocity, noise, steps=n).x - exact).abs().max().item() for n in steps]
     slope = np.polyfit(np.log(steps), np.log(errors), 1)[0]
     assert -1.15 < slope < -0.85, f"Euler's order {-slope:.2f}, errors {errors}"
     assert errors[-1] < 0.05  # and it converges to the exact transport map
 
 
 def test_euler_counts_nfe_and_schedules():
-    res = get("euler")(gaussian_velocity, torch.zeros(2, 1, dtype=torch.float64), steps=5)
+    res = integrate("euler", gaussian_velocity, torch.zeros(2, 1, dtype=torch.float64), steps=5)
     assert res.nfe == 5
     ts = timesteps(4, shift=3.0)
     assert ts[0] == 1 and ts[-1] == 0 and bool((ts[:-1] > ts[1:]).all())
@@ -47,13 +47,13 @@ def test_cfg_scale_one_is_the_conditional_prediction_and_channels_option():
         return x * 0 + y.view(-1, 1, 1, 1).float() + torch.arange(x.shape[1]).view(1, -1, 1, 1)
 
     x, t, y = torch.zeros(2, 4, 2, 2), torch.full((2,), 0.5), torch.tensor([1, 2])
-    assert torch.equal(guided_velocity(net, y, 10, 1.0)(x, t), net(x, t, y))
+    assert torch.equal(guided(net, y, 10, 1.0)(x, t), net(x, t, y))
     assert calls == [2, 2]  # scale 1: no unconditional pass at all
-    out = guided_velocity(net, y, 10, 2.0)(x, t)  # uncond + 2 (cond - uncond) = 2 cond - uncond
+    out = guided(net, y, 10, 2.0)(x, t)  # uncond + 2 (cond - uncond) = 2 cond - uncond
     assert torch.allclose(out[:, 0, 0, 0], 2 * torch.tensor([1.0, 2.0]) - 10)
-    three = guided_velocity(net, y, 10, 2.0, channels=3)(x, t)
+    three = guided(net, y, 10, 2.0, channels=3)(x, t)
     assert torch.equal(three[:, :3], out[:, :3]) and torch.equal(three[:, 3], net(x, t, y)[:, 3])
-    outside = guided_velocity(net, y, 10, 2.0, interval=(0.0, 0.4))(x, t)
+    outside = guided(net, y, 10, 2.0, interval=(0.0, 0.4))(x, t)
     assert torch.equal(outside, net(x, t, y))
 
 
@@ -61,8 +61,7 @@ def tiny_flow(num_classes=3, **kw):
     torch.manual_seed(0)
     dit = DiT(
         DiT.Config(depth=2, hidden_size=64, num_heads=4, patch_size=2),
-        in_channels=3,
-        input_size=8,
+        spec=latent_spec(3, 8),
         num_classes=num_classes,
     )
     return RectifiedFlow(RectifiedFlow.Config(**kw), dit)
@@ -76,7 +75,7 @@ def test_flow_loss_falls_when_overfitting_a_batch():
     opt = torch.optim.AdamW(flow.parameters(), lr=2e-3)
     first = None
     for _ in range(150):
-        loss = flow(x0, labels, seeds)["loss"]
+        loss = flow.loss(x0, labels, seeds)["loss"]
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
@@ -87,9 +86,9 @@ def test_flow_loss_falls_when_overfitting_a_batch():
 def test_flow_loss_is_deterministic_per_sample_seed():
     flow = tiny_flow()
     x0, labels = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
-    a = flow(x0, labels, torch.tensor([5, 6, 7, 8]))["loss"]
-    b = flow(x0, labels, torch.tensor([5, 6, 7, 8]))["loss"]
-    c = flow(x0, labels, torch.tensor([1, 2, 3, 4]))["loss"]
+    a = flow.loss(x0, labels, torch.tensor([5, 6, 7, 8]))["loss"]
+    b = flow.loss(x0, labels, torch.tensor([5, 6, 7, 8]))["loss"]
+    c = flow.loss(x0, labels, torch.tensor([1, 2, 3, 4]))["loss"]
     assert a.item() == b.item() and a.item() != c.item()
 
 
@@ -108,10 +107,9 @@ def test_sampling_is_per_sample_deterministic_across_batch_sizes():
     for p in flow.parameters():
         torch.nn.init.normal_(p, std=0.05)
     labels, seeds = torch.tensor([0, 1, 2, 1]), torch.tensor([10, 11, 12, 13])
-    full = flow.sample(labels, seeds, shape=(3, 8, 8), steps=4, cfg=2.0).x
-    halves = torch.cat(
-        [flow.sample(labels[i : i + 2], seeds[i : i + 2], shape=(3, 8, 8), steps=4, cfg=2.0).x for i in (0, 2)]
-    )
+    opts = FlowSampleOptions(steps=4, cfg=2.0)
+    full = flow.sample(labels, seeds, opts).tokens
+    halves = torch.cat([flow.sample(labels[i : i + 2], seeds[i : i + 2], opts).tokens for i in (0, 2)])
     assert torch.allclose(full, halves, atol=1e-5)
-    other = flow.sample(labels, seeds + 1, shape=(3, 8, 8), steps=4, cfg=2.0).x
+    other = flow.sample(labels, seeds + 1, opts).tokens
     assert not torch.allclose(full, other)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from genlab import config
-from genlab.config import ConfigError, SampleConfig
-from genlab.generators.dit import DiT, dit_param_count, lightningdit_param_count, swiglu_hidden
-from genlab.generators.objectives.flow import RectifiedFlow, velocity_loss
+from genlab.config import ConfigError
+from genlab.generators.dit import DiT, dit_param_count, latent_spec, lightningdit_param_count, swiglu_hidden
+from genlab.generators.objectives.flow import FlowSampleOptions, RectifiedFlow, velocity_loss
 from genlab.nn import apply_rope, rope_2d
 from genlab.samplers import timesteps
 from genlab.samplers.schedules import shift_time
@@ -22,7 +22,7 @@ C, S, K = 8, 4, 10  # channels, side, classes
 
 
 def tiny(**switches) -> DiT:
-    return DiT(DiT.Config(**TINY, **switches), in_channels=C, input_size=S, num_classes=K)
+    return DiT(DiT.Config(**TINY, **switches), spec=latent_spec(C, S), num_classes=K)
 
 
 def n_params(model) -> int:
@@ -178,6 +178,7 @@ def test_bf16_autocast_with_rope_and_qk_norm_is_fp32_up_to_bf16_noise():
 
 class _Zero(torch.nn.Module):
     num_classes = K
+    spec = latent_spec(C, S)
 
     def forward(self, x, t, y):
         return torch.zeros_like(x)
@@ -213,7 +214,9 @@ def test_cosine_term_by_hand():
 
 def test_cosine_weight_in_the_objective():
     x0, y, seeds = torch.randn(3, C, S, S), torch.tensor([0, 1, 2]), torch.arange(3)
-    loss = {w: RectifiedFlow(RectifiedFlow.Config(cosine_weight=w), _Zero())(x0, y, seeds)["loss"] for w in (0, 1, 2)}
+    loss = {
+        w: RectifiedFlow(RectifiedFlow.Config(cosine_weight=w), _Zero()).loss(x0, y, seeds)["loss"] for w in (0, 1, 2)
+    }
     # a zero prediction has cosine 0 with everything (torch's eps), so the term adds exactly w
     assert loss[1].item() == pytest.approx(loss[0].item() + 1)
     assert loss[2].item() == pytest.approx(loss[0].item() + 2)
@@ -235,27 +238,27 @@ def test_lightningdit_sampling_times_in_genlab_convention():
 
 def test_sample_config_validation():
     for bad, match in [
-        ("sample.shift=0", "sample.shift must be a positive number"),
-        ("sample.shift=-2", "sample.shift must be a positive number"),
-        ("sample.shift=.inf", "sample.shift must be a positive number"),
-        ("sample.cfg_interval=[0.5,0.2]", "sample.cfg_interval must be"),
-        ("sample.cfg_interval=[0,1.5]", "sample.cfg_interval must be"),
-        ("sample.cfg_interval=[-0.1,1]", "sample.cfg_interval must be"),
-        ("sample.cfg_interval=[0.1]", "sample.cfg_interval must be"),
+        ("sample.shift=0", r"sample: shift must be in \[0.001, 1000.0\]"),
+        ("sample.shift=-2", "shift must be in"),
+        ("sample.shift=.inf", "shift must be a finite number"),
+        ("sample.cfg_interval=[0.5,0.2]", "cfg_interval must be"),
+        ("sample.cfg_interval=[0,1.5]", "cfg_interval must be"),
+        ("sample.cfg_interval=[-0.1,1]", "cfg_interval must be"),
+        ("sample.cfg_interval=[0.1]", "cfg_interval must be"),
     ]:
         with pytest.raises(ConfigError, match=match):
             config.load("smoke", [bad])
     cfg = config.load("smoke", ["sample.shift=3", "sample.cfg_interval=0.1,0.7"])
-    assert cfg.sample.shift == 3.0 and cfg.sample.cfg_interval == (0.1, 0.7)
-    assert SampleConfig().shift == 1.0 and SampleConfig().cfg_interval == (0.0, 1.0)
+    assert cfg.sample.options.shift == 3.0 and cfg.sample.options.cfg_interval == (0.1, 0.7)
+    assert FlowSampleOptions().shift == 1.0 and FlowSampleOptions().cfg_interval == (0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------- presets
 
 
 def test_tiny_lightningdit_trains_and_samples_with_shift_and_interval(tmp_path, monkeypatch):
-    from genlab.launch import train_run
     from genlab.pipeline import Pipeline
+    from genlab.tasks import train_run
 
     cfg = config.load("smoke-lightningdit")
     g = cfg.generator.cfg
@@ -276,18 +279,18 @@ def test_tiny_lightningdit_trains_and_samples_with_shift_and_interval(tmp_path, 
     pipe = Pipeline.load(out)
     assert pipe.tokenizer.token_spec.shape == (12, 4, 4)
     seen = []
-    original = type(pipe.objective).sample
+    original = type(pipe.generator).sample
 
-    def spy(self, labels, seeds, **kw):
-        seen.append({k: kw.get(k) for k in ("shift", "guidance_interval", "cfg", "steps")})
-        return original(self, labels, seeds, **kw)
+    def spy(self, labels, seeds, options):
+        seen.append({k: getattr(options, k) for k in ("shift", "cfg_interval", "cfg", "steps")})
+        return original(self, labels, seeds, options)
 
-    monkeypatch.setattr(type(pipe.objective), "sample", spy)
+    monkeypatch.setattr(type(pipe.generator), "sample", spy)
     a = pipe.generate([0, 1, 2], seed=0)
-    assert seen[-1] == {"shift": 1 / 0.3, "guidance_interval": (0.0, 0.875), "cfg": 2.0, "steps": 8}
+    assert seen[-1] == {"shift": 1 / 0.3, "cfg_interval": (0.0, 0.875), "cfg": 2.0, "steps": 8}
     assert a.images.shape == (3, 3, 8, 8) and torch.isfinite(a.images).all() and a.nfe == 8
-    b = pipe.generate([0, 1, 2], seed=0, shift=1.0, guidance_interval=(0.0, 1.0))  # a caller's options win
-    assert seen[-1]["shift"] == 1.0 and seen[-1]["guidance_interval"] == (0.0, 1.0)
+    b = pipe.generate([0, 1, 2], seed=0, options={"shift": 1.0, "cfg_interval": (0.0, 1.0)})  # a caller's win
+    assert seen[-1]["shift"] == 1.0 and seen[-1]["cfg_interval"] == (0.0, 1.0)
     assert not torch.equal(a.images, b.images)
 
 

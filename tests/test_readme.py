@@ -12,7 +12,9 @@ A command that is neither fails ``test_every_readme_command_is_run_or_skipped_fo
 
 The substitutions that make the runs tiny (``tiny()``), the same for every command:
 
-- ``runs/quickstart`` (what ``make quickstart`` writes) is a smoke run (16x16 digits, 40 steps) trained first;
+- ``runs/quickstart`` (what ``make quickstart`` writes) is a smoke run (16x16 digits, 40 steps) trained first,
+  and ``runs/quickstart-NAME`` (what ``make quickstart-NAME`` writes) the preset ``smoke-NAME``, trained when a
+  command first needs it (a new family's README commands need only its smoke preset);
 - presets: ``PRESETS`` (``quickstart`` -> ``smoke``, ``quickstart-vae`` -> ``smoke-vae``);
 - ``genlab train`` gets ``TINY_TRAIN`` (2 steps) after the command's own overrides (the later ones win), except
   with ``--resume``, which resumes a run as it was trained;
@@ -27,6 +29,7 @@ The substitutions that make the runs tiny (``tiny()``), the same for every comma
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -37,6 +40,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+PRESET_DIR = ROOT / "genlab" / "presets"
 
 # (regex searched in the command, why it is not run here)
 SKIP = [
@@ -166,16 +170,15 @@ def test_every_readme_command_is_run_or_skipped_for_a_reason():
 
 @pytest.mark.slow
 def test_readme_commands_run(tmp_path, monkeypatch, capsys):
-    from genlab import config
     from genlab.cli import main
-    from genlab.launch import train_run
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GENLAB_EVAL_CACHE", str(tmp_path / "eval-cache"))
     _load_inception_once(monkeypatch)
     monkeypatch.setenv("OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))  # main() sets it; undo after
-    train_run(config.load("smoke"), Path("runs/quickstart"))  # stands for `make quickstart`
-    class_names = config.load("smoke").data.build().class_names
+    assert main(["train", "--preset", "smoke", "--out", "runs/quickstart"]) == 0  # stands for `make quickstart`
+    class_names = json.loads(Path("runs/quickstart/class_names.json").read_text())
+    presets = {p.relative_to(PRESET_DIR).with_suffix("").as_posix() for p in PRESET_DIR.rglob("*.yaml")}
     ran, skipped, failed = [], [], []
     for argv in readme_commands(README.read_text()):
         line = shlex.join(argv)
@@ -183,6 +186,10 @@ def test_readme_commands_run(tmp_path, monkeypatch, capsys):
             skipped.append(f"{line}  [{skip_reason(argv)}]")
             continue
         args = tiny(argv, class_names)
+        for arg in args:  # a run that `make quickstart-NAME` writes: the preset smoke-NAME stands for it
+            m = re.fullmatch(r"runs/quickstart-([\w-]+)", arg)
+            if m and not Path(arg).exists() and f"smoke-{m.group(1)}" in presets:
+                assert main(["train", "--preset", f"smoke-{m.group(1)}", "--out", arg]) == 0, arg
         for arg, prepare in PREPARE.items():
             if arg in args and not Path(arg).exists():
                 prepare(Path(arg))

@@ -7,10 +7,10 @@ import pytest
 import torch
 from analytic import gaussian_exact, gaussian_velocity, mixture_velocity, rk4
 
-from genlab.generators.dit import DiT
-from genlab.generators.objectives.flow import RectifiedFlow
+from genlab.generators.dit import DiT, latent_spec
+from genlab.generators.objectives.flow import FlowSampleOptions, RectifiedFlow
 from genlab.generators.refiner import VelocityRefiner
-from genlab.samplers import GUIDANCE_SCHEDULES, SCHEDULES, Blocks, get, guided, guided_velocity, names, timesteps
+from genlab.samplers import GUIDANCE_SCHEDULES, SCHEDULES, Blocks, guided, integrate, names, timesteps
 from genlab.samplers.dpm_solver import dpm_pp_2m
 
 
@@ -34,7 +34,7 @@ def rms(a, b):
 
 def error(problem, sampler, steps, **kw):
     velocity, noise, exact = problem
-    res = get(sampler)(velocity, noise, steps=steps, **kw)
+    res = integrate(sampler, velocity, noise, steps=steps, **kw)
     return rms(res.x, exact), res.nfe
 
 
@@ -158,20 +158,22 @@ def test_flowturbo_counts_evaluations_and_an_exact_refiner_turns_r_steps_into_he
     velocity, noise, exact = problems["mixture"]
     v, v_calls = counting(velocity)
     r, r_calls = counting(lambda x, t, cached: velocity(x, t) - cached)  # the perfect refiner
-    res = get("flowturbo")(v, noise, steps=9, refiner=r)
+    res = integrate("flowturbo", v, noise, steps=9, refiner=r)
     assert res.nfe == len(v_calls) == 7 and res.refiner_nfe == len(r_calls) == 5  # H1P5R3: 2 + 5, 2 * 3 - 1
     # with the exact velocity change, a refiner step is a Heun step: H1R8 equals 9 Heun steps
-    turbo = get("flowturbo")(velocity, noise, steps=9, blocks="H1R8", refiner=r).x
-    assert torch.allclose(turbo, get("heun")(velocity, noise, steps=9).x, atol=1e-12)
+    turbo = integrate("flowturbo", velocity, noise, steps=9, blocks="H1R8", refiner=r).x
+    assert torch.allclose(turbo, integrate("heun", velocity, noise, steps=9).x, atol=1e-12)
     # a refiner that predicts no change keeps the velocity frozen: much worse than the exact one
-    lazy = get("flowturbo")(velocity, noise, steps=9, blocks="H1R8", refiner=lambda x, t, c: torch.zeros_like(c)).x
+    lazy = integrate(
+        "flowturbo", velocity, noise, steps=9, blocks="H1R8", refiner=lambda x, t, c: torch.zeros_like(c)
+    ).x
     assert rms(lazy, exact) > 3 * rms(turbo, exact)
-    r_only = get("flowturbo")(v, noise, steps=3, blocks="R3", refiner=r)
+    r_only = integrate("flowturbo", v, noise, steps=3, blocks="R3", refiner=r)
     assert r_only.nfe == 1  # one base evaluation to have a velocity to refine
     with pytest.raises(ValueError, match="no velocity refiner"):
-        get("flowturbo")(velocity, noise, steps=9, blocks="H1P5R3")
+        integrate("flowturbo", velocity, noise, steps=9, blocks="H1P5R3")
     with pytest.raises(ValueError, match="take 9 steps"):
-        get("flowturbo")(velocity, noise, steps=8, blocks="H1P5R3", refiner=r)
+        integrate("flowturbo", velocity, noise, steps=8, blocks="H1P5R3", refiner=r)
 
 
 # ----------------------------------------------------------------------------- guidance
@@ -192,7 +194,7 @@ def test_cfg_interval_identities(sampler):
     y = torch.tensor([1, 2, 3, 4])
 
     def run(scale, **kw):
-        return get(sampler)(guided_velocity(toy_net, y, 9, scale, **kw), x, steps=6).x
+        return integrate(sampler, guided(toy_net, y, 9, scale, **kw), x, steps=6).x
 
     plain, cond = run(2.5), run(1.0)
     assert not torch.allclose(plain, cond)
@@ -210,7 +212,7 @@ def test_guidance_batches_cond_and_uncond_and_follows_its_schedule():
     for t_val in (1.0, 0.5, 0.0):
         t = torch.full((3,), t_val, dtype=torch.float64)
         for name in GUIDANCE_SCHEDULES:
-            out = guided_velocity(net, y, 9, 3.0, schedule=name)(x, t)
+            out = guided(net, y, 9, 3.0, schedule=name)(x, t)
             g = {"constant": 1.0, "linear": 1 - t_val, "cosine": (1 - math.cos(math.pi * (1 - t_val))) / 2}[name]
             w = 1 + 2.0 * g  # the scale at this t
             assert torch.allclose(out.flatten(), -w * y.double()), (name, t_val)  # uncond 0, cond -y
@@ -220,7 +222,7 @@ def test_guidance_batches_cond_and_uncond_and_follows_its_schedule():
     out = guided(toy_net, y, 9, 2.0)(x, torch.full((3,), 0.5, dtype=torch.float64), v)
     assert torch.allclose(out.flatten(), -2 * y.double() + 0.1)
     with pytest.raises(ValueError, match="unknown guidance schedule"):
-        guided_velocity(toy_net, y, 9, 2.0, schedule="square")(x, torch.full((3,), 0.5))
+        guided(toy_net, y, 9, 2.0, schedule="square")(x, torch.full((3,), 0.5))
 
 
 # ----------------------------------------------------------------------------- seeds and batches
@@ -228,11 +230,9 @@ def test_guidance_batches_cond_and_uncond_and_follows_its_schedule():
 
 def tiny_flow_and_refiner():
     torch.manual_seed(0)
-    dit = DiT(
-        DiT.Config(depth=1, hidden_size=32, num_heads=2, patch_size=2), in_channels=3, input_size=8, num_classes=3
-    )
-    ref = VelocityRefiner(VelocityRefiner.Config(hidden_size=16, num_heads=2, patch_size=2), in_channels=3,
-                          input_size=8, num_classes=3)  # fmt: skip
+    dit = DiT(DiT.Config(depth=1, hidden_size=32, num_heads=2, patch_size=2), spec=latent_spec(3, 8), num_classes=3)
+    ref = VelocityRefiner(VelocityRefiner.Config(hidden_size=16, num_heads=2, patch_size=2),
+                          spec=latent_spec(3, 8), num_classes=3)  # fmt: skip
     for p in [*dit.parameters(), *ref.parameters()]:
         torch.nn.init.normal_(p, std=0.05)
     return RectifiedFlow(RectifiedFlow.Config(), dit).eval(), ref.eval()
@@ -242,10 +242,10 @@ def tiny_flow_and_refiner():
 def test_every_sampler_is_independent_of_the_batch_size(sampler):
     flow, ref = tiny_flow_and_refiner()
     labels, seeds = torch.tensor([0, 1, 2, 1, 0]), torch.tensor([10, 11, 12, 13, 14])
-    kw = dict(shape=(3, 8, 8), sampler=sampler, steps=6, cfg=2.0, guidance_interval=(0.2, 0.9))
+    opts = FlowSampleOptions(sampler=sampler, steps=6, cfg=2.0, cfg_interval=(0.2, 0.9))
     if sampler == "flowturbo":
-        kw["refiner"] = ref
-    full = flow.sample(labels, seeds, **kw).x
-    parts = torch.cat([flow.sample(labels[i : i + 2], seeds[i : i + 2], **kw).x for i in (0, 2, 4)])
+        flow.attach("refiner", ref)
+    full = flow.sample(labels, seeds, opts).tokens
+    parts = torch.cat([flow.sample(labels[i : i + 2], seeds[i : i + 2], opts).tokens for i in (0, 2, 4)])
     assert torch.allclose(full, parts, atol=1e-5)
-    assert not torch.allclose(full, flow.sample(labels, seeds + 1, **kw).x)
+    assert not torch.allclose(full, flow.sample(labels, seeds + 1, opts).tokens)

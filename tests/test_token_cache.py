@@ -14,8 +14,8 @@ from genlab.cli import main
 from genlab.config import ConfigError, component_from_dict
 from genlab.data.base import DataError, TensorImageDataset
 from genlab.data.cache import TokenCacheDataset, training_images, write_token_cache
-from genlab.launch import train_run
 from genlab.pipeline import Pipeline
+from genlab.tasks import train_run
 from genlab.tokenizers.saved import fingerprint, load_tokenizer_folder
 
 TINY_NET = {"ch": 16, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_levels": [], "mid_attn": False,
@@ -173,7 +173,7 @@ def test_genlab_cache_then_train_on_it_with_the_tokenizer_run(tmp_path):
     run = train_run(config.load("smoke", over), tmp_path / "gen")
     shutil.rmtree(tokrun)  # the generator run keeps its own copy of the tokenizer
     pipe = Pipeline.load(run)
-    assert pipe.generate([0, 1], steps=2).images.shape == (2, 3, 16, 16)
+    assert pipe.generate([0, 1], options={"steps": 2}).images.shape == (2, 3, 16, 16)
     assert main(["cache", "--tokenizer", str(run), "--out", str(tmp_path / "again"), "--shard-size", "700"]) == 0
     again = json.loads((tmp_path / "again" / "manifest.json").read_text())
     assert again["checksum"] == m["checksum"]  # the generator run's tokenizer is the same tokenizer
@@ -189,7 +189,7 @@ def test_training_from_a_cache_equals_training_from_the_images(tmp_path):
     b = train_run(
         config.load("smoke", ["data.name=token-cache", f"data.path={tmp_path / 'c'}", *common]), tmp_path / "t"
     )
-    wa, wb = (Pipeline.load(r).backbone.state_dict() for r in (a, b))
+    wa, wb = (Pipeline.load(r).weights.state_dict() for r in (a, b))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 

@@ -14,7 +14,8 @@ from safetensors.torch import load_file, save_file
 from genlab import config, registry
 from genlab.cli import main
 from genlab.config import from_dict
-from genlab.pipeline import load_tokenizer, reconstruction_metrics
+from genlab.evals.recon import reconstruction_metrics
+from genlab.pipeline import load_tokenizer
 from genlab.tokenizers.base import TokenizerError
 from genlab.tokenizers.encoders import InceptionEncoder, InceptionTrunk, inception_torchscript
 from genlab.tokenizers.losses import InceptionFeatures, LossConfig, adaptive_weight, build_perceptual

@@ -91,6 +91,35 @@ def lpips_model():
     return SampleSimilarityLPIPS("lpips-vgg16", sample_similarity_resize=None, sample_similarity_dtype="uint8")
 
 
+@torch.no_grad()
+def reconstruction_metrics(tokenizer: torch.nn.Module, images: Tensor, batch_size: int = 64) -> dict:
+    """What a tokenizer run writes to ``recon.json``: PSNR and SSIM (this module's, as ``genlab eval --tokenizer``
+    reports them; SSIM is None for images under 11 pixels a side), and for discrete tokenizers the codebook usage
+    and perplexity over all of ``images`` (B, 3, H, W) in [-1, 1]."""
+    device = next(tokenizer.parameters()).device
+    spec = tokenizer.token_spec
+    psnrs, ssims, ids = [], [], []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device)
+        if spec.discrete:
+            tokens = tokenizer.encode(x)
+            rec = tokenizer.decode(tokens)
+            ids.append(torch.cat([t.flatten() for t in tokens]) if isinstance(tokens, list) else tokens.flatten())
+        else:
+            rec = tokenizer.roundtrip(x)
+        x, rec = x.float().cpu(), rec.float().clamp(-1, 1).cpu()
+        psnrs.append(psnr(x, rec))
+        if min(x.shape[-2:]) >= 11:
+            ssims.append(ssim(x, rec))
+    out: dict = {"psnr": torch.cat(psnrs).mean().item(), "ssim": torch.cat(ssims).mean().item() if ssims else None}
+    if ids:
+        flat = torch.cat(ids).cpu()
+        out["codebook_usage"] = codebook_usage(flat, spec.vocab_size)
+        out["codebook_perplexity"] = codebook_perplexity(flat, spec.vocab_size)
+    out["n"] = len(images)
+    return out
+
+
 Roundtrip = Callable[[Tensor], tuple[Tensor, Tensor | None]]  # images [-1, 1] -> (reconstructions, code ids or None)
 
 

@@ -31,9 +31,12 @@ from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
+from genlab import registry
 from genlab.tokenizers.base import TokenCodes, TokenSpec
 
-__all__ = ["Generator", "GeneratorError", "SampleOptions", "Sampled", "TokenCodes", "TokenSpec", "option"]
+__all__ = [
+    "Generator", "GeneratorError", "SampleOptions", "Sampled", "TokenCodes", "TokenSpec", "build_generator", "option",
+]  # fmt: skip
 
 
 class GeneratorError(ValueError):
@@ -80,6 +83,17 @@ class SampleOptions:
     def fields(cls) -> dict[str, dataclasses.Field]:
         return {f.name: f for f in dataclasses.fields(cls)}
 
+    @classmethod
+    def merge(cls, defaults: SampleOptions, given: dict[str, Any]) -> SampleOptions:
+        """``defaults`` (a run's ``sample:`` section) with the ``given`` values (typed already) replacing theirs,
+        validated. Subclasses adjust dependent fields here (FlowTurbo's blocks set the steps)."""
+        unknown = sorted(set(given) - set(cls.fields()))
+        if unknown:
+            raise ValueError(f"unknown sampling option {', '.join(unknown)}; options here: {', '.join(cls.fields())}")
+        out = dataclasses.replace(defaults, **given)
+        out.validate()
+        return out
+
 
 @dataclass
 class Sampled:
@@ -99,17 +113,46 @@ class Generator(nn.Module):
     TOKEN_KINDS: ClassVar[tuple[str, ...]] = ()  # the TokenSpec kinds it models
     num_classes: int
 
+    LOG_KEYS: ClassVar[tuple[str, ...]] = ()  # scalar outputs of ``loss`` logged beside "loss" while training
+
     def loss(self, tokens: Any, labels: Tensor, seeds: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
 
     def sample(self, labels: Tensor, seeds: Tensor, options: SampleOptions) -> Sampled:
         raise NotImplementedError
 
+    def check_options(self, options: SampleOptions) -> None:
+        """ValueError for options this model cannot sample with (MaskGIT: more steps than tokens), checked before
+        any work starts; ``SampleOptions.validate`` has checked the options on their own."""
+
+    def weights_module(self) -> nn.Module:
+        """The module whose (EMA) weights a run exports as ``generator/model.safetensors``: the generator itself,
+        or an objective's backbone."""
+        return self
+
     @classmethod
     def check_spec(cls, spec: TokenSpec) -> None:
-        """GeneratorError unless ``spec.kind`` is one this class models."""
-        if spec.kind not in cls.TOKEN_KINDS:
-            raise GeneratorError(
-                f"{cls.__name__} models {' or '.join(cls.TOKEN_KINDS)} tokens; this tokenizer makes {spec.kind} "
-                "tokens (choose another tokenizer or generator)"
-            )
+        check_spec(cls, spec)
+
+
+def check_spec(cls: type, spec: TokenSpec) -> None:
+    """GeneratorError unless ``spec.kind`` is one of ``cls.TOKEN_KINDS``."""
+    if spec.kind not in cls.TOKEN_KINDS:
+        raise GeneratorError(
+            f"{cls.__name__} models {' or '.join(cls.TOKEN_KINDS)} tokens; this tokenizer makes {spec.kind} "
+            "tokens (choose another tokenizer or generator)"
+        )
+
+
+def build_generator(
+    generator: Any, objective: Any, *, spec: TokenSpec, num_classes: int, codes: TokenCodes | None = None
+) -> Generator:
+    """The Generator of a run config's ``generator`` (and ``objective``) sections (``config.Component``s):
+    a backbone wrapped by its objective, or a self-contained generator. ValueError (GeneratorError) when the
+    tokens or sizes do not fit."""
+    cls = registry.get("generator", generator.name)
+    check_spec(cls, spec)
+    if cls.ROLE == "backbone":
+        backbone = cls(generator.cfg, spec=spec, num_classes=num_classes)
+        return registry.get("objective", objective.name)(objective.cfg, backbone)
+    return cls(generator.cfg, spec=spec, num_classes=num_classes, codes=codes)

@@ -29,6 +29,7 @@ from genlab.nn import (
     sincos_pos_embed_2d,
 )
 from genlab.registry import register
+from genlab.tokenizers.base import TokenSpec
 
 # name -> (depth, hidden_size, num_heads), DiT paper Table 4; presets imagenet256/dit-*-* spell these out
 DIT_SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
@@ -92,6 +93,11 @@ class FinalLayer(nn.Module):
 
 @register("generator", "dit")
 class DiT(nn.Module):
+    """A backbone ``f(x, t, y)`` over continuous latents; an objective (``objective: flow``) is the generator."""
+
+    ROLE = "backbone"
+    TOKEN_KINDS = ("continuous",)
+
     @dataclass
     class Config:
         depth: int = 6
@@ -117,14 +123,16 @@ class DiT(nn.Module):
                     "divisible by 4: half of it for rows, half for columns, in pairs"
                 )
 
-    def __init__(self, cfg: Config, *, in_channels: int, input_size: int, num_classes: int, out_channels: int = 0):
+    def __init__(self, cfg: Config, *, spec: TokenSpec, num_classes: int, out_channels: int = 0):
         super().__init__()
         p = cfg.patch_size
-        if input_size % p:
-            raise ValueError(
-                f"input size {input_size} is not divisible by the patch size {p}; choose a patch that divides it"
-            )
-        self.cfg, self.in_channels, self.out_channels = cfg, in_channels, out_channels or in_channels
+        in_channels, (h, w) = spec.channels, spec.grid
+        if h != w:
+            raise ValueError(f"DiT takes square latents, got {h}x{w}")
+        if h % p:
+            raise ValueError(f"input size {h} is not divisible by the patch size {p}; choose a patch that divides it")
+        self.cfg, self.spec, self.in_channels, self.out_channels = cfg, spec, in_channels, out_channels or in_channels
+        input_size = h
         self.input_size, self.num_classes = input_size, num_classes
         self.grid = input_size // p
         D = cfg.hidden_size
@@ -178,8 +186,13 @@ def dit_param_count(size: str, *, in_channels: int = 4, input_size: int = 32, nu
     depth, hidden, heads = DIT_SIZES[name]
     cfg = DiT.Config(depth=depth, hidden_size=hidden, num_heads=heads, patch_size=int(patch))
     with torch.device("meta"):
-        model = DiT(cfg, in_channels=in_channels, input_size=input_size, num_classes=num_classes)
+        model = DiT(cfg, spec=latent_spec(in_channels, input_size), num_classes=num_classes)
     return sum(p.numel() for p in model.parameters())
+
+
+def latent_spec(channels: int, size: int) -> TokenSpec:
+    """The TokenSpec of a square continuous latent (C, size, size)."""
+    return TokenSpec("continuous", (channels, size, size))
 
 
 # name -> (depth, hidden_size, num_heads), LightningDiT's models/lightningdit.py (B, L, XL as DiT; 1p0B, 1p6B)
@@ -199,5 +212,5 @@ def lightningdit_param_count(
         depth=depth, hidden_size=hidden, num_heads=heads, patch_size=int(patch), **{**LIGHTNINGDIT_SWITCHES, **switches}
     )
     with torch.device("meta"):
-        model = DiT(cfg, in_channels=in_channels, input_size=input_size, num_classes=num_classes)
+        model = DiT(cfg, spec=latent_spec(in_channels, input_size), num_classes=num_classes)
     return sum(p.numel() for p in model.parameters())

@@ -19,17 +19,16 @@ refiner also refines unconditional velocities and guidance can be applied to it)
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from genlab.generators.dit import DiT
+from genlab.generators.base import Generator
+from genlab.generators.dit import DiT, latent_spec
 from genlab.nn import per_sample_rand, per_sample_randn
 from genlab.registry import register
+from genlab.tokenizers.base import TokenSpec
 
 # per-sample random streams (the flow objective uses 0..2 for noise, time, label dropout)
 NOISE, TIME, DROP, STEP = 0, 1, 2, 3
@@ -57,25 +56,23 @@ class VelocityRefiner(nn.Module):
             if not 0.0 <= self.class_dropout < 1.0:
                 raise ValueError(f"class_dropout must be in [0, 1), got {self.class_dropout}")
 
-    def __init__(self, cfg: Config, *, in_channels: int, input_size: int, num_classes: int):
+    def __init__(self, cfg: Config, *, spec: TokenSpec, num_classes: int):
         super().__init__()
         if cfg.patch_size <= 0:
             raise ValueError("refiner patch_size is 0: set it to the base model's patch size before building")
-        self.cfg, self.in_channels, self.input_size, self.num_classes = cfg, in_channels, input_size, num_classes
+        self.cfg, self.spec, self.num_classes = cfg, spec, num_classes
+        in_channels, input_size = spec.channels, spec.grid[0]
+        self.in_channels, self.input_size = in_channels, input_size
         dit_cfg = DiT.Config(cfg.depth, cfg.hidden_size, cfg.num_heads, cfg.patch_size, cfg.mlp_ratio)
-        self.net = DiT(
-            dit_cfg,
-            in_channels=2 * in_channels,
-            input_size=input_size,
-            num_classes=num_classes,
-            out_channels=in_channels,
-        )
+        self.net = DiT(dit_cfg, spec=latent_spec(2 * in_channels, input_size), num_classes=num_classes,
+                       out_channels=in_channels)  # fmt: skip
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor, v: Tensor) -> Tensor:
         """x, v (B, C, H, W), t (B,), y (B,) -> the velocity offset (B, C, H, W)."""
         return self.net(torch.cat([x, v.to(x.dtype)], dim=1), t, y)
 
-    def spec(self) -> dict:
+    def saved_config(self) -> dict:
+        """``refiner/config.json``: the config plus the latent geometry and class count it was built for."""
         return {
             "name": "flowturbo",
             **asdict(self.cfg),
@@ -84,16 +81,33 @@ class VelocityRefiner(nn.Module):
             "num_classes": self.num_classes,
         }
 
+    @classmethod
+    def from_saved(cls, saved: dict) -> VelocityRefiner:
+        """The refiner ``saved_config()`` describes (weights not loaded); ValueError for a malformed config."""
+        spec = dict(saved)
+        spec.pop("name", None)
+        try:
+            dims = {k: int(spec.pop(k)) for k in ("in_channels", "input_size", "num_classes")}
+            cfg = cls.Config(**spec)
+            cfg.validate()
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not a FlowTurbo refiner config ({e})") from None
+        return cls(cfg, spec=latent_spec(dims["in_channels"], dims["input_size"]), num_classes=dims["num_classes"])
 
-class RefinerTraining(nn.Module):
-    """``forward(x0, labels, seeds) -> {"loss"}`` for the generic trainer: the refiner learns, the base is frozen."""
+
+class RefinerTraining(Generator):
+    """``loss(x0, labels, seeds) -> {"loss"}`` (the generator protocol's loss): the refiner learns, the base is
+    frozen."""
 
     def __init__(self, base: nn.Module, refiner: VelocityRefiner):
         super().__init__()
         self.base = base.eval().requires_grad_(False)
         self.refiner = refiner
 
-    def forward(self, x0: Tensor, labels: Tensor, seeds: Tensor) -> dict[str, Tensor]:
+    def weights_module(self) -> nn.Module:
+        return self.refiner
+
+    def loss(self, x0: Tensor, labels: Tensor, seeds: Tensor) -> dict[str, Tensor]:
         cfg, B, dev = self.refiner.cfg, x0.shape[0], x0.device
         eps = per_sample_randn(seeds, tuple(x0.shape[1:]), stream=NOISE, device=dev, dtype=x0.dtype)
         s = cfg.t_max * per_sample_rand(seeds, stream=TIME, device=dev)  # (B,)
@@ -110,22 +124,3 @@ class RefinerTraining(nn.Module):
         pred = self.refiner(x_s, s, y, v_t)
         loss = (pred.float() - (v_s - v_t).float()).pow(2).mean()
         return {"loss": loss}
-
-
-def save_refiner(refiner: VelocityRefiner, folder: Path) -> None:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in refiner.state_dict().items()}
-    save_file(state, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps(refiner.spec(), indent=2))
-
-
-def load_refiner(folder: Path) -> VelocityRefiner:
-    """A refiner saved by ``save_refiner`` (``RUN/refiner/``)."""
-    folder = Path(folder)
-    spec = json.loads((folder / "config.json").read_text())
-    spec.pop("name", None)
-    dims = {k: spec.pop(k) for k in ("in_channels", "input_size", "num_classes")}
-    refiner = VelocityRefiner(VelocityRefiner.Config(**spec), **dims)
-    refiner.load_state_dict(load_file(str(folder / "model.safetensors")))
-    return refiner.eval()

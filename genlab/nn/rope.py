@@ -1,9 +1,10 @@
-"""2-D axial rotary position embedding (RoPE, Su et al. 2021; the EVA-02 / LightningDiT vision variant).
+"""Rotary position embedding (RoPE, Su et al. 2021): 1-D over a sequence (Llama) and 2-D axial over a grid (the
+EVA-02 / LightningDiT / LlamaGen vision variant).
 
-Each head's features are split in two halves: the first half is rotated by the token's row, the second by its
-column. Within a half of size d, feature pairs (2i, 2i+1) form a 2-D vector rotated by the angle
-pos * theta^(-2i/d), i = 0 .. d/2 - 1 (LightningDiT: theta = 10000, d = head_dim / 2). The score of a query at
-position p and a key at position p' then depends on p - p' only (per axis).
+Feature pairs (2i, 2i+1) of a head form a 2-D vector rotated by the angle pos * theta^(-2i/d), i = 0 .. d/2 - 1.
+1-D: d = head_dim and pos is the token's index. 2-D: each head's features are split in two halves, the first rotated
+by the token's row, the second by its column, each with d = head_dim / 2 (LightningDiT and LlamaGen: theta = 10000).
+The score of a query at position p and a key at position p' then depends on p - p' only (per axis).
 """
 
 from __future__ import annotations
@@ -14,17 +15,29 @@ from torch import Tensor
 ROPE_THETA = 10000.0
 
 
-def rope_2d(head_dim: int, grid: int, *, theta: float = ROPE_THETA) -> Tensor:
-    """(2, grid*grid, head_dim) float32: the cos and sin of every feature's angle, tokens in raster order."""
+def _angles(positions: Tensor, dim: int, theta: float) -> Tensor:
+    """(len(positions), dim) float64 angles, the two features of each pair sharing one."""
+    freqs = theta ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (dim/2,)
+    return (positions.double()[:, None] * freqs[None]).repeat_interleave(2, dim=1)
+
+
+def rope_1d(head_dim: int, length: int, *, theta: float = ROPE_THETA) -> Tensor:
+    """(2, length, head_dim) float32: the cos and sin of every feature's angle at positions 0 .. length - 1."""
+    if head_dim % 2:
+        raise ValueError(f"1-D RoPE needs an even head dimension, got {head_dim}")
+    angle = _angles(torch.arange(length), head_dim, theta)  # (N, head_dim)
+    return torch.stack([angle.cos(), angle.sin()]).float()
+
+
+def rope_2d(head_dim: int, grid: int | tuple[int, int], *, theta: float = ROPE_THETA) -> Tensor:
+    """(2, h*w, head_dim) float32 for a square ``grid`` side or an (h, w) grid, tokens in raster order."""
     if head_dim % 4:
         raise ValueError(f"2-D RoPE needs a head dimension divisible by 4, got {head_dim}")
+    h, w = (grid, grid) if isinstance(grid, int) else grid
     half = head_dim // 2
-    freqs = theta ** (-torch.arange(0, half, 2, dtype=torch.float64) / half)  # (half/2,)
-    pos = torch.arange(grid, dtype=torch.float64)
-    axis = (pos[:, None] * freqs[None]).repeat_interleave(2, dim=1)  # (grid, half): pairs share an angle
-    rows = axis[:, None, :].expand(grid, grid, half)  # row angle of token (r, c)
-    cols = axis[None, :, :].expand(grid, grid, half)  # column angle of token (r, c)
-    angle = torch.cat([rows, cols], dim=-1).reshape(grid * grid, head_dim)  # (N, head_dim)
+    rows = _angles(torch.arange(h), half, theta)[:, None, :].expand(h, w, half)  # row angle of token (r, c)
+    cols = _angles(torch.arange(w), half, theta)[None, :, :].expand(h, w, half)  # column angle of token (r, c)
+    angle = torch.cat([rows, cols], dim=-1).reshape(h * w, head_dim)  # (N, head_dim)
     return torch.stack([angle.cos(), angle.sin()]).float()
 
 

@@ -20,7 +20,7 @@ import math
 from torch import Tensor
 
 from genlab.registry import register
-from genlab.samplers.base import SampleResult, Velocity, t_like, timesteps
+from genlab.samplers.base import Callback, RandnLike, Times, Velocity, as_times, t_like
 
 
 def _lambda(t: float) -> float:
@@ -34,8 +34,9 @@ def _lambda(t: float) -> float:
 
 @register("sampler", "dpm++")
 def dpm_solver_pp(
-    velocity: Velocity, noise: Tensor, *, steps: int, generator=None, shift: float = 1.0, schedule: str = "uniform"
-) -> SampleResult:
+    velocity: Velocity, noise: Tensor, ts: Times, *, randn_like: RandnLike | None = None,
+    callback: Callback | None = None,
+) -> Tensor:  # fmt: skip
     """DPM-Solver++(2M), one evaluation per step:
 
     x_{i+1} = (sigma_{i+1} / sigma_i) x_i - alpha_{i+1} (e^{-h_i} - 1) D_i,  h_i = lambda_{i+1} - lambda_i,
@@ -44,16 +45,17 @@ def dpm_solver_pp(
     first order (D_i = x0_i, i.e. DDIM, which for this flow is an Euler step) at the first step and at the last
     step into t = 0, where h is infinite (diffusers' ``lower_order_final`` with ``final_sigmas_type="zero"``).
     """
-    ts = timesteps(steps, shift=shift, schedule=schedule).tolist()
-    return SampleResult(x=dpm_pp_2m(velocity, noise, ts), nfe=steps)
+    return dpm_pp_2m(velocity, noise, as_times(ts), callback)
 
 
-def dpm_pp_2m(velocity: Velocity, noise: Tensor, ts: list[float]) -> Tensor:
+def dpm_pp_2m(velocity: Velocity, noise: Tensor, ts: list[float], callback: Callback | None = None) -> Tensor:
     """DPM-Solver++(2M) through the decreasing times ``ts`` (ending at 0 or above it)."""
     x, x0_prev, h_prev = noise, None, math.inf
-    for t, s in zip(ts[:-1], ts[1:]):
+    for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
         x0 = x - t * velocity(x, t_like(x, t))  # data prediction
         if s == 0.0:
+            if callback is not None:
+                callback(i, s, x0)
             return x0
         h = _lambda(s) - _lambda(t)
         d = x0
@@ -62,22 +64,28 @@ def dpm_pp_2m(velocity: Velocity, noise: Tensor, ts: list[float]) -> Tensor:
             d = (1 + half_inv_r) * x0 - half_inv_r * x0_prev
         x = (s / t) * x - (1 - s) * math.expm1(-h) * d
         x0_prev, h_prev = x0, h
+        if callback is not None:
+            callback(i, s, x)
     return x
 
 
 @register("sampler", "unipc")
 def unipc(
-    velocity: Velocity, noise: Tensor, *, steps: int, generator=None, shift: float = 1.0, schedule: str = "uniform"
-) -> SampleResult:
-    """UniPC-bh2 (predictor UniP-2 + corrector UniC), diffusers' scheduler on genlab's schedule."""
+    velocity: Velocity, noise: Tensor, ts: Times, *, randn_like: RandnLike | None = None,
+    callback: Callback | None = None,
+) -> Tensor:  # fmt: skip
+    """UniPC-bh2 (predictor UniP-2 + corrector UniC), diffusers' scheduler on genlab's time grid."""
+    import torch
     from diffusers import UniPCMultistepScheduler
 
-    ts = timesteps(steps, shift=shift, schedule=schedule)
+    ts = torch.as_tensor(as_times(ts), dtype=torch.float64)
     sched = UniPCMultistepScheduler(
         use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=1.0, solver_order=2, solver_type="bh2"
     )
     sched.set_timesteps(sigmas=ts[:-1].numpy(), device=noise.device)
     x = noise
-    for t, step_t in zip(ts[:-1].tolist(), sched.timesteps):
+    for i, (t, step_t) in enumerate(zip(ts[:-1].tolist(), sched.timesteps)):
         x = sched.step(velocity(x, t_like(x, t)), step_t, x).prev_sample
-    return SampleResult(x=x, nfe=steps)
+        if callback is not None:
+            callback(i, ts[i + 1].item(), x)
+    return x

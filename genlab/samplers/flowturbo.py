@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from genlab.registry import register
-from genlab.samplers.base import Refiner, SampleResult, Velocity, t_like, timesteps
+from genlab.samplers.base import Callback, RandnLike, Refiner, Times, Velocity, as_times, t_like
 from genlab.samplers.heun import check_last_step
 
 # refiner steps chain refined velocities from one base evaluation; the paper's schedules use 3 to 5 of them, and
@@ -92,21 +92,22 @@ class Blocks:
 def flowturbo(
     velocity: Velocity,
     noise: Tensor,
+    ts: Times,
     *,
-    steps: int,
-    generator=None,
+    randn_like: RandnLike | None = None,
+    callback: Callback | None = None,
     refiner: Refiner | None = None,
     blocks: str | Blocks | None = None,
-    shift: float = 1.0,
-    schedule: str = "uniform",
     last_step: str = "euler",
-) -> SampleResult:
-    """Sample with H/P/R blocks (``blocks``, default from ``steps``: ``Blocks.default``). ``steps`` must equal the
-    blocks' total. Without a ``refiner``, the default has no R steps (Heun then pseudo-corrector steps)."""
+) -> Tensor:
+    """Sample with H/P/R blocks (``blocks``, default from the number of steps: ``Blocks.default``), which must
+    take as many steps as ``ts`` has. Without a ``refiner``, the default has no R steps."""
     euler_last = check_last_step(last_step)
+    ts = as_times(ts)
+    steps = len(ts) - 1
     b = (
         Blocks.parse(blocks)
-        if isinstance(blocks, str)
+        if isinstance(blocks, str) and blocks
         else blocks or Blocks.default(steps, refiner=refiner is not None)
     )
     if b.steps != steps:
@@ -116,28 +117,29 @@ def flowturbo(
             f"flowturbo blocks {b} have refiner steps but no velocity refiner was given; "
             "train one with `genlab train --preset flowturbo-refiner` or use blocks without R"
         )
-    ts = timesteps(steps, shift=shift, schedule=schedule).tolist()
     kinds = "H" * b.heun + "P" * b.pseudo + "R" * b.refine
-    x, cached, nfe, rnfe = noise, None, 0, 0
+    x, cached = noise, None
     for i, (kind, t_cur, t_next) in enumerate(zip(kinds, ts[:-1], ts[1:])):
         h = t_next - t_cur
         if kind == "R":
             if cached is None:  # R steps only: one base evaluation to start from
-                cached, nfe = velocity(x, t_like(x, t_cur)), nfe + 1
-            d, rnfe = cached + refiner(x, t_like(x, t_cur), cached), rnfe + 1
+                cached = velocity(x, t_like(x, t_cur))
+            d = cached + refiner(x, t_like(x, t_cur), cached)
         elif kind == "H" or cached is None:
-            d, nfe = velocity(x, t_like(x, t_cur)), nfe + 1
+            d = velocity(x, t_like(x, t_cur))
         else:
             d = cached  # pseudo corrector: the previous step's predictor-point velocity
         if euler_last and i == steps - 1:
             x = x + h * d
-            break
-        x_pred = x + h * d
-        if kind == "R":
-            d_pred, rnfe = d + refiner(x_pred, t_like(x, t_next), d), rnfe + 1
-            cached = d
         else:
-            d_pred, nfe = velocity(x_pred, t_like(x, t_next)), nfe + 1
-            cached = d_pred
-        x = x + 0.5 * h * (d + d_pred)
-    return SampleResult(x=x, nfe=nfe, refiner_nfe=rnfe)
+            x_pred = x + h * d
+            if kind == "R":
+                d_pred = d + refiner(x_pred, t_like(x, t_next), d)
+                cached = d
+            else:
+                d_pred = velocity(x_pred, t_like(x, t_next))
+                cached = d_pred
+            x = x + 0.5 * h * (d + d_pred)
+        if callback is not None:
+            callback(i, t_next, x)
+    return x

@@ -69,6 +69,3 @@ def guided(
         return out
 
     return fn
-
-
-guided_velocity = guided  # the name samplers' callers use: ``guided_velocity(net, labels, null)(x, t)``

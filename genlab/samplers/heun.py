@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from genlab.registry import register
-from genlab.samplers.base import SampleResult, Velocity, t_like, timesteps
+from genlab.samplers.base import Callback, RandnLike, Times, Velocity, as_times, t_like
 
 
 def heun_step(velocity: Velocity, x: Tensor, t_cur: float, t_next: float, d_cur: Tensor) -> tuple[Tensor, Tensor]:
@@ -38,22 +38,23 @@ def check_last_step(last_step: str) -> bool:
 def heun(
     velocity: Velocity,
     noise: Tensor,
+    ts: Times,
     *,
-    steps: int,
-    generator=None,
-    shift: float = 1.0,
-    schedule: str = "uniform",
+    randn_like: RandnLike | None = None,
+    callback: Callback | None = None,
     last_step: str = "euler",
-) -> SampleResult:
+) -> Tensor:
     """x_{i+1} = x_i + h/2 (v(x_i, t_i) + v(x_i + h v(x_i, t_i), t_{i+1})); two evaluations per step, one in the
     last step unless ``last_step="heun"``."""
     euler_last = check_last_step(last_step)
-    ts = timesteps(steps, shift=shift, schedule=schedule).tolist()
-    x = noise
+    ts = as_times(ts)
+    steps, x = len(ts) - 1, noise
     for i, (t_cur, t_next) in enumerate(zip(ts[:-1], ts[1:])):
         d = velocity(x, t_like(x, t_cur))
         if euler_last and i == steps - 1:
             x = x + (t_next - t_cur) * d
         else:
             x, _ = heun_step(velocity, x, t_cur, t_next, d)
-    return SampleResult(x=x, nfe=2 * steps - euler_last)
+        if callback is not None:
+            callback(i, t_next, x)
+    return x

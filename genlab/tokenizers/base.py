@@ -43,7 +43,9 @@ class TokenSpec:
     def __post_init__(self) -> None:
         rank = {"continuous": (3,), "discrete": (1, 2), "residual": (3,), "multiscale": (2,)}[self.kind]
         if len(self.shape) not in rank or min(self.shape, default=0) < 1:
-            raise ValueError(f"a {self.kind} TokenSpec needs a shape of rank {rank} with positive sides, got {self.shape}")
+            raise ValueError(
+                f"a {self.kind} TokenSpec needs a shape of rank {rank} with positive sides, got {self.shape}"
+            )
         if self.kind != "continuous" and self.vocab_size < 1:
             raise ValueError(f"a {self.kind} TokenSpec needs vocab_size >= 1")
         if self.kind == "multiscale" and (not self.scales or (self.scales[-1],) * 2 != tuple(self.shape)):
@@ -93,7 +95,9 @@ class TokenSpec:
         elif self.grid is None:
             geo = f"{self.shape[0]}-token sequence"
         else:
-            geo = f"{self.shape[0]}x{self.shape[1]} grid" + (f" x depth {self.depth}" if self.kind == "residual" else "")
+            geo = f"{self.shape[0]}x{self.shape[1]} grid" + (
+                f" x depth {self.depth}" if self.kind == "residual" else ""
+            )
         return f"{self.kind} {geo}, vocab {self.vocab_size}"
 
 

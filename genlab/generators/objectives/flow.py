@@ -14,26 +14,69 @@ leaves the cosine unchanged, so its v = x0 - eps convention gives the same term.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genlab import registry
+from genlab.generators.base import Generator, Sampled, SampleOptions, option
 from genlab.nn import per_sample_rand, per_sample_randn
 from genlab.registry import register
-from genlab.samplers import SampleResult, get, guided
+from genlab.samplers import GUIDANCE_SCHEDULES, SCHEDULES, Blocks, guided, integrate
 from genlab.samplers.schedules import shift_time
 
 # independent per-sample random streams (see genlab.nn.rng)
 NOISE, TIME, DROP = 0, 1, 2
 
 
+@dataclass
+class FlowSampleOptions(SampleOptions):
+    """How a flow model is integrated: a continuous sampler on a time grid, with classifier-free guidance."""
+
+    sampler: str = option("euler", "a registered continuous sampler: euler, heun, dpm++, unipc, flowturbo")
+    steps: int = option(32, "integration steps", low=1, high=10_000)
+    cfg: float = option(1.0, "guidance scale, 1 = none", low=0.0, high=100.0)
+    cfg_interval: tuple[float, ...] = option(
+        (0.0, 1.0), "guide only for t in [LO, HI] (t = 1 is noise), e.g. 0.1,1.0", low=0.0, high=1.0,
+        aliases=("guidance_interval",),
+    )  # fmt: skip
+    cfg_schedule: Literal[GUIDANCE_SCHEDULES] = option("constant", "guidance scale over time: constant, linear, cosine")
+    guidance_channels: int = option(0, "guide only the first N channels (DiT/LightningDiT: 3); 0 = all", low=0)
+    schedule: Literal[SCHEDULES] = option("uniform", "timestep schedule: uniform, logit_normal, edm")
+    shift: float = option(1.0, "timestep shift s: t' = s t / (1 + (s - 1) t); 1 = none", low=1e-3, high=1e3)
+    blocks: str = option("", "flowturbo: Heun, pseudo-corrector and refiner steps, e.g. H1P5R3 (sets the steps)")
+    compile: bool = option(False, "torch.compile the networks (GPU; ignored on the CPU)")
+
+    def check(self) -> None:
+        registry.get("sampler", self.sampler)  # an unknown name lists the registered ones
+        if len(self.cfg_interval) != 2 or self.cfg_interval[0] > self.cfg_interval[1]:
+            raise ValueError(
+                f"cfg_interval must be LO,HI with 0 <= LO <= HI <= 1 (t = 1 is noise), got {self.cfg_interval}"
+            )
+        if self.blocks:
+            if self.sampler != "flowturbo":
+                raise ValueError("blocks is an option of sampler flowturbo")
+            b = Blocks.parse(self.blocks)
+            if b.steps != self.steps:
+                raise ValueError(f"blocks {b} take {b.steps} steps, but steps is {self.steps}")
+
+    @classmethod
+    def merge(cls, defaults: SampleOptions, given: dict[str, Any]) -> SampleOptions:
+        """``blocks`` given without ``steps`` sets the steps."""
+        if given.get("blocks") and "steps" not in given:
+            given = {**given, "steps": Blocks.parse(str(given["blocks"])).steps}
+        return super().merge(defaults, given)
+
+
 @register("objective", "flow")
-class RectifiedFlow(nn.Module):
+class RectifiedFlow(Generator):
     """Wraps a backbone ``f(x, t, y)``; owns the training loss and the callable samplers see."""
+
+    SampleOptions = FlowSampleOptions
+    TOKEN_KINDS = ("continuous",)
 
     @dataclass
     class Config:
@@ -58,7 +101,16 @@ class RectifiedFlow(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone
+        self.spec = backbone.spec
         self.num_classes: int = backbone.num_classes  # label num_classes is the null class
+        self.helpers: dict[str, nn.Module] = {}  # a FlowTurbo refiner ("refiner"), not part of these weights
+
+    def weights_module(self) -> nn.Module:
+        return self.backbone
+
+    def attach(self, name: str, module: nn.Module) -> None:
+        """A helper network trained against this model (FlowTurbo's velocity refiner: ``"refiner"``)."""
+        self.helpers[name] = module
 
     def sample_t(self, seeds: Tensor, device) -> Tensor:
         u = per_sample_rand(seeds, stream=TIME, device=device)  # (B,)
@@ -69,7 +121,7 @@ class RectifiedFlow(nn.Module):
             t = torch.sigmoid(self.cfg.logit_mean + self.cfg.logit_std * n)
         return t if self.cfg.time_shift == 1.0 else shift_time(t, self.cfg.time_shift)
 
-    def forward(self, x0: Tensor, labels: Tensor, seeds: Tensor) -> dict[str, Tensor]:
+    def loss(self, x0: Tensor, labels: Tensor, seeds: Tensor) -> dict[str, Tensor]:
         """The flow-matching loss E ||f(x_t, t, y) - (eps - x0)||^2 (+ the cosine term); per-sample randomness."""
         B = x0.shape[0]
         eps = per_sample_randn(seeds, tuple(x0.shape[1:]), stream=NOISE, device=x0.device, dtype=x0.dtype)
@@ -82,40 +134,27 @@ class RectifiedFlow(nn.Module):
         loss = velocity_loss(pred.float(), (eps - x0).float(), self.cfg.cosine_weight)
         return {"loss": loss}
 
-    loss = forward
-
     @torch.no_grad()
-    def sample(
-        self,
-        labels: Tensor,
-        seeds: Tensor,
-        *,
-        shape: tuple[int, ...],
-        sampler: str | Callable[..., SampleResult] = "euler",
-        steps: int = 32,
-        cfg: float = 1.0,
-        guidance_channels: int = 0,
-        guidance_interval: tuple[float, float] = (0.0, 1.0),
-        guidance_schedule: str = "constant",
-        refiner: nn.Module | None = None,
-        compile: bool = False,
-        **options,
-    ) -> SampleResult:
+    def sample(self, labels: Tensor, seeds: Tensor, options: FlowSampleOptions) -> Sampled:
         """Integrate from per-sample noise (seed i -> image i, whatever the batch) to t = 0.
 
-        ``refiner``: a FlowTurbo velocity refiner ``r(x, t, y, v)``, guided like the backbone and handed to the
-        sampler as ``refiner(x, t, v)``. ``compile``: run the networks through ``torch.compile`` (for GPUs; the
-        compiled modules are cached on the objective, one graph per batch shape). ``sampler`` is a registered
-        name or a function with the sampler signature."""
-        noise = per_sample_randn(seeds, shape, stream=NOISE, device=labels.device)
-        guide = dict(channels=guidance_channels, interval=guidance_interval, schedule=guidance_schedule)
-        net = _compiled(self, "backbone") if compile else self.backbone
-        velocity = guided(net, labels, self.num_classes, cfg, **guide)
-        if refiner is not None:
-            ref = _compiled(refiner, None) if compile else refiner
-            options["refiner"] = guided(ref, labels, self.num_classes, cfg, **guide)
-        sample = get(sampler) if isinstance(sampler, str) else sampler
-        return sample(velocity, noise, steps=steps, **options)
+        An attached FlowTurbo refiner ``r(x, t, y, v)`` is guided like the backbone and handed to the sampler as
+        ``refiner(x, t, v)``. ``compile``: run the networks through ``torch.compile`` (for GPUs; the compiled
+        modules are cached on the objective, one graph per batch shape)."""
+        o = options
+        noise = per_sample_randn(seeds, self.spec.shape, stream=NOISE, device=labels.device)
+        guide = dict(channels=o.guidance_channels, interval=tuple(o.cfg_interval), schedule=o.cfg_schedule)
+        net = _compiled(self, "backbone") if o.compile else self.backbone
+        velocity = guided(net, labels, self.num_classes, o.cfg, **guide)
+        extra: dict[str, Any] = {}
+        refiner = self.helpers.get("refiner")
+        if o.sampler == "flowturbo":
+            extra["blocks"] = o.blocks or None
+            if refiner is not None:
+                ref = _compiled(refiner, None) if o.compile else refiner
+                extra["refiner"] = guided(ref, labels, self.num_classes, o.cfg, **guide)
+        res = integrate(o.sampler, velocity, noise, steps=o.steps, shift=o.shift, schedule=o.schedule, **extra)
+        return Sampled(tokens=res.x, nfe=res.nfe, extra_nfe=res.refiner_nfe)
 
 
 def velocity_loss(pred: Tensor, target: Tensor, cosine_weight: float = 0.0) -> Tensor:

@@ -1,0 +1,192 @@
+"""The run folder: every read and write of ``runs/NAME/`` goes through ``RunFolder``.
+
+    config.yaml                       the fully resolved run config (its ``task`` says what was trained)
+    class_names.json                  class id -> name
+    tokenizer/{config.json, model.safetensors}
+    generator/{config.json, model.safetensors}   (EMA weights; config.json holds what rebuilding needs)
+    refiner/{config.json, model.safetensors}     (a FlowTurbo refiner run)
+    checkpoints/step_XXXXXXX/          trainer state (genlab.train.checkpoint)
+    samples/step_XXXXXXX.png
+    metrics.jsonl                     one JSON object per log/eval event
+    recon.json                        a tokenizer run's reconstruction metrics
+
+A run is self-contained: its components load from their own folders, whatever moved since. Every malformed
+file is a ``RunError`` naming the file and what to do, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+CONFIG, CLASS_NAMES, METRICS, RECON = "config.yaml", "class_names.json", "metrics.jsonl", "recon.json"
+COMPONENT_CONFIG, COMPONENT_WEIGHTS = "config.json", "model.safetensors"
+
+
+class RunError(RuntimeError):
+    """A run directory that is missing, incomplete or malformed; the message names the file and what to do."""
+
+
+def state_of(module: nn.Module) -> dict[str, Tensor]:
+    """A module's state dict as contiguous CPU tensors, ready for safetensors."""
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+class RunFolder:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ paths
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def exists(self) -> bool:
+        return self.path.is_dir()
+
+    def has(self, *names: str) -> bool:
+        return all((self.path / n).is_file() for n in names)
+
+    def has_component(self, part: str) -> bool:
+        return self.has(f"{part}/{COMPONENT_CONFIG}", f"{part}/{COMPONENT_WEIGHTS}")
+
+    def require(self, files: tuple[str, ...], what: str, hint: str) -> None:
+        """RunError naming every file of ``files`` missing here, and what to do."""
+        if not self.exists():
+            raise RunError(f"run directory {self.path} does not exist; {hint}")
+        missing = [f for f in files if not (self.path / f).is_file()]
+        if missing:
+            raise RunError(f"{self.path} is not a finished {what} (missing {', '.join(missing)}); {hint}")
+
+    # ------------------------------------------------------------------ reading
+
+    def read_config_dict(self) -> dict:
+        path = self.file(CONFIG)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as e:
+            raise RunError(f"cannot read {path}: {e.strerror or e}") from None
+        except yaml.YAMLError as e:
+            raise RunError(
+                f"{path} is not valid YAML ({str(e).splitlines()[0]}); restore it or retrain the run"
+            ) from None
+        if not isinstance(data, dict):
+            raise RunError(f"{path} does not hold a run config (a mapping of sections)")
+        return data
+
+    def read_config(self) -> Any:
+        """The run's config object (its task's Config class), checked."""
+        from genlab.config import ConfigError, config_from_dict
+
+        try:
+            return config_from_dict(self.read_config_dict())
+        except ConfigError as e:
+            raise RunError(f"{self.file(CONFIG)}: {e}") from None
+
+    def task(self) -> str:
+        """The task that made this run ("generator" when config.yaml names none); "" without a config."""
+        if not self.has(CONFIG):
+            return ""
+        return str(self.read_config_dict().get("task", "generator"))
+
+    def read_class_names(self) -> list[str]:
+        path = self.file(CLASS_NAMES)
+        names = self._read_json(path)
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise RunError(f"{path} must be a non-empty JSON list of class names")
+        return names
+
+    def read_component(self, part: str) -> tuple[dict, dict[str, Tensor]]:
+        """(config.json, state dict) of a component folder (``tokenizer``, ``generator``, ``refiner``)."""
+        return self.read_component_config(part), self.read_weights(part)
+
+    def read_component_config(self, part: str) -> dict:
+        path = self.path / part / COMPONENT_CONFIG
+        spec = self._read_json(path)
+        if not isinstance(spec, dict):
+            raise RunError(f"{path} must be a JSON object")
+        return spec
+
+    def read_weights(self, part: str) -> dict[str, Tensor]:
+        path = self.path / part / COMPONENT_WEIGHTS
+        try:
+            return load_file(str(path))
+        except FileNotFoundError:
+            raise RunError(
+                f"{path} is missing; finish or resume the run's training (`genlab train ... --resume auto`)"
+            ) from None
+        except (SafetensorError, OSError, ValueError) as e:
+            raise RunError(f"{path} is not a readable safetensors file ({e}); restore it or retrain the run") from None
+
+    def read_metrics(self) -> list[dict]:
+        """Every record of metrics.jsonl; lines that are not JSON objects are skipped."""
+        path = self.file(METRICS)
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+    def read_recon(self) -> dict | None:
+        path = self.file(RECON)
+        return self._read_json(path) if path.is_file() else None
+
+    def _read_json(self, path: Path) -> Any:
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise RunError(f"{path} is missing; finish or resume the run's training") from None
+        except OSError as e:
+            raise RunError(f"cannot read {path}: {e.strerror or e}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RunError(f"{path} is not valid JSON ({e}); restore it or retrain the run") from None
+
+    # ------------------------------------------------------------------ writing
+
+    def write_config(self, data: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.file(CONFIG).write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def write_class_names(self, names: list[str]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.file(CLASS_NAMES).write_text(json.dumps(list(names), indent=2))
+
+    def write_component(self, part: str, spec: dict, weights: nn.Module | dict[str, Tensor]) -> None:
+        """``part/config.json`` and ``part/model.safetensors`` (a module's state, or a state dict)."""
+        folder = self.path / part
+        folder.mkdir(parents=True, exist_ok=True)
+        state = state_of(weights) if isinstance(weights, nn.Module) else {k: v.detach().cpu().contiguous()
+                                                                          for k, v in weights.items()}  # fmt: skip
+        save_file(state, str(folder / COMPONENT_WEIGHTS))
+        (folder / COMPONENT_CONFIG).write_text(json.dumps(spec, indent=2))
+
+    def append_metrics(self, record: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.file(METRICS), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def write_recon(self, metrics: dict) -> None:
+        self.file(RECON).write_text(json.dumps(metrics, indent=2))

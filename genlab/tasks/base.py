@@ -1,0 +1,36 @@
+"""What every task shares: the trainer call that writes the run's config first, and image helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from genlab.config import ConfigError
+from genlab.data.base import batch_by_index
+from genlab.runs.store import RunFolder
+from genlab.train import Hooks, Trainer
+
+
+def fit(train_cfg, model, dataset, out: Path, hooks: Hooks, config_data: dict, resume: str | None) -> Path:
+    """Write the resolved config beside the run (main process), then train ``model`` (``forward(batch)``)."""
+    trainer = Trainer(train_cfg, model, dataset, out, hooks)
+    if trainer.acc.is_main_process:
+        RunFolder(out).write_config(config_data)
+    trainer.fit(resume=resume)
+    return out
+
+
+def training_data(cfg):
+    """The run's dataset (a ConfigError when it is empty), with torch's seed set from ``train.seed``, so the initial
+    weights built next are the same for every process and every run."""
+    dataset = cfg.data.build()
+    if len(dataset) < 1:
+        raise ConfigError(f"dataset {cfg.data.name} is empty")
+    torch.manual_seed(cfg.train.seed)
+    return dataset
+
+
+def first_images(dataset, n: int, start: int = 0) -> torch.Tensor:
+    """Images ``start .. start + n - 1`` of a dataset (fewer at its end), (n, 3, H, W) in [-1, 1]."""
+    return batch_by_index(dataset, torch.arange(start, min(start + n, len(dataset))))["image"]

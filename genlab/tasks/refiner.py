@@ -1,0 +1,101 @@
+"""Task ``flowturbo-refiner``: a network trained against a frozen generator run — FlowTurbo's velocity refiner.
+
+The template for every "train against a frozen run" task (reflow, CTM and other distillation): its config names
+``base_run``; the base run's pipeline is loaded frozen, trained on the base run's data, and the new weights are
+written in a folder of their own (``refiner/``), so that ``genlab sample --run OUT`` loads the base run with
+them attached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from genlab import registry
+from genlab.config import Component, ConfigError, TrainConfig, component_from_dict, from_dict, to_dict
+from genlab.generators.refiner import RefinerTraining
+from genlab.pipeline import Pipeline, class_grid, save_grid
+from genlab.registry import register
+from genlab.runs.store import RunError, RunFolder
+from genlab.tasks.base import fit
+from genlab.tasks.generator import GeneratorTraining
+from genlab.train import Hooks
+
+
+@dataclass
+class RefinerRunConfig:
+    """``task: flowturbo-refiner``: a FlowTurbo velocity refiner trained against a frozen generator run."""
+
+    base_run: str  # the generator run directory (written by `genlab train`) whose velocity the refiner corrects
+    refiner: Component  # a registered refiner and its config
+    train: TrainConfig = field(default_factory=TrainConfig)
+    task: str = "flowturbo-refiner"
+    preset: str = ""  # the preset this config came from (informational)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RefinerRunConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a refiner run config is a mapping of sections, got {data!r}")
+        valid = ["task", "base_run", "refiner", "train", "preset"]
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ConfigError(f"unknown key {', '.join(unknown)}; valid sections: {', '.join(valid)}")
+        if not data.get("base_run"):
+            raise ConfigError("base_run: name the generator run to refine, e.g. base_run=runs/quickstart")
+        return cls(
+            base_run=str(data["base_run"]),
+            refiner=component_from_dict("refiner", data.get("refiner") or {"name": "flowturbo"}, "refiner"),
+            train=from_dict(TrainConfig, data.get("train"), "train"),
+            preset=str(data.get("preset", "")),
+        )
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+@register("task", "flowturbo-refiner")
+class RefinerRun:
+    Config = RefinerRunConfig
+
+    @staticmethod
+    def train(cfg: RefinerRunConfig, out: Path, *, resume: str | None = None) -> Path:
+        """Writes ``out/refiner/{config.json, model.safetensors}`` (EMA weights) and a config.yaml naming the base
+        run, so ``genlab sample --run OUT --sampler flowturbo`` samples the base model with this refiner."""
+        base_dir = Path(cfg.base_run)
+        try:
+            base = Pipeline.load(base_dir)
+        except RunError as e:
+            raise ConfigError(f"base_run: {e}") from None
+        if not hasattr(base.generator, "attach"):
+            raise ConfigError(f"base_run: {base_dir} is not a flow model; a FlowTurbo refiner refines flow models")
+        dataset = base.cfg.data.build()
+        torch.manual_seed(cfg.train.seed)
+        spec = base.tokenizer.token_spec
+        rcfg = cfg.refiner.cfg
+        if rcfg.patch_size == 0:
+            rcfg = dataclasses.replace(rcfg, patch_size=base.cfg.generator.cfg.patch_size)
+        try:
+            refiner = registry.get("refiner", cfg.refiner.name)(rcfg, spec=spec, num_classes=len(base.class_names))
+        except ValueError as e:
+            raise ConfigError(f"refiner: {e}") from None
+        model = GeneratorTraining(base.tokenizer, RefinerTraining(base.weights, refiner))
+        n_base, n_ref = (sum(p.numel() for p in m.parameters()) for m in (base.weights, refiner))
+        print(f"refiner: {n_ref:,} parameters, {100 * n_ref / n_base:.1f}% of the base model's {n_base:,}")
+        preview = {"sampler": "flowturbo", "steps": 9, "blocks": "H1P5R3"}
+
+        def sample(m: GeneratorTraining, step: int, run_dir: Path) -> None:
+            base.generator.attach("refiner", m.generator.refiner.eval())
+            s = base.cfg.sample
+            grid = class_grid(base, s.per_class, seed=s.seed, options=preview)
+            save_grid(grid.images, run_dir / "samples" / f"step_{step:07d}.png", nrow=s.per_class)
+            m.generator.refiner.train()
+
+        def export(m: GeneratorTraining, run_dir: Path) -> None:
+            ref = m.generator.refiner
+            RunFolder(run_dir).write_component("refiner", ref.saved_config(), ref)
+
+        data = {**cfg.to_dict(), "base_run": str(base_dir.resolve())}
+        return fit(cfg.train, model, dataset, out, Hooks(sample=sample, export=export), data, resume)

@@ -1,0 +1,110 @@
+"""One tiny config for every registered name of every registry kind (timm-style tests follow the registry).
+
+``test_contracts.py`` fails when a registered name has no entry here, so a new family is not done until it has
+one. Entries are plain data: a component's config mapping (``name`` excluded), or for generators the sections of
+a whole run config (tokenizer, generator, objective) on 16x16 digits. ``None`` marks a name whose contract needs
+something CI cannot make (DINOv2 weights), with the reason beside it.
+"""
+
+from __future__ import annotations
+
+# a VQGAN conv net small enough to build and run in milliseconds (f2: 16x16 images -> 8x8 tokens)
+NET = {"ch": 16, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_levels": [], "mid_attn": False, "z_channels": 8,
+       "norm_groups": 8}  # fmt: skip
+VQ_TOKENIZER = {"name": "vqgan", "net": NET, "embed_dim": 4, "quantizer": {"name": "vq", "codebook_size": 32},
+                "loss": {"perceptual": "none", "disc_weight": 0.0}}  # fmt: skip
+MSVQ_TOKENIZER = {"name": "msvq-vae", "net": NET, "embed_dim": 4,
+                  "quantizer": {"name": "msvq", "scales": [1, 2, 4, 8], "vq": {"codebook_size": 32}},
+                  "loss": {"perceptual": "none", "disc_weight": 0.0}}  # fmt: skip
+FLEXVQ_TOKENIZER = {"name": "flexvq", "net": NET, "embed_dim": 4, "quantizer": {"name": "vq", "codebook_size": 32},
+                    "scales": [1, 2, 4, 8], "loss": {"perceptual": "none", "disc_weight": 0.0}}  # fmt: skip
+DATA = {"name": "digits", "resolution": 16}
+
+TINY: dict[str, dict[str, dict | None]] = {
+    "dataset": {
+        "digits": {"resolution": 16},
+        "openmoji": {"resolution": 16, "skin_tones": False},
+        "imagefolder": {"resolution": 16, "num_classes": 0},  # root: a folder the test writes
+        "token-cache": {"resolution": 16},  # path: a cache the test writes
+    },
+    "tokenizer": {
+        "pixels": {"patch": 2},
+        "vqgan": {k: v for k, v in VQ_TOKENIZER.items() if k != "name"},
+        "rqvae": {
+            "net": NET,
+            "embed_dim": 4,
+            "quantizer": {"name": "rvq", "depth": 2, "vq": {"codebook_size": 16}},
+            "loss": {"perceptual": "none", "disc_weight": 0.0},
+        },  # fmt: skip
+        "msvq-vae": {k: v for k, v in MSVQ_TOKENIZER.items() if k != "name"},
+        "flexvq": {k: v for k, v in FLEXVQ_TOKENIZER.items() if k != "name"},
+        "kl-vae": {"net": {**NET, "ch_mult": [1, 2, 2]}, "embed_dim": 4, "loss": {"perceptual": "none"}},
+        "va-vae": {
+            "net": {**NET, "ch_mult": [1, 2, 2]},
+            "embed_dim": 4,
+            "loss": {"perceptual": "none"},
+            "vf": {"encoder": {"name": "random-conv", "dim": 32, "layers": 2}},
+        },  # fmt: skip
+        "sd-vae": {"scaling_factor": 0.5},  # path: a random diffusers AutoencoderKL the test saves
+        "run": {},  # path: a tokenizer folder the test saves
+    },
+    "quantizer": {
+        "vq": {"codebook_size": 32},
+        "fsq": {"levels": [5, 4, 3]},
+        "lfq": {"bits": 4, "entropy_group_bits": 4},
+        "rvq": {"depth": 3, "vq": {"codebook_size": 16}},
+        "msvq": {"scales": [1, 2, 4], "vq": {"codebook_size": 16}},
+    },
+    "image_encoder": {
+        "random-conv": {"dim": 32, "layers": 2},
+        "inception": {},
+        "dinov2": None,  # needs DINOv2 weights on disk, which CI does not have
+    },
+    "generator": {
+        "dit": {
+            "tokenizer": {"name": "pixels", "patch": 2},
+            "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2, "patch_size": 2},
+            "objective": {"name": "flow"},
+            "sample": {"steps": 3, "cfg": 2.0},
+        },  # fmt: skip
+        "maskgit": {
+            "tokenizer": VQ_TOKENIZER,
+            "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
+            "sample": {"steps": 4, "cfg": 2.0},
+        },  # fmt: skip
+        "gpt": {
+            "tokenizer": VQ_TOKENIZER,
+            "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
+            "sample": {"cfg": 2.0, "top_k": 8},
+        },  # fmt: skip
+        "var": {
+            "tokenizer": MSVQ_TOKENIZER,
+            "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
+            "sample": {"cfg": 1.5, "top_k": 8},
+        },  # fmt: skip
+        "flexvar": {
+            "tokenizer": FLEXVQ_TOKENIZER,
+            "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
+            "sample": {"cfg": 1.5, "top_k": 8},
+        },  # fmt: skip
+    },
+    "objective": {"flow": {}},  # exercised through the dit entry
+    "sampler": {name: {} for name in ("euler", "heun", "dpm++", "unipc", "flowturbo", "diffusers-euler")},
+    "evaluator": {"fid": {}, "kid": {}, "pr": {}, "is": {}},
+    "refiner": {"flowturbo": {"depth": 1, "hidden_size": 16, "num_heads": 2, "patch_size": 2}},
+    "task": {
+        "generator": {"preset": "smoke"},
+        "tokenizer": {"preset": "smoke-vq"},
+        "flowturbo-refiner": {"preset": "flowturbo-refiner"},
+    },  # fmt: skip
+}
+
+
+def generator_run(name: str) -> dict:
+    """The run-config mapping of a generator's tiny entry (digits 16x16, 4 steps of training data)."""
+    entry = TINY["generator"][name]
+    gen = {"name": name, **entry["generator"]}
+    data = {"data": DATA, "tokenizer": entry["tokenizer"], "generator": gen, "sample": entry.get("sample", {})}
+    if "objective" in entry:
+        data["objective"] = entry["objective"]
+    return data
