@@ -3,16 +3,18 @@
     python benchmarks/train_contended.py                 # ~2 minutes on a 2-core CPU; writes benchmarks/results/
     python benchmarks/train_contended.py --steps 40 --policies old,default,1-thread
 
-Each measurement is a fresh process (libgomp reads its settings once, when torch loads) that trains the preset
-(``quickstart`` by default: the DiT, data, batch and bf16 of ``make quickstart``) for ``--warmup`` + ``--steps``
-steps and logs every step; the rate is images over the wall time of the steps after the warm-up. "contended"
+Each measurement is a fresh ``genlab train`` process (libgomp reads its settings once, when torch loads) on the
+preset (``quickstart`` by default: the DiT, data, batch and bf16 of ``make quickstart``), logging every step; it is
+stopped once ``--warmup`` + ``--steps`` steps are logged (the final grid and export are not measured), and the
+rate is images over the wall time of the steps after the warm-up. "contended"
 runs the same beside ``python3 -c "while True: pass"``, started before the worker and killed after it. A
 measurement stops after ``--max-seconds`` of training (warm-up included) even if its steps are not done (the old
 policy under contention is ~20x slower) and reports the steps it timed; stopped within the warm-up, it times the
 steps after the first (``after_warmup: false``).
 
-Policies: ``old`` is torch's OpenMP as it comes (OMP_WAIT_POLICY unset: waiting threads spin); ``default`` is
-what ``genlab`` sets (``genlab.threads.configure()``, OMP_WAIT_POLICY=PASSIVE); ``1-thread`` is ``old`` with
+Policies: ``default`` is ``python -m genlab train`` as a user runs it (``genlab.threads.configure()``:
+OMP_WAIT_POLICY=PASSIVE); ``old`` is torch's OpenMP as it comes (OMP_WAIT_POLICY unset, torch imported before
+genlab's entry point: waiting threads spin); ``1-thread`` is ``old`` with
 OMP_NUM_THREADS=1. ``--threads N`` sets OMP_NUM_THREADS for the others (default: torch's, one per core).
 The target of issue 15: contended >= 50% of alone, and the default's alone rate within 5% of the old one.
 """
@@ -30,37 +32,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 BUSY = "while True: pass"
 POLICIES = ("old", "default", "1-thread")
 
 
-def worker(args: argparse.Namespace) -> int:
-    """Train in this process (policy applied before torch is imported); metrics.jsonl gets one record per step."""
-    if args.policy == "default":
-        from genlab import threads
-
-        threads.configure()
-    import torch
-
-    import genlab.data  # noqa: F401  (register the built-ins)
-    import genlab.generators  # noqa: F401
-    import genlab.tokenizers  # noqa: F401
-    from genlab import config
-    from genlab.pipeline import Pipeline
-    from genlab.train import GeneratorTask, Hooks, Trainer
-
-    overrides = [f"train.steps={args.warmup + args.steps}", "train.log_every=1", "train.checkpoint_every=0",
-                 "train.sample_every=0", "train.tensorboard=false"]  # fmt: skip
-    cfg = config.load(args.preset, overrides)
-    dataset = cfg.data.build()
-    torch.manual_seed(cfg.train.seed)
-    pipe = Pipeline.from_config(cfg, dataset.class_names)
-    task = GeneratorTask(pipe.tokenizer, pipe.objective)
-    print(json.dumps({"threads": torch.get_num_threads(), "batch_size": cfg.train.batch_size}), flush=True)
-    Trainer(cfg.train, task, dataset, Path(args.out), Hooks()).fit()
-    return 0
+# the old behaviour: torch (so libgomp, which reads OMP_WAIT_POLICY once, when it loads) before genlab's default
+OLD_ENTRY = "import sys, torch; from genlab.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def _children_cpu() -> float:
@@ -91,31 +72,35 @@ def measure(args: argparse.Namespace, policy: str, contended: bool) -> dict:
         env["OMP_NUM_THREADS"] = "1"
     elif args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
+    overrides = [f"train.steps={args.warmup + args.steps}", "train.log_every=1", "train.checkpoint_every=0",
+                 "train.sample_every=0", "train.tensorboard=false"]  # fmt: skip
     busy = subprocess.Popen([sys.executable, "-c", BUSY]) if contended else None
     try:
         with tempfile.TemporaryDirectory(prefix="genlab-contended-") as tmp:
             out = Path(tmp) / "run"
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--policy", policy, "--out", str(out),
-                   "--preset", args.preset, "--steps", str(args.steps), "--warmup", str(args.warmup)]  # fmt: skip
+            entry = ["-m", "genlab"] if policy == "default" else ["-c", OLD_ENTRY]
+            cmd = [sys.executable, *entry, "train", "--preset", args.preset, *overrides, "--out", str(out)]
             log = open(Path(tmp) / "worker.log", "w+")  # the worker's progress bar and any traceback
             cpu_before = _children_cpu()
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
             first, started = None, time.monotonic()
             while proc.poll() is None:
                 time.sleep(0.5)
-                if first is None and _records(out / "metrics.jsonl"):
+                recs = _records(out / "metrics.jsonl")
+                if first is None and recs:
                     first = time.monotonic()
-                if first is not None and time.monotonic() - first > args.max_seconds:
+                done = len(recs) >= args.warmup + args.steps  # the final grid and export are not measured
+                if done or (first is not None and time.monotonic() - first > args.max_seconds):
                     proc.kill()
                     proc.wait()
             wall = time.monotonic() - started
             cpu = _children_cpu() - cpu_before  # the worker's CPU time (spinning threads burn it); busy is alive
-            info = json.loads(proc.stdout.readline() or "{}")
             recs = _records(out / "metrics.jsonl")
             log.seek(0)
-            if proc.returncode not in (0, -9) or not info:
+            if proc.returncode not in (0, -9) or not recs:
                 raise SystemExit(f"the {policy} worker failed (exit {proc.returncode}):\n{log.read()[-3000:]}")
             log.close()
+            batch = yaml.safe_load((out / "config.yaml").read_text())["train"]["batch_size"]
     finally:
         if busy is not None:
             busy.kill()
@@ -124,11 +109,10 @@ def measure(args: argparse.Namespace, policy: str, contended: bool) -> dict:
     warm = bool(timed)
     if not timed:  # stopped during the warm-up (a collapsed rate): time what there is, but the first step
         timed = [r for r in recs if r["step"] > 1]
-    row = {"policy": policy, "contended": contended, "worker_wall_s": round(wall, 1),
-           "worker_cpu_s": round(cpu, 1), **info}  # fmt: skip
+    row = {"policy": policy, "contended": contended, "threads": env.get("OMP_NUM_THREADS", "torch default"),
+           "batch_size": batch, "worker_wall_s": round(wall, 1), "worker_cpu_s": round(cpu, 1)}  # fmt: skip
     if not timed:
         return {**row, "steps": 0, "img_per_s": None}
-    batch = info["batch_size"]
     seconds = sum(batch / r["img_per_s"] for r in timed)  # each record is one step's own time
     return {**row, "steps": len(timed), "after_warmup": warm, "seconds": round(seconds, 2),
             "img_per_s": round(batch * len(timed) / seconds, 1)}  # fmt: skip
@@ -143,11 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for old/default (default: torch's, one per core)")
     p.add_argument("--preset", default="quickstart")
     p.add_argument("--out", help="the result file (default: benchmarks/results/train_contended-cpu.json)")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--policy", choices=POLICIES, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.worker:
-        return worker(args)
     policies = [s.strip() for s in args.policies.split(",") if s.strip()]
     for name in policies:
         if name not in POLICIES:
