@@ -7,6 +7,18 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: quickstart quickstart-latent quickstart-maskgit quickstart-var test lint venv clean-runs
 
+# extra `genlab train` arguments, e.g. a short run: make quickstart QUICKSTART_ARGS="train.steps=20" (what CI runs)
+QUICKSTART_ARGS ?=
+
+# the run's own last grid (samples/step_XXXXXXX.png, written when training ends) as samples/final_grid.png;
+# sampling it again only when the run has none
+define final_grid
+	@last=$$(ls $(1)/samples/step_*.png 2>/dev/null | tail -n 1); \
+	if [ -n "$$last" ]; then cp "$$last" $(1)/samples/final_grid.png; \
+	else $(BIN)/genlab sample --run $(1) --n 8 --out $(1)/samples/final_grid.png; fi
+	@echo "samples: $(1)/samples/ (final_grid.png: the grid after the last step)"
+endef
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -23,10 +35,10 @@ venv: $(BIN)/python
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 
+# --resume auto: running it again continues an interrupted run (or only re-exports a finished one)
 quickstart: venv
-	$(BIN)/genlab train --preset quickstart --out runs/quickstart
-	$(BIN)/genlab sample --run runs/quickstart --n 8 --out runs/quickstart/samples/final_grid.png
-	@echo "samples: runs/quickstart/samples/"
+	$(BIN)/genlab train --preset quickstart --out runs/quickstart --resume auto $(QUICKSTART_ARGS)
+	$(call final_grid,runs/quickstart)
 
 # the latent quickstart: a KL-VAE, its cached latents (both flips), a DiT on them; each step is skipped once done
 # and an interrupted DiT run resumes from its last checkpoint
@@ -38,8 +50,7 @@ runs/quickstart-vae-cache/manifest.json: runs/quickstart-vae/tokenizer/model.saf
 
 quickstart-latent: runs/quickstart-vae-cache/manifest.json
 	$(BIN)/genlab train --preset quickstart-latent --out runs/quickstart-latent --resume auto
-	$(BIN)/genlab sample --run runs/quickstart-latent --n 8 --out runs/quickstart-latent/samples/final_grid.png
-	@echo "samples: runs/quickstart-latent/samples/"
+	$(call final_grid,runs/quickstart-latent)
 
 # MaskGIT on discrete tokens: a VQ tokenizer, its cached token ids (both flips), MaskGIT on them
 runs/quickstart-vq/tokenizer/model.safetensors: | venv
@@ -50,8 +61,7 @@ runs/quickstart-vq-cache/manifest.json: runs/quickstart-vq/tokenizer/model.safet
 
 quickstart-maskgit: runs/quickstart-vq-cache/manifest.json
 	$(BIN)/genlab train --preset quickstart-maskgit --out runs/quickstart-maskgit --resume auto
-	$(BIN)/genlab sample --run runs/quickstart-maskgit --n 8 --out runs/quickstart-maskgit/samples/final_grid.png
-	@echo "samples: runs/quickstart-maskgit/samples/"
+	$(call final_grid,runs/quickstart-maskgit)
 
 # VAR (next-scale prediction) on a multi-scale VQ tokenizer
 runs/quickstart-msvq/tokenizer/model.safetensors: | venv
@@ -59,11 +69,14 @@ runs/quickstart-msvq/tokenizer/model.safetensors: | venv
 
 quickstart-var: runs/quickstart-msvq/tokenizer/model.safetensors
 	$(BIN)/genlab train --preset quickstart-var --out runs/quickstart-var --resume auto
-	$(BIN)/genlab sample --run runs/quickstart-var --n 8 --out runs/quickstart-var/samples/final_grid.png
-	@echo "samples: runs/quickstart-var/samples/"
+	$(call final_grid,runs/quickstart-var)
+
+CHROMIUM_NOTE = "make test: chromium is not on the PATH, so the demo's browser test is skipped; to run it: sudo apt-get install chromium (Debian/Ubuntu), then make test again"
 
 test: venv
+	@command -v chromium >/dev/null 2>&1 || echo $(CHROMIUM_NOTE)
 	$(BIN)/python -m pytest -q -n 2 --durations=15
+	@command -v chromium >/dev/null 2>&1 || echo $(CHROMIUM_NOTE)
 
 lint: venv
 	$(BIN)/ruff check genlab tests benchmarks apps scripts

@@ -196,7 +196,7 @@ class Demo:
         out = Path(self._tmp.name) / f"{self._count:06d}"
         out.mkdir()
         shutil.rmtree(Path(self._tmp.name) / f"{self._count - self.KEEP_OUTPUTS:06d}", ignore_errors=True)
-        save_grid(result.images, out / "grid.png", nrow=n)
+        save_grid(result.images, out / "grid.png", nrow=n, row_labels=[names[i] for i in ids])
         command = sample_command(run, [names[i] for i in ids], n, sampler, steps, guidance, seed, interval)
         (out / "command.sh").write_text(command + "\n")
         u8 = to_uint8(result.images).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)

@@ -23,6 +23,7 @@ ALLOWED = {
     "tasks": {"registry", "config", "data", "tokenizers", "generators", "evals", "train", "runs", "grids", "pipeline",
               "tasks"},
     "imports": {"registry", "config", "nn", "tokenizers", "generators", "runs", "imports"},  # other codebases' files
+    "threads": set(),
     "demo": {"registry", "config", "data", "tokenizers", "samplers", "runs", "pipeline", "demo"},
     "bench": {"registry", "config", "nn", "data", "generators", "samplers", "train", "pipeline", "evals", "bench"},
 }  # fmt: skip

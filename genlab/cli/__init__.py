@@ -7,13 +7,13 @@ saying what to do, never a traceback (``errors.user_errors``).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from genlab.cli import bench, cache, demo, imports, info, sample, train
-from genlab.cli import eval as evaluate
 from genlab.cli.errors import EXIT_USAGE, UsageError, user_errors
 
-COMMANDS = (train, sample, evaluate, cache, info, bench, demo, imports)
+# the command modules, imported when the parser is built: after ``threads.configure()``, since they import torch
+COMMANDS = ("train", "sample", "eval", "cache", "info", "bench", "demo", "imports")
 
 __all__ = ["EXIT_USAGE", "UsageError", "build_parser", "main"]
 
@@ -24,12 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genlab", description="genlab: class-conditional image generation workbench")
     p.add_argument("--version", action="version", version=f"genlab {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for command in COMMANDS:
-        command.add_parser(sub)
+    for name in COMMANDS:
+        importlib.import_module(f"genlab.cli.{name}").add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from genlab import threads
+
+    threads.configure()  # before torch is imported: OpenMP threads sleep instead of spinning (see genlab/threads.py)
     parser = build_parser()  # the registry imports the built-ins on its first lookup
     args = parser.parse_args(argv)
     try:

@@ -81,7 +81,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from genlab.evals.sources import open_images
 
     metrics = evals.parse_metrics(args.metrics)
-    progress = not args.json or sys.stderr.isatty()
+    progress = not args.json or sys.stderr.isatty()  # the images' own features; references always show theirs (stderr)
     record: dict = {}
     ref_spec, run_data = args.ref, None
     if args.run:
@@ -103,11 +103,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise EvalError(f"{e}; pass --ref DATASET[:SPLIT] or a statistics file") from None
         ref_spec = f"{name}:{split}"
         ref = evals.dataset_reference(name, source.resolution, net, split=split, options=options,
-                                      batch_size=args.batch_size, progress=progress)[0]  # fmt: skip
+                                      batch_size=args.batch_size, progress=True)[0]  # fmt: skip
     elif any(e.needs_reference for e in needs):
         ref = evals.resolve_reference(
             ref_spec, net, resolution=source.resolution, need_features=any(e.needs_reference_features for e in needs),
-            batch_size=args.batch_size, progress=progress,
+            batch_size=args.batch_size, progress=True,
         )  # fmt: skip
     result = evals.evaluate(
         source, ref, net, metrics, batch_size=args.batch_size, progress=progress, reference_name=str(ref_spec or "")

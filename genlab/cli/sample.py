@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         arr = to_uint8(result.images).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3) uint8, as ADM's evaluator reads
         np.savez(out, arr_0=arr, labels=result.labels.numpy())
     else:
-        save_grid(result.images, out, nrow=args.n)
+        save_grid(result.images, out, nrow=args.n, row_labels=[pipe.class_names[c] for c in classes])
     extra = result.extra_nfe
     refined = f" + {extra} refiner evaluation{'s' * (extra != 1)}" if extra else ""
     print(f"{len(labels)} images, {result.nfe} NFE{refined}, {result.seconds:.1f}s -> {out}")

@@ -1,0 +1,31 @@
+"""genlab.threads: OpenMP waits passively unless the user chose, and the entry point applies it before torch loads."""
+
+import ast
+from pathlib import Path
+
+from genlab import threads
+
+CLI = Path(__file__).resolve().parents[1] / "genlab" / "cli.py"
+
+
+def test_sets_passive_wait_when_unset():
+    env = {"OMP_NUM_THREADS": "3"}
+    assert threads.configure(env) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert env == {"OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": "PASSIVE"}  # the thread count is the user's
+
+
+def test_a_user_setting_wins():
+    env = {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert threads.configure(env) == {}
+    assert env == {"OMP_WAIT_POLICY": "ACTIVE"}
+
+
+def test_main_configures_threads_before_anything_else():
+    tree = ast.parse(CLI.read_text())
+    main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
+    first_call = next(n for n in main.body if isinstance(n, ast.Expr))
+    assert ast.unparse(first_call) == "threads.configure()"
+    before = main.body[: main.body.index(first_call)]
+    assert all(isinstance(n, ast.ImportFrom) and n.module == "genlab" for n in before)
+    top_imports = [a.name for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names]
+    assert "torch" not in top_imports and not any(m.startswith("genlab") for m in top_imports)
