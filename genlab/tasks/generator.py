@@ -58,7 +58,8 @@ class GeneratorRun:
         def sample(m: GeneratorTraining, step: int, run_dir: Path) -> None:
             v = view(m).eval()
             grid = class_grid(v, s.per_class, seed=s.seed, options=s.options)
-            save_grid(grid.images, run_dir / "samples" / f"step_{step:07d}.png", nrow=s.per_class)
+            path = run_dir / "samples" / f"step_{step:07d}.png"
+            save_grid(grid.images, path, nrow=s.per_class, row_labels=pipe.class_names)
             v.train()
 
         def export(m: GeneratorTraining, run_dir: Path) -> None:

@@ -90,7 +90,8 @@ class RefinerRun:
             base.generator.attach("refiner", m.generator.refiner.eval())
             s = base.cfg.sample
             grid = class_grid(base, s.per_class, seed=s.seed, options=preview)
-            save_grid(grid.images, run_dir / "samples" / f"step_{step:07d}.png", nrow=s.per_class)
+            path = run_dir / "samples" / f"step_{step:07d}.png"
+            save_grid(grid.images, path, nrow=s.per_class, row_labels=base.class_names)
             m.generator.refiner.train()
 
         def export(m: GeneratorTraining, run_dir: Path) -> None:

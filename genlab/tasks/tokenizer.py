@@ -83,7 +83,8 @@ class TokenizerRun:
             tok = m.tokenizer.eval()
             with torch.no_grad():
                 recon = tok.roundtrip(shown.to(next(tok.parameters()).device)).clamp(-1, 1).cpu()
-            save_grid(torch.cat([shown, recon]), run_dir / "samples" / f"step_{step:07d}.png", nrow=len(shown))
+            path = run_dir / "samples" / f"step_{step:07d}.png"
+            save_grid(torch.cat([shown, recon]), path, nrow=len(shown), row_labels=["input", "reconstruction"])
             tok.train()
 
         def export(m: TokenizerTraining, run_dir: Path) -> None:
