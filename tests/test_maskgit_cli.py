@@ -1,5 +1,5 @@
 """MaskGIT through the same commands as a DiT run: train, sample, eval, bench sample, info, the demo's handler,
-and kill -9 + --resume auto."""
+and kill -9 + --resume auto (for VAR too)."""
 
 import json
 import os
@@ -87,8 +87,10 @@ def test_demo_handler_generates_without_a_sampler(maskgit_run):
 
 
 @pytest.mark.slow
-def test_kill_9_and_resume_is_bitwise_identical(tmp_path):
-    args = ["--preset", "smoke-maskgit", "train.steps=120", "train.checkpoint_every=20", "train.keep_checkpoints=10"]
+@pytest.mark.parametrize("preset", ["smoke-maskgit", "smoke-var"])
+def test_kill_9_and_resume_is_bitwise_identical(tmp_path, preset):
+    """For a masked and an autoregressive generator of discrete tokens, as tests/test_trainer.py does for DiT."""
+    args = ["--preset", preset, "train.steps=120", "train.checkpoint_every=20", "train.keep_checkpoints=10"]
 
     def genlab(*extra):
         cmd = [sys.executable, "-m", "genlab", "train", *args, *extra]
