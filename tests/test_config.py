@@ -13,7 +13,9 @@ def test_registry_lists_and_rejects_unknown_names():
         registry.names("widget")
 
 
-def test_registering_a_name_twice_is_an_error():
+def test_registering_a_name_twice_is_an_error(monkeypatch):
+    registry.load_builtins()
+    monkeypatch.setattr(registry, "_ENTRIES", {k: dict(v) for k, v in registry._ENTRIES.items()})  # undone after
     registry.register("sampler", "test-dup")(lambda *a, **k: None)
     with pytest.raises(registry.RegistryError, match="already registered"):
         registry.register("sampler", "test-dup")(lambda *a, **k: None)
