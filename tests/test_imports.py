@@ -25,7 +25,8 @@ ALLOWED = {
     "imports": {"registry", "config", "nn", "tokenizers", "generators", "runs", "imports"},  # other codebases' files
     "threads": set(),
     "demo": {"registry", "config", "data", "tokenizers", "samplers", "runs", "pipeline", "demo"},
-    "bench": {"registry", "config", "nn", "data", "generators", "samplers", "train", "pipeline", "evals", "bench"},
+    "bench": {"registry", "config", "nn", "data", "tokenizers", "generators", "samplers", "train", "pipeline", "evals",
+              "bench"},
 }  # fmt: skip
 
 

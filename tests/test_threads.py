@@ -1,11 +1,13 @@
 """genlab.threads: OpenMP waits passively unless the user chose, and the entry point applies it before torch loads."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from genlab import threads
 
-CLI = Path(__file__).resolve().parents[1] / "genlab" / "cli.py"
+CLI = Path(__file__).resolve().parents[1] / "genlab" / "cli" / "__init__.py"
 
 
 def test_sets_passive_wait_when_unset():
@@ -27,5 +29,9 @@ def test_main_configures_threads_before_anything_else():
     assert ast.unparse(first_call) == "threads.configure()"
     before = main.body[: main.body.index(first_call)]
     assert all(isinstance(n, ast.ImportFrom) and n.module == "genlab" for n in before)
-    top_imports = [a.name for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names]
-    assert "torch" not in top_imports and not any(m.startswith("genlab") for m in top_imports)
+    top = [n.module if isinstance(n, ast.ImportFrom) else a.name for n in tree.body
+           if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names]  # fmt: skip
+    assert "torch" not in top and all(m == "genlab.cli.errors" for m in top if m.startswith("genlab")), top
+    code = "import sys, genlab.cli; print('torch' in sys.modules)"  # the commands import torch once main runs
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
