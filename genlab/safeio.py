@@ -33,7 +33,7 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _safetensors_header(path: Path) -> dict:
+def safetensors_header(path: Path) -> dict:
     """The JSON header of a safetensors file, checked against the file's size before anything else reads it."""
     try:
         size = path.stat().st_size
@@ -79,7 +79,7 @@ def load_safetensors_checked(
     path = Path(path)
     if not path.is_file():
         raise CorruptFileError(f"{path}: missing (or not a regular file)")
-    _safetensors_header(path)
+    safetensors_header(path)
     try:
         tensors = load_file(str(path), device=device)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
@@ -104,7 +104,7 @@ def load_safetensors_checked(
 
 def safetensors_metadata(path: Path | str) -> dict[str, str]:
     """The ``__metadata__`` (str -> str) of a safetensors file, checked like its tensors."""
-    meta = _safetensors_header(Path(path)).get("__metadata__") or {}
+    meta = safetensors_header(Path(path)).get("__metadata__") or {}
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise CorruptFileError(f"{path}: its safetensors metadata is not a str -> str mapping")
     return meta
