@@ -24,10 +24,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from genlab.evals.base import EvalError
     from genlab.pipeline import RunError
     from genlab.registry import RegistryError
+    from genlab.safeio import CorruptFileError
     from genlab.tokenizers.base import TokenizerError
     from genlab.train.trainer import TrainError
 
     return (
+        CorruptFileError,
         UsageError,
         ConfigError,
         DataError,
@@ -282,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", required=True, help="preset name (see `genlab info --list`) or a .yaml path")
     t.add_argument("--out", help="run directory (default: runs/PRESET)")
     t.add_argument("--resume", help="'auto' (newest valid checkpoint in OUT) or a checkpoint directory")
-    t.add_argument("--overwrite", action="store_true", help="delete the run already in OUT (checkpoints, outputs) first")
+    t.add_argument(
+        "--overwrite", action="store_true", help="delete the run already in OUT (checkpoints, outputs) first"
+    )
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=100")
     t.set_defaults(fn=cmd_train)
 
@@ -388,6 +392,8 @@ def cmd_list() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from genlab.safeio import file_error_line, one_line
+
     parser = build_parser()  # the registry imports the built-ins on its first lookup
     args = parser.parse_args(argv)
     if args.command == "info" and args.list:
@@ -395,7 +401,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except _user_errors() as e:
-        print(f"genlab {args.command}: error: {e}", file=sys.stderr)
+        print(f"genlab {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # a corrupt run file or an unwritable output: one line; anything else is a bug
+        line = file_error_line(e, getattr(args, "run", None) or getattr(args, "tokenizer", None))
+        if line is None:
+            raise
+        print(f"genlab {args.command}: error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"genlab {args.command}: interrupted", file=sys.stderr)

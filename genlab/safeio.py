@@ -7,6 +7,7 @@ naming the file and what is wrong with it (the CLI prints it as one line, exit s
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -155,3 +156,43 @@ def fsync_dir(path: Path) -> None:
 def _few(keys: list[str], n: int = 3) -> str:
     more = f" and {len(keys) - n} more" if len(keys) > n else ""
     return ", ".join(keys[:n]) + more
+
+
+# ----------------------------------------------------------------------------- one line per error
+
+
+_OUTPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR,
+                  errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG, errno.EFBIG, errno.ELOOP}  # fmt: skip
+
+
+def one_line(e: BaseException) -> str:
+    """The message of a user error as one line. A DataLoader worker's error arrives as "Caught X in DataLoader worker
+    process N. Original Traceback ...": only its last line, the original message, is kept."""
+    text = str(e).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].replace(".", "").isidentifier() else last
+        text = f"{text} (in a DataLoader worker)"
+    return " ".join(text.split("\n")) if "\n" in text else text
+
+
+def file_error_line(e: BaseException, where: str | None = None) -> str | None:
+    """One line for an error that a bad file or path caused (a corrupt or foreign file, an unwritable, full or
+    misplaced output); None for anything else, which stays a traceback (a bug)."""
+    from safetensors import SafetensorError
+
+    try:
+        import yaml
+
+        yaml_error: tuple = (yaml.YAMLError,)
+    except ImportError:  # pragma: no cover
+        yaml_error = ()
+    inside = f" in {where}" if where else ""
+    if isinstance(e, OSError) and e.errno in _OUTPUT_ERRNOS and e.filename:
+        return f"{e.filename}: {e.strerror}"
+    if isinstance(e, (UnicodeDecodeError, json.JSONDecodeError, SafetensorError, *yaml_error)):
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        return f"a file{inside} is corrupt or not one genlab wrote ({type(e).__name__}: {first})"
+    if isinstance(e, RuntimeError) and "Error(s) in loading state_dict" in str(e):
+        return f"weights{inside} do not fit the model its config builds ({str(e).splitlines()[0][:160]})"
+    return None
