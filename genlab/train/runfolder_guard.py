@@ -65,7 +65,10 @@ def differences(old: dict, new: dict) -> list[str]:
 
 
 def read_run_config(out: Path) -> dict:
-    return RunFolder(out).read_config_dict()  # a RunError naming the file when it is not a readable mapping
+    try:
+        return RunFolder(out).read_config_dict()  # a RunError naming the file when it is not a readable mapping
+    except UnicodeDecodeError:
+        raise TrainError(f"{out / 'config.yaml'} is not text; choose another --out or pass --overwrite") from None
 
 
 def check_run_folder(out: Path | str, config_data: dict, *, resume: str | None, overwrite: bool = False) -> None:
