@@ -81,7 +81,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n <= 0:
         raise UsageError(f"--n must be positive, got {args.n}")
+    from genlab import inputs
     from genlab.option_flags import given_options
+
+    try:  # before the label list (--n per class) is built or the run is loaded
+        inputs.check_count(args.n, "--n (images per class)")
+        inputs.check_seed(args.seed, args.n)
+        inputs.check_device(args.device)
+        inputs.check_count(args.batch_size, "--batch-size", 4096)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
     given = given_options(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -121,6 +130,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.max_images <= 0 or args.max_steps <= 0:
         raise UsageError("--max-images and --max-steps must be positive")
+    from genlab import inputs
+
+    try:
+        inputs.check_port(args.port)
+        inputs.check_device(args.device)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     serve(args.run, host=args.host, port=args.port, device=args.device,
           limits=Limits(max_images=args.max_images, max_steps=args.max_steps))  # fmt: skip
     return 0

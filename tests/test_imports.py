@@ -64,6 +64,7 @@ ALLOWED = {
 }
 # genlab.safeio (reading untrusted files: safetensors, JSON) sits below everything, beside the registry
 ALLOWED["safeio"] = set()
+ALLOWED["inputs"] = set()  # genlab.inputs: ranges of the command line's arguments (used by cli)
 for _allowed in ALLOWED.values():
     _allowed.add("safeio")
 

@@ -121,3 +121,73 @@ def test_load_safetensors_checked_names_the_file_and_the_problem(tmp_path):
         load_safetensors_checked(tmp_path / "keys.safetensors", {"w", "b"})
     with pytest.raises(CorruptFileError, match=r"shape \(2, 3\), expected \(3, 2\)"):
         load_safetensors_checked(good, expected_shapes={"w": (3, 2)})
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sample", "--run", "RUN", "--n", str(10**9)], r"--n \(images per class\) must be in \[1, 10,000,000\]"),
+        (["sample", "--run", "RUN", "--seed", str(2**63)], r"--seed must be in \[0, 2\*\*63 - 8\]"),
+        (["sample", "--run", "RUN", "--seed", "-1"], r"--seed must be in"),
+        (["sample", "--run", "RUN", "--device", "tpu"], "--device must be cpu, cuda, cuda:N or mps"),
+        (["sample", "--run", "RUN", "--batch-size", "0"], "--batch-size must be in"),
+        (["demo", "--run", "RUN", "--port", "99999"], r"--port must be in \[1, 65535\]"),
+        (["demo", "--run", "RUN", "--port", "-1"], r"--port must be in \[1, 65535\]"),
+    ],
+)
+def test_numeric_flags_are_checked_before_any_work(args, message, capsys):
+    from genlab.cli import main
+
+    assert main(args) == 2  # RUN does not exist: the range is checked before the run is looked at
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert __import__("re").search(message, err), err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")
+def test_device_cuda_without_a_gpu_is_one_line(capsys):
+    from genlab.cli import main
+
+    assert main(["sample", "--run", "RUN", "--device", "cuda"]) == 2
+    assert "no CUDA GPU is visible" in capsys.readouterr().err
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(-(2**70), 2**70), seed=st.integers(-(2**70), 2**70), port=st.integers(-(2**20), 2**20))
+def test_property_sample_and_demo_numbers_are_refused_in_one_line_or_reach_the_run(n, seed, port, tmp_path_factory):
+    """Whatever the numbers, a missing run is reached only with valid ones; everything else is one usage line."""
+    import contextlib
+    import io
+
+    from genlab import inputs
+    from genlab.cli import main
+
+    missing = str(tmp_path_factory.getbasetemp() / "no-such-run")
+    for args, valid in (
+        (["sample", "--run", missing, "--n", str(n), "--seed", str(seed)],
+         1 <= n <= inputs.MAX_IMAGES and 0 <= seed <= inputs.MAX_SEED - n),
+        (["demo", "--run", missing, "--port", str(port)], 1 <= port <= 65535),
+    ):  # fmt: skip
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            assert main(args) == 2
+        text = err.getvalue()
+        assert text.count("\n") == 1 and "Traceback" not in text
+        assert ("does not exist" in text or "no such" in text.lower()) == valid, (args, text)
+
+
+def test_a_fifo_in_an_image_folder_never_blocks(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from genlab.data.base import DataError
+    from genlab.data.imagefolder import ImageFolderDataset, load_image
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / c / "ok.png")
+    os.mkfifo(tmp_path / "a" / "stuck.png")  # opening it for reading would wait for a writer forever
+    ds = ImageFolderDataset(ImageFolderDataset.Config(root=str(tmp_path), resolution=8, num_classes=0))
+    assert len(ds) == 2
+    with pytest.raises(DataError, match="stuck.png: not a regular file"):
+        load_image(str(tmp_path / "a" / "stuck.png"), 8)
