@@ -191,3 +191,28 @@ def test_a_fifo_in_an_image_folder_never_blocks(tmp_path):
     assert len(ds) == 2
     with pytest.raises(DataError, match="stuck.png: not a regular file"):
         load_image(str(tmp_path / "a" / "stuck.png"), 8)
+
+
+def test_a_data_loader_workers_error_is_its_original_message():
+    from genlab.data.base import DataError
+    from genlab.safeio import one_line
+
+    wrapped = DataError(
+        "Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n    raise DataError(...)\ngenlab.data.base.DataError: cannot read image a.png: '
+        "truncated"
+    )
+    assert one_line(wrapped) == "cannot read image a.png: truncated (in a DataLoader worker)"
+
+
+def test_unwritable_outputs_and_foreign_files_are_one_line(tmp_path):
+    import errno
+
+    from safetensors import SafetensorError
+
+    from genlab.safeio import file_error_line
+
+    full = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
+    assert file_error_line(full) == f"{tmp_path / 'x'}: No space left on device"
+    assert "corrupt or not one genlab wrote" in file_error_line(SafetensorError("bad header"), "runs/x")
+    assert file_error_line(KeyError("a bug")) is None  # not a file problem: stays a traceback
