@@ -86,6 +86,8 @@ def check_run_folder(out: Path | str, config_data: dict, *, resume: str | None, 
     if not held:
         return
     if not (out / "config.yaml").is_file():
+        if resume:  # checkpoints copied without their config: the checkpoint's loaders check every shape
+            return
         raise TrainError(
             f"{out} holds {', '.join(held)} but no config.yaml, so it is no run genlab can continue; "
             "choose another --out, or pass --overwrite to delete them"
