@@ -171,7 +171,9 @@ def one_line(e: BaseException) -> str:
     text = str(e).strip()
     if "Original Traceback" in text:
         last = text.splitlines()[-1]
-        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].replace(".", "").isidentifier() else last
+        text = (
+            last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].replace(".", "").isidentifier() else last
+        )
         text = f"{text} (in a DataLoader worker)"
     return " ".join(text.split("\n")) if "\n" in text else text
 
