@@ -139,9 +139,11 @@ def require_finite(name: str, value: float, *, low: float | None = None, high: f
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value}")
     if (low is not None and value < low) or (high is not None and value > high):
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+        if high is None:
+            raise ValueError(f"{name} must be >= {low:g}, got {value}")
+        if low is None:
+            raise ValueError(f"{name} must be <= {high:g}, got {value}")
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}], got {value}")
     return value
 
 

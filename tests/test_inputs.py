@@ -28,7 +28,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", "OMP_NUM_THRE
         ("train.lr=nan", "train.lr must be a finite number"),
         ("train.lr=1e308", "train.lr must be in"),
         ("train.grad_clip=nan", "train.grad_clip must be a finite number"),
-        ("train.grad_clip=-1", "train.grad_clip must be in"),
+        ("train.grad_clip=-1", "train.grad_clip must be >= 0"),
         ("train.betas=[0.9,nan]", r"train.betas\[1\] must be a finite number"),
         ("train.betas=[0.9]", "train.betas must be two numbers"),
         ("train.ema_decay=1", r"train.ema_decay must be in \[0, 1\)"),
