@@ -201,10 +201,31 @@ class TrainConfig:
         for key in ("steps", "batch_size", "grad_accum", "log_every"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"train.{key} must be positive, got {getattr(self, key)}")
-        if self.lr <= 0:
-            raise ValueError(f"train.lr must be positive, got {self.lr}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        check_train_numbers(self)
+
+
+def check_train_numbers(t: TrainConfig) -> None:
+    """Every number of ``train`` finite and in its range (NaN fails every comparison, so ``x < 0`` checks pass it)."""
+    from genlab.safeio import require_finite
+
+    require_finite("train.lr", t.lr, low=0.0, high=1e3)
+    if t.lr == 0:
+        raise ValueError("train.lr must be positive, got 0.0")
+    require_finite("train.disc_lr", t.disc_lr, low=0.0, high=1e3)
+    require_finite("train.weight_decay", t.weight_decay, low=0.0, high=1e3)
+    require_finite("train.grad_clip", t.grad_clip, low=0.0)
+    for key, value in (("ema_decay", t.ema_decay), *((f"betas[{i}]", b) for i, b in enumerate(t.betas))):
+        if not 0.0 <= require_finite(f"train.{key}", value) < 1.0:
+            raise ValueError(f"train.{key} must be in [0, 1), got {value}")
+    if len(t.betas) != 2:
+        raise ValueError(f"train.betas must be two numbers, got {list(t.betas)}")
+    for key in ("warmup_steps", "sample_every", "checkpoint_every", "keep_checkpoints", "num_workers"):
+        if getattr(t, key) < 0:
+            raise ValueError(f"train.{key} must be >= 0, got {getattr(t, key)}")
+    if not 0 <= t.seed < 2**63:
+        raise ValueError(f"train.seed must be in [0, 2**63), got {t.seed}")
+    if t.steps > 10**10:
+        raise ValueError(f"train.steps must be <= 1e10, got {t.steps}")
 
 
 @dataclass
@@ -364,20 +385,41 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_preset_dict(name: str) -> dict:
+def _read_yaml(path: Any) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:  # also python tags (!!python/object): safe_load refuses them
+        where = getattr(e, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', None) or type(e).__name__}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read ({type(e).__name__})") from None
+
+
+def _checked_preset(name: str, data: Any) -> dict:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {name!r} must be a mapping of sections, got a {type(data).__name__}")
+    return data
+
+
+def load_preset_dict(name: str, chain: tuple[str, ...] = ()) -> dict:
     """The raw mapping of a preset, with its ``base:`` chain merged in."""
     files = _preset_files()
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.exists():
-        data = yaml.safe_load(path.read_text())
+        data = _read_yaml(path)
     elif name in files:
-        data = yaml.safe_load(files[name].read_text())
+        data = _read_yaml(files[name])
     else:
         raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(list_presets())} (or a path to a .yaml file)")
-    data = data or {}
+    data = _checked_preset(name, data)
     base = data.pop("base", None)
     if base:
-        data = _deep_merge(load_preset_dict(base), data)
+        if not isinstance(base, str) or base in chain or base == name:
+            raise ConfigError(f"preset {name!r}: base {base!r} names itself or a preset that bases on it")
+        data = _deep_merge(load_preset_dict(base, (*chain, name)), data)
     data["preset"] = name  # the preset asked for, not the base it builds on
     return data
 

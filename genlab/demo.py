@@ -17,7 +17,10 @@ import os
 import random
 import shlex
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,18 +119,48 @@ def sample_command(run: Run, classes: list[str], n: int, sampler: str, steps: in
     return shlex.join([*args, "--out", "grid.png"])
 
 
-def _number(value, name: str, lo: float, hi: float, *, integer: bool) -> float | int:
+def _refused(message: str) -> Exception:
+    """The error a refused request shows in the page; the console gets one line, not a traceback per request."""
     import gradio as gr
 
+    print(f"genlab demo: refused a request: {message}", file=sys.stderr, flush=True)
+    return gr.Error(message, print_exception=False)
+
+
+def _read_upload(path: Path, max_pixels: int) -> np.ndarray:
+    """An uploaded image as (H, W, 3) uint8, refused from its header (declared size) before any pixel is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:  # reads the header only
+            w, h = im.size
+            if w * h <= max_pixels:
+                return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
+        raise _refused(f"the upload is not an image this demo can read ({type(e).__name__})") from None
+    raise _refused(f"the image is {w}×{h}; at most {max_pixels:,} pixels")
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the demo like Ctrl-C: the server closes and the private temporary folder is removed at exit."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _number(value, name: str, lo: float, hi: float, *, integer: bool) -> float | int:
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a number, got {value!r}") from None
+        raise _refused(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(x) or not lo <= x <= hi:
-        raise gr.Error(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
+        raise _refused(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
     if integer:
         if not x.is_integer():
-            raise gr.Error(f"{name} must be a whole number, got {value!r}")
+            raise _refused(f"{name} must be a whole number, got {value!r}")
         return int(x)
     return x
 
@@ -145,33 +178,29 @@ class Demo:
     KEEP_OUTPUTS = 8  # request folders kept in the private temporary folder (Gradio copies them to its cache)
 
     def run(self, name) -> Run:
-        import gradio as gr
-
         if name not in self.runs:
-            raise gr.Error(f"unknown model {name!r}; this demo serves: {', '.join(self.runs)}")
+            raise _refused(f"unknown model {name!r}; this demo serves: {', '.join(self.runs)}")
         return self.runs[name]
 
     def generate(
         self, model, classes, images_per_class, sampler, steps, guidance, seed, interval_lo=0.0, interval_hi=1.0
     ):
         """Images for each chosen class (``n`` per class, image i from seed ``seed + i``), a grid and a command."""
-        import gradio as gr
-
         run, lim = self.run(model), self.limits
         if isinstance(classes, str):
             classes = [classes]
         if not classes:
-            raise gr.Error("choose at least one class")
+            raise _refused("choose at least one class")
         names = run.pipe.class_names
         try:  # the dropdown sends names; API clients may send ids
             ids = [names.index(c) if c in names else run.pipe.class_ids([c])[0] for c in map(str, classes)]
         except ValueError as e:
-            raise gr.Error(str(e)) from None
+            raise _refused(str(e)) from None
         n = _number(images_per_class, "images per class", 1, lim.max_images, integer=True)
         if n * len(ids) > lim.max_images:
-            raise gr.Error(f"{n} images x {len(ids)} classes = {n * len(ids)}; at most {lim.max_images} per request")
+            raise _refused(f"{n} images x {len(ids)} classes = {n * len(ids)}; at most {lim.max_images} per request")
         if run.has_sampler and sampler not in self.samplers:
-            raise gr.Error(f"unknown sampler {sampler!r}; samplers: {', '.join(self.samplers)}")
+            raise _refused(f"unknown sampler {sampler!r}; samplers: {', '.join(self.samplers)}")
         steps = _number(steps, "steps", 1, lim.max_steps, integer=True)
         guidance = _number(guidance, "guidance scale", 0, lim.max_guidance, integer=False)
         seed = _number(seed, "seed", 0, MAX_SEED, integer=True)
@@ -182,7 +211,7 @@ class Demo:
             interval = (_number(interval_lo, "interval start", 0, 1, integer=False),
                         _number(interval_hi, "interval end", 0, 1, integer=False))  # fmt: skip
             if interval[0] > interval[1]:
-                raise gr.Error(f"the guidance interval starts after it ends: {interval[0]:g} > {interval[1]:g}")
+                raise _refused(f"the guidance interval starts after it ends: {interval[0]:g} > {interval[1]:g}")
             options["cfg_interval"] = interval
         labels = [c for c in ids for _ in range(n)]
         fields = run.pipe.options_class.fields()  # a generator without steps (a GPT) ignores that slider
@@ -190,7 +219,7 @@ class Demo:
         try:
             result = run.pipe.generate(labels, seed=seed, options=options)
         except ValueError as e:  # options this run's generator refuses (e.g. steps above its token count)
-            raise gr.Error(str(e)) from None
+            raise _refused(str(e)) from None
 
         self._count += 1
         out = Path(self._tmp.name) / f"{self._count:06d}"
@@ -207,14 +236,15 @@ class Demo:
 
     def reconstruct(self, model, image):
         """Encode and decode an upload at the run's resolution; returns (input, reconstruction, report)."""
-        import gradio as gr
         from PIL import Image
 
         run = self.run(model)
         if image is None:
-            raise gr.Error("upload an image first")
+            raise _refused("upload an image first")
+        if isinstance(image, (str, Path)):  # an upload's path: its size is read from the header, then it is decoded
+            image = _read_upload(Path(image), self.limits.max_upload_pixels)
         if image.shape[0] * image.shape[1] > self.limits.max_upload_pixels:
-            raise gr.Error(
+            raise _refused(
                 f"the image is {image.shape[1]}×{image.shape[0]}; at most {self.limits.max_upload_pixels:,} pixels"
             )
         h, w = image.shape[:2]
@@ -372,7 +402,7 @@ def build_app(runs: list[Run], limits: Limits = Limits()):
                 recon_note = gr.Markdown(reconstruct_note(first))
                 with gr.Row():
                     upload = gr.Image(label=f"Upload (center-cropped, resized to the run's resolution; "
-                                      f"≤ {limits.max_upload_size})", type="numpy", image_mode="RGB",
+                                      f"≤ {limits.max_upload_size})", type="filepath", image_mode=None,
                                       sources=["upload", "clipboard"])  # fmt: skip
                     seen = gr.Image(label="Input at the run's resolution", interactive=False, format="png",
                                     elem_classes=["pixelated"])  # fmt: skip
@@ -425,6 +455,7 @@ def serve(run_dirs: list[str], *, host: str = "127.0.0.1", port: int = 7860, dev
     app = build_app(runs, limits)
     names = ", ".join(r.name for r in runs)
     print(f"genlab demo: loaded {names} on {runs[0].device}; starting http://{host}:{port}", flush=True)
+    _stop_on_sigterm()
     try:
         app.launch(server_name=host, server_port=port, **launch_kwargs(limits))
     except OSError as e:

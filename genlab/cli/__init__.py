@@ -33,12 +33,20 @@ def main(argv: list[str] | None = None) -> int:
     from genlab import threads
 
     threads.configure()  # before torch is imported: OpenMP threads sleep instead of spinning (see genlab/threads.py)
+    from genlab.safeio import file_error_line, one_line
+
     parser = build_parser()  # the registry imports the built-ins on its first lookup
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
     except user_errors() as e:
-        print(f"genlab {args.command}: error: {e}", file=sys.stderr)
+        print(f"genlab {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # a corrupt run file or an unwritable output: one line; anything else is a bug
+        line = file_error_line(e, getattr(args, "run", None) or getattr(args, "tokenizer", None))
+        if line is None:
+            raise
+        print(f"genlab {args.command}: error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"genlab {args.command}: interrupted", file=sys.stderr)

@@ -25,6 +25,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_images <= 0 or args.max_steps <= 0:
         raise UsageError("--max-images and --max-steps must be positive")
+    from genlab import inputs
+
+    try:
+        inputs.check_port(args.port)
+        inputs.check_device(args.device)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     serve(args.run, host=args.host, port=args.port, device=args.device,
           limits=Limits(max_images=args.max_images, max_steps=args.max_steps))  # fmt: skip
     return 0

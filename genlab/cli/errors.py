@@ -16,10 +16,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from genlab.evals.base import EvalError
     from genlab.pipeline import RunError
     from genlab.registry import RegistryError
+    from genlab.safeio import CorruptFileError
     from genlab.tokenizers.base import TokenizerError
     from genlab.train.trainer import TrainError
 
     return (
+        CorruptFileError,
         UsageError,
         ConfigError,
         DataError,

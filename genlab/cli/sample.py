@@ -38,6 +38,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n <= 0:
         raise UsageError(f"--n must be positive, got {args.n}")
+    from genlab import inputs
+
+    try:  # before the label list (--n per class) is built or the run is loaded
+        inputs.check_count(args.n, "--n (images per class)")
+        inputs.check_seed(args.seed, args.n)
+        inputs.check_device(args.device)
+        inputs.check_count(args.batch_size, "--batch-size", 4096)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     given = given_options(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if given.get("compile") and device == "cpu":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from genlab.cli.errors import UsageError
@@ -13,6 +14,9 @@ def add_parser(sub) -> None:
     t.add_argument("--preset", required=True, help="preset name (see `genlab info --list`) or a .yaml path")
     t.add_argument("--out", help="run directory (default: runs/PRESET)")
     t.add_argument("--resume", help="'auto' (newest valid checkpoint in OUT) or a checkpoint directory")
+    t.add_argument(
+        "--overwrite", action="store_true", help="delete the run already in OUT (checkpoints, outputs) first"
+    )
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=100")
     t.set_defaults(fn=run)
 
@@ -28,6 +32,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--resume {resume}: no such checkpoint directory (use --resume auto or a checkpoints/step_XXXXXXX path)"
         )
+    from genlab.train.runfolder_guard import check_run_folder, clear_run_outputs
+
+    if isinstance(cfg, config.RunConfig):  # refused before any model is built (the trainer checks again)
+        check_run_folder(out, cfg.to_dict(), resume=resume, overwrite=args.overwrite)
+    elif args.overwrite:
+        check_run_folder(out, {}, resume=resume, overwrite=True)
+    if args.overwrite and (removed := clear_run_outputs(out)):
+        print(f"--overwrite: deleted {', '.join(removed)} of the run in {out}", file=sys.stderr)
     train_run(cfg, out, resume=resume)
     print(f"run written to {out}")
     return 0

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from genlab.data.base import DataError, batch_by_index
 from genlab.registry import register
+from genlab.safeio import CorruptFileError, read_json_checked, safetensors_header
 
 MANIFEST, PARTIAL = "manifest.json", "manifest.partial.json"
 FORMAT = 1
@@ -158,7 +159,12 @@ def _claim(out: Path, plan: dict) -> None:
 # ----------------------------------------------------------------------------- reading
 
 
+MAX_COUNT = 2**40  # more samples than any cache holds: a manifest saying more is crafted or corrupt
+
+
 def read_manifest(path: Path | str) -> dict:
+    """The manifest of the cache in ``path``, its structure checked: every shard a plain file name inside ``path``
+    with a count and a sha256, counts that add up (a ``DataError`` naming the file otherwise)."""
     path = Path(path)
     f = path / MANIFEST
     if not f.is_file():
@@ -166,33 +172,80 @@ def read_manifest(path: Path | str) -> dict:
             path / PARTIAL
         ).is_file() else ""  # fmt: skip
         raise DataError(f"no token cache at {path}: {f} is missing{partial}; make one with `genlab cache`")
-    manifest = json.loads(f.read_text())
+    try:
+        manifest = read_json_checked(f)
+    except CorruptFileError as e:
+        raise DataError(f"{e}; make the cache again with `genlab cache`") from None
     if manifest.get("format") != FORMAT:
         raise DataError(f"{f}: unknown token cache format {manifest.get('format')!r} (this genlab reads {FORMAT})")
+    shards, count = manifest.get("shards"), manifest.get("count")
+    if not _count_ok(count) or not isinstance(shards, list) or not shards:
+        raise DataError(f"{f}: no valid count and shard list; make the cache again with `genlab cache`")
+    for i, e in enumerate(shards):
+        name = e.get("file") if isinstance(e, dict) else None
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", "..") or not name.endswith(
+            ".safetensors"
+        ):  # fmt: skip
+            raise DataError(f"{f}: shard {i} names {name!r}, not a .safetensors file inside {path}")
+        if not _count_ok(e.get("count")) or not isinstance(e.get("sha256"), str):
+            raise DataError(f"{f}: shard {name} has no valid count and sha256")
+    if sum(e["count"] for e in shards) != count:
+        raise DataError(f"{f}: shard counts add up to {sum(e['count'] for e in shards)}, the manifest says {count}")
+    if not isinstance(manifest.get("class_names"), list) or not _count_ok(manifest.get("resolution")):
+        raise DataError(f"{f}: no valid class_names and resolution")
     return manifest
 
 
-class _Shard:
-    """The tensors of one safetensors file as read-only memory maps."""
+def _count_ok(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT
 
-    def __init__(self, path: Path):
+
+class _Shard:
+    """The tensors of one safetensors file as read-only memory maps, checked against the file (dtype, shape, offsets,
+    ``rows`` rows each) and, before the first read, against the sha256 the manifest recorded."""
+
+    def __init__(self, path: Path, rows: int, sha256: str):
+        self.path, self.rows, self.sha256, self.verified = path, rows, sha256, False
+        try:
+            header = safetensors_header(path)
+        except CorruptFileError as e:
+            raise DataError(f"token cache shard {e}; make the cache again with `genlab cache`") from None
         with open(path, "rb") as f:
             size = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(size))
         header.pop("__metadata__", None)
-        self.tensors: dict[str, tuple[np.memmap, str]] = {}
+        self.tensors: dict[str, tuple[np.ndarray, str]] = {}
         for name, info in header.items():
-            begin, end = info["data_offsets"]
-            count = int(np.prod(info["shape"])) if info["shape"] else 1
-            if count == 0 or begin == end:
-                arr = np.zeros(info["shape"], dtype=_NP[info["dtype"]])
-            else:
-                arr = np.memmap(
-                    path, dtype=_NP[info["dtype"]], mode="r", offset=8 + size + begin, shape=tuple(info["shape"])
+            kind, shape = info.get("dtype"), info.get("shape")
+            if kind not in _NP:
+                raise DataError(f"{path}: tensor {name!r} has dtype {kind!r}; a token cache holds {', '.join(_NP)}")
+            if not (isinstance(shape, list) and all(isinstance(d, int) and 0 <= d <= MAX_COUNT for d in shape)):
+                raise DataError(f"{path}: tensor {name!r} has no valid shape")
+            if not shape or shape[0] != rows:
+                raise DataError(
+                    f"{path}: tensor {name!r} has {shape[0] if shape else 0} rows, the manifest says {rows}"
                 )
-            self.tensors[name] = (arr, info["dtype"])
+            begin, end = info["data_offsets"]
+            count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            if end - begin != count * np.dtype(_NP[kind]).itemsize:
+                raise DataError(f"{path}: tensor {name!r} takes {end - begin} bytes, its shape needs another size")
+            if count == 0:
+                arr = np.zeros(shape, dtype=_NP[kind])
+            else:
+                arr = np.memmap(path, dtype=_NP[kind], mode="r", offset=8 + size + begin, shape=tuple(shape))
+            self.tensors[name] = (arr, kind)
+        if "label" not in self.tensors:
+            raise DataError(f"{path}: no 'label' tensor; make the cache again with `genlab cache`")
 
     def take(self, name: str, rows: np.ndarray) -> Tensor:
+        if not self.verified:
+            if _sha256(self.path) != self.sha256:
+                raise DataError(
+                    f"{self.path}: its checksum differs from the one in the manifest (changed or corrupt since "
+                    "`genlab cache` wrote it); make the cache again"
+                )
+            self.verified = True
+        if name not in self.tensors:
+            raise DataError(f"{self.path}: no tensor {name!r} (every shard of a cache holds the same ones)")
         arr, kind = self.tensors[name]
         t = torch.from_numpy(np.ascontiguousarray(arr[rows]))
         if kind == "BF16":
@@ -236,10 +289,12 @@ class TokenCacheDataset(torch.utils.data.Dataset):
         for key, have in (("resolution", int(m["resolution"])), ("classes", len(self.class_names))):
             if getattr(cfg, key) not in (0, have):  # 0: whatever the manifest says
                 raise DataError(f"data.{key}={getattr(cfg, key)} but the cache in {self.root} has {key} {have}")
-        self.shards = [_Shard(self.root / e["file"]) for e in m["shards"]]
+        for e in m["shards"]:
+            f = self.root / e["file"]
+            if not f.is_file() or f.resolve().parent != self.root.resolve():
+                raise DataError(f"{f}: missing, not a regular file, or a link out of {self.root}; make the cache again")
+        self.shards = [_Shard(self.root / e["file"], e["count"], e["sha256"]) for e in m["shards"]]
         counts = [e["count"] for e in m["shards"]]
-        if sum(counts) != m["count"]:
-            raise DataError(f"{self.root}: shard counts add up to {sum(counts)}, the manifest says {m['count']}")
         self.starts = np.cumsum([0, *counts])
         names = set(self.shards[0].tensors)
         self.keys = sorted((k for k in names if k.startswith("tokens")), key=_key_order)

@@ -24,6 +24,7 @@ is applied only when ``hflip`` is on.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def load_image(path: str, resolution: int) -> Image.Image:
     """Decode ``path`` fully, as an RGB ``resolution`` square; any failure is a ``DataError`` naming the file."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # replaced by a FIFO, socket or device since the scan
+            raise DataError(f"cannot read image {path}: not a regular file")
         with Image.open(path) as img:
             img.load()  # decode now, so a truncated file fails here (ImageFile.LOAD_TRUNCATED_IMAGES is left alone)
             rgb = to_rgb(img)
@@ -125,7 +128,7 @@ def _scan_class(class_dir: str, prefix: str) -> list[str]:
                 if e.is_dir():
                     if not e.is_symlink():  # no loops through linked folders
                         subdirs.append(e.name)
-                elif _is_image(e.name):
+                elif _is_image(e.name) and e.is_file():  # a FIFO or device named x.png would block its reader
                     files.append(e.name)
     except OSError as e:
         raise DataError(f"cannot list image folder {class_dir}: {e}") from e

@@ -17,6 +17,7 @@ file is a ``RunError`` naming the file and what to do, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,9 @@ class RunFolder:
 
     def write_config(self, data: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        self.file(CONFIG).write_text(yaml.safe_dump(data, sort_keys=False))
+        tmp = self.file(f".{CONFIG}.tmp")  # then renamed: a crash leaves the old config or the new one, never half
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+        os.replace(tmp, self.file(CONFIG))
 
     def write_class_names(self, names: list[str]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

@@ -10,14 +10,15 @@ from genlab.config import ConfigError
 from genlab.data.base import batch_by_index
 from genlab.runs.store import RunFolder
 from genlab.train import Hooks, Trainer
+from genlab.train.runfolder_guard import check_run_folder
 
 
 def fit(train_cfg, model, dataset, out: Path, hooks: Hooks, config_data: dict, resume: str | None) -> Path:
-    """Write the resolved config beside the run (main process), then train ``model`` (``forward(batch)``)."""
+    """Check the config against the run already in ``out``, train ``model`` (``forward(batch)``), and write the
+    resolved config beside the run once a resume, if any, has loaded (a failed resume leaves the folder as it was)."""
+    check_run_folder(out, config_data, resume=resume)
     trainer = Trainer(train_cfg, model, dataset, out, hooks)
-    if trainer.acc.is_main_process:
-        RunFolder(out).write_config(config_data)
-    trainer.fit(resume=resume)
+    trainer.fit(resume=resume, on_start=lambda: RunFolder(out).write_config(config_data))
     return out
 
 

@@ -28,7 +28,9 @@ from tqdm.auto import tqdm
 
 from genlab.config import TrainConfig
 from genlab.nn.rng import sample_seeds
+from genlab.safeio import CorruptFileError
 from genlab.train import checkpoint
+from genlab.train import state as trainstate
 from genlab.train.data import SampleStream, StepBatches, flips
 
 
@@ -106,12 +108,11 @@ class Trainer:
                 names[cfg.lr_schedule], d_opt, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
             )
             self.ddp_model, self.opt, self.disc_opt = self.acc.prepare(self.model, self.opt, d_opt)
-            self.acc.register_for_checkpointing(self.disc_sched)
         else:
             self.disc_opt = None
             self.ddp_model, self.opt = self.acc.prepare(self.model, self.opt)
-        # the scheduler is stepped by hand once per optimizer step, whatever the number of processes
-        self.acc.register_for_checkpointing(self.sched, self.ema)
+        # the scheduler is stepped by hand once per optimizer step, whatever the number of processes; it, the EMA
+        # and the RNG states are checkpointed by genlab.train.state (safetensors + JSON), not by accelerate
         self.log_keys = tuple(getattr(model, "log_keys", ()))  # extra scalar outputs logged beside the loss
         self.plan = BatchPlan(
             cfg.batch_size, cfg.grad_accum, self.acc.num_processes, self.acc.process_index,
@@ -122,28 +123,86 @@ class Trainer:
     # ------------------------------------------------------------------ state
 
     def resume(self, how: str | None) -> int:
-        """Load a checkpoint: ``"auto"`` (the newest valid one, if any) or a path. Returns the step."""
+        """Load a checkpoint: ``"auto"`` (the newest one that verifies, if any) or a path. Returns the step.
+
+        ``"auto"`` skips a checkpoint that fails to verify or load, with a warning naming it, and takes the previous
+        one; an explicit path must itself be valid."""
         if not how:
             return 0
-        path = checkpoint.latest_checkpoint(self.ckpt_root) if how == "auto" else Path(how)
-        if path is None:
-            return 0
-        state_file = path / checkpoint.STATE_FILE
-        if not state_file.is_file():
-            raise TrainError(f"{path} is not a complete genlab checkpoint (no {checkpoint.STATE_FILE})")
-        self.acc.load_state(str(path))
-        step = json.loads(state_file.read_text())["step"]
-        self.acc.print(f"resumed from {path} at step {step}")
-        return step
+        if how != "auto":
+            try:
+                return self._load(Path(how))
+            except CorruptFileError as e:
+                raise TrainError(f"cannot resume from {how}: {e}") from None
+        candidates = checkpoint.step_folders(self.ckpt_root)
+        problems = []
+        for path in reversed(candidates):
+            try:
+                return self._load(path)
+            except CorruptFileError as e:
+                problems.append(f"{path.name}: {e}")
+                if self.acc.is_main_process:
+                    print(f"warning: skipping checkpoint {path}: {e}", file=sys.stderr)
+        if candidates:
+            raise TrainError(
+                f"no checkpoint in {self.ckpt_root} could be loaded ({problems[0]}); "
+                "start over with --overwrite, or resume from a copy of the run"
+            )
+        return 0
+
+    def _load(self, path: Path) -> int:
+        """Verify every file of the checkpoint ``path``, then load model, optimizers, EMA, schedulers and RNG."""
+        if not (path / checkpoint.STATE_FILE).is_file():
+            raise CorruptFileError(f"{path} is not a complete genlab checkpoint (no {checkpoint.STATE_FILE})")
+        saved = checkpoint.verify(path)
+        trainstate.load_model(self.model, path / trainstate.MODEL)
+        for i, (opt, params) in enumerate(self._optimizers()):
+            trainstate.load_optimizer(opt, params, path / trainstate.optimizer_file(i))
+        trainstate.load_ema(self.ema, path / trainstate.EMA)
+        trainstate.load_schedulers(path / trainstate.SCHEDULERS, self._schedulers(), self.acc.scaler)
+        rng = trainstate.rng_file(self.acc.process_index)
+        if rng in saved["files"]:
+            trainstate.load_rng(path / rng)
+        else:  # more processes than wrote the checkpoint: data and per-sample noise still follow (seed, step)
+            print(f"warning: {path} holds no RNG state for process {self.acc.process_index}", file=sys.stderr)
+        self.acc.print(f"resumed from {path} at step {saved['step']}")
+        return saved["step"]
+
+    def _optimizers(self) -> list[tuple[torch.optim.Optimizer, list[torch.Tensor]]]:
+        pairs = [(self.opt, self.params)]
+        if self.disc_opt is not None:
+            pairs.append((self.disc_opt, self.disc_params))
+        return pairs
+
+    def _schedulers(self) -> dict:
+        return {"lr": self.sched, **({"disc_lr": self.disc_sched} if self.disc_opt is not None else {})}
 
     def save(self, step: int) -> None:
-        tmp = checkpoint.begin(self.ckpt_root, step) if self.acc.is_main_process else None
+        """Write the checkpoint of ``step`` (all processes call this); refused if any weight is not finite."""
+        bad = [p for p in self.params + self.disc_params if not torch.isfinite(p).all()]
+        if bad:  # every process sees the same weights, so every process raises here
+            raise TrainError(
+                f"the weights are not finite at step {step}; no checkpoint written (the newest is still "
+                f"{checkpoint.latest_checkpoint(self.ckpt_root)}). Lower train.lr or enable train.grad_clip"
+            )
+        main = self.acc.is_main_process
+        tmp = checkpoint.begin(self.ckpt_root, step) if main else None
         self.acc.wait_for_everyone()
         tmp = tmp or self.ckpt_root / f".tmp-step_{step:07d}"
-        self.acc.save_state(str(tmp), safe_serialization=True)
+        trainstate.save_rng(tmp / trainstate.rng_file(self.acc.process_index))
+        if main:
+            trainstate.save_model(self.model, tmp / trainstate.MODEL)
+            for i, (opt, _) in enumerate(self._optimizers()):
+                trainstate.save_optimizer(opt, tmp / trainstate.optimizer_file(i))
+            trainstate.save_ema(self.ema, tmp / trainstate.EMA)
+            scheds = {k: trainstate.scheduler_state(v) for k, v in self._schedulers().items()}
+            if self.acc.scaler is not None:
+                scheds["scaler"] = self.acc.scaler.state_dict()
+            checkpoint.write_json_atomic(tmp / trainstate.SCHEDULERS, scheds)
         self.acc.wait_for_everyone()
-        if self.acc.is_main_process:
-            checkpoint.commit(self.ckpt_root, tmp, step, {"steps": self.cfg.steps}, self.cfg.keep_checkpoints)
+        if main:
+            info = {"steps": self.cfg.steps, "processes": self.acc.num_processes}
+            checkpoint.commit(self.ckpt_root, tmp, step, info, self.cfg.keep_checkpoints)
         self.acc.wait_for_everyone()
 
     def with_ema(self, fn: Callable[[nn.Module], None]) -> None:
@@ -177,6 +236,9 @@ class Trainer:
             num_workers=self.cfg.num_workers,
             pin_memory=dev.type == "cuda",
             persistent_workers=self.cfg.num_workers > 0,
+            # its own generator: creating the iterator would otherwise draw from the global RNG, so a resumed run
+            # (whose global RNG is restored to the checkpoint's) would drift from an uninterrupted one
+            generator=torch.Generator().manual_seed(self.cfg.seed),
         )
         it = iter(loader)
         for step in range(start, self.cfg.steps):
@@ -189,9 +251,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def fit(self, resume: str | None = None) -> int:
+    def fit(self, resume: str | None = None, on_start: Callable[[], None] | None = None) -> int:
+        """Train to ``cfg.steps``. ``on_start`` (main process) runs once the checkpoint, if any, has loaded and
+        before anything is written to the run folder: a failed resume leaves the folder as it was."""
         cfg, acc = self.cfg, self.acc
         start = self.resume(resume)
+        if on_start is not None and acc.is_main_process:
+            on_start()
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
         if acc.log_with:
@@ -228,6 +294,7 @@ class Trainer:
         for step_batches in self.batches(start):
             if set_step is not None:
                 set_step(step)
+            step_loss = torch.zeros((), device=acc.device)
             for m, batch in enumerate(step_batches):
                 last = m == len(step_batches) - 1
                 ctx = acc.no_sync(self.ddp_model) if not last else nullcontext()
@@ -238,8 +305,10 @@ class Trainer:
                     total = loss + out["discriminator_loss"] if self.disc_opt is not None else loss
                     acc.backward(total / cfg.grad_accum)
                 log_sum += loss.detach().float() / cfg.grad_accum
+                step_loss = step_loss + total.detach().float()  # both losses of a GAN task
                 if self.log_keys:
                     extra_sum += torch.stack([out[k].detach().float() for k in self.log_keys]) / cfg.grad_accum
+            self._check_loss(step_loss, step + 1)
             if cfg.grad_clip > 0:
                 acc.clip_grad_norm_(self.params, cfg.grad_clip)
             self.opt.step()
@@ -274,6 +343,18 @@ class Trainer:
                 print(f"\nstopping at step {step} (Ctrl-C again aborts without a checkpoint)", file=sys.stderr)
                 return step
         return None
+
+    def _check_loss(self, loss: torch.Tensor, step: int) -> None:
+        """Stop before the optimizer applies a non-finite loss of ``step`` (1-based); every process agrees."""
+        bad = (~torch.isfinite(loss)).float()
+        if self.acc.num_processes > 1:
+            bad = self.acc.reduce(bad, "sum")
+        if bad.item():
+            last = checkpoint.latest_checkpoint(self.ckpt_root)
+            raise TrainError(
+                f"the loss became {loss.item()} at step {step}; nothing of that step was applied or saved (the newest "
+                f"checkpoint is {last.name if last else 'none'}). Lower train.lr or enable train.grad_clip"
+            )
 
     def _log(self, step: int, loss: float, n: int, seconds: float, bar, extra: dict | None = None) -> None:
         if not math.isfinite(loss):
