@@ -110,3 +110,15 @@ def test_kill_9_and_resume_is_bitwise_identical(tmp_path, preset):
     assert resumed.returncode == 0, resumed.stderr
     a, b = (load_file(str(r / "generator" / "model.safetensors")) for r in (ref, run))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_prints_its_result_before_a_log_that_cannot_be_written(maskgit_run, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
+    stats = tmp_path / "ref.npz"
+    assert main(["eval", "ref", "--dataset", "digits", "--resolution", "16", "--split", "val", "--n", "8",
+                 "--out", str(stats)]) == 0  # fmt: skip
+    capsys.readouterr()
+    (tmp_path / "file").write_text("x")
+    code, out, err = run_cli(capsys, "eval", "--run", str(maskgit_run), "--n", "4", "--metrics", "fid", "--steps",
+                             "2", "--ref", str(stats), "--json", "--log", str(tmp_path / "file" / "m.jsonl"))  # fmt: skip
+    assert code == 2 and json.loads(out.strip().splitlines()[-1])["fid"] > 0 and "was not logged" in err

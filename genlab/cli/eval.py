@@ -114,23 +114,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     if not process_state().is_main_process:
         return 0
+    if args.json:  # the result first: a log that cannot be written must not lose it
+        print(json.dumps(result.to_json()), flush=True)
+    else:
+        from genlab.evals.evaluate import format_table
+
+        print(format_table(result), flush=True)
+    for note in result.notes:
+        print(f"genlab eval: {note}", file=sys.stderr)
     log = Path(args.log) if args.log else (run_dir / "metrics.jsonl" if run_dir else None)
     if log is not None:
         import time
 
         entry = {"event": "eval", "time": time.time(), **result.to_json(), "reference": result.reference,
                  "images": source.description, **record, "seconds": result.seconds}  # fmt: skip
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as f:
-            f.write(json.dumps(entry) + "\n")
-    if args.json:
-        print(json.dumps(result.to_json()))
-    else:
-        from genlab.evals.evaluate import format_table
-
-        print(format_table(result))
-    for note in result.notes:
-        print(f"genlab eval: {note}", file=sys.stderr)
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+        except OSError as e:
+            raise EvalError(f"the result above was not logged: cannot write {log} ({e.strerror or e})") from None
     return 0
 
 
