@@ -13,7 +13,7 @@ policy under contention is ~20x slower) and reports the steps it timed; stopped 
 steps after the first (``after_warmup: false``).
 
 Policies: ``default`` is ``python -m genlab train`` as a user runs it (``genlab.threads.configure()``:
-OMP_WAIT_POLICY=PASSIVE); ``old`` is torch's OpenMP as it comes (OMP_WAIT_POLICY unset, torch imported before
+GOMP_SPINCOUNT=1000); ``old`` is torch's OpenMP as it comes (OMP_WAIT_POLICY unset, torch imported before
 genlab's entry point: waiting threads spin); ``1-thread`` is ``old`` with
 OMP_NUM_THREADS=1. ``--threads N`` sets OMP_NUM_THREADS for the others (default: torch's, one per core).
 The target of issue 15: contended >= 50% of alone, and the default's alone rate within 5% of the old one.

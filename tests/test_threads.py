@@ -10,16 +10,16 @@ from genlab import threads
 CLI = Path(__file__).resolve().parents[1] / "genlab" / "cli" / "__init__.py"
 
 
-def test_sets_passive_wait_when_unset():
+def test_sets_a_short_spin_count_when_unset():
     env = {"OMP_NUM_THREADS": "3"}
-    assert threads.configure(env) == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert env == {"OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": "PASSIVE"}  # the thread count is the user's
+    assert threads.configure(env) == {"GOMP_SPINCOUNT": "1000"}
+    assert env == {"OMP_NUM_THREADS": "3", "GOMP_SPINCOUNT": "1000"}  # the thread count is the user's
 
 
 def test_a_user_setting_wins():
-    env = {"OMP_WAIT_POLICY": "ACTIVE"}
-    assert threads.configure(env) == {}
-    assert env == {"OMP_WAIT_POLICY": "ACTIVE"}
+    for choice in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": "PASSIVE"}, {"GOMP_SPINCOUNT": "300000"}):
+        env = dict(choice)
+        assert threads.configure(env) == {} and env == choice
 
 
 def test_main_configures_threads_before_anything_else():
