@@ -107,3 +107,17 @@ def test_a_generator_run_with_a_valid_config_and_pickled_weights_runs_no_code(tm
         if cmd[:2] == ["eval", "--tokenizer"] or cmd[1:3] == ["--preset", "smoke-vq"]:
             continue
         check(cmd, marker)
+
+
+def test_a_config_yaml_that_is_not_text_is_one_line_for_every_reader(tmp_path, capsys):
+    from genlab.cli import main
+
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "tokenizer" / "config.json").write_text("{}")
+    (tmp_path / "config.yaml").write_bytes(b"\xff\xfe not yaml")
+    for argv in (["cache", "--tokenizer", str(tmp_path), "--out", str(tmp_path / "c")],
+                 ["eval", "--tokenizer", str(tmp_path), "--no-rfid"], ["sample", "--run", str(tmp_path)],
+                 ["info", "--run", str(tmp_path)]):  # fmt: skip
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is not text" in err[0], (argv, err)

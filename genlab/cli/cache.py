@@ -9,7 +9,6 @@ import dataclasses
 from pathlib import Path
 
 import torch
-import yaml
 
 from genlab import registry
 from genlab.config import ConfigError, component_from_dict, load_preset_dict, parse_override, to_dict
@@ -65,7 +64,10 @@ def resolve_tokenizer(spec: str, resolution: int | None, overrides: dict) -> tup
     if path.is_dir():
         run_data = {}
         if (path / "config.yaml").is_file():
-            run_data = (yaml.safe_load((path / "config.yaml").read_text()) or {}).get("data") or {}
+            from genlab.runs.store import RunFolder
+
+            data = RunFolder(path).read_config_dict().get("data")  # a malformed file: one RunError naming it
+            run_data = data if isinstance(data, dict) else {}
         if run_data.get("name") == "token-cache":  # a generator trained on a cache: the images that cache came from
             try:
                 run_data = read_manifest(str(run_data.get("path", "")))["dataset"]

@@ -207,9 +207,10 @@ def cmd_eval_tokenizer(args: argparse.Namespace) -> int:
 
     run_cfg, options = Path(args.tokenizer) / "config.yaml", {}
     if run_cfg.is_file():  # a tokenizer run: its dataset by default, with the options it trained with
-        import yaml
+        from genlab.runs.store import RunFolder
 
-        data = (yaml.safe_load(run_cfg.read_text()) or {}).get("data", {})
+        data = RunFolder(args.tokenizer).read_config_dict().get("data")
+        data = data if isinstance(data, dict) else {}
         args.dataset = args.dataset or data.get("name")
         args.resolution = args.resolution or data.get("resolution")
         if args.dataset == data.get("name"):  # e.g. openmoji's skin_tones and label_level

@@ -84,6 +84,8 @@ class RunFolder:
             data = yaml.safe_load(path.read_text())
         except OSError as e:
             raise RunError(f"cannot read {path}: {e.strerror or e}") from None
+        except UnicodeDecodeError:
+            raise RunError(f"{path} is not text (UTF-8); restore it or retrain the run") from None
         except yaml.YAMLError as e:
             raise RunError(
                 f"{path} is not valid YAML ({str(e).splitlines()[0]}); restore it or retrain the run"
