@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,7 @@ class Pipeline(nn.Module):
         """The run's default sampling options with ``given`` ones (values or strings, by field name) replacing
         them, typed and validated; ValueError names a bad or unknown option."""
         cls = self.options_class
-        fields = cls.fields()
+        fields, types = cls.fields(), typing.get_type_hints(cls)
         typed = {}
         for key, value in (given or {}).items():
             if key not in fields:
@@ -178,7 +179,7 @@ class Pipeline(nn.Module):
                     f"{', '.join(fields)}"
                 )
             try:
-                typed[key] = coerce(value, _field_types(cls)[key], key)
+                typed[key] = coerce(value, types[key], key)
             except ConfigError as e:
                 raise ValueError(str(e)) from None
         options = cls.merge(self.cfg.sample.options, typed)
@@ -239,12 +240,6 @@ def _build(generator: Component, objective: Component | None, tokenizer: Tokeniz
         return build_generator(generator, objective, spec=spec, num_classes=num_classes, codes=codes)
     except ValueError as e:
         raise ConfigError(f"generator: {e}") from None
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    import typing
-
-    return typing.get_type_hints(cls)
 
 
 def _component_pair(spec: dict, run: RunFolder) -> tuple[Component, Component | None]:
