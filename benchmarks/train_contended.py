@@ -1,7 +1,7 @@
 """Quickstart training images/s alone and beside one busy process, for genlab's thread default and the old one.
 
     python benchmarks/train_contended.py                 # ~2 minutes on a 2-core CPU; writes benchmarks/results/
-    python benchmarks/train_contended.py --steps 40 --policies old,default,1-thread
+    python benchmarks/train_contended.py --steps 40 --repeats 3 --policies old,default,spin1000,1-thread
 
 Each measurement is a fresh ``genlab train`` process (libgomp reads its settings once, when torch loads) on the
 preset (``quickstart`` by default: the DiT, data, batch and bf16 of ``make quickstart``), logging every step; it is
@@ -12,10 +12,12 @@ measurement stops after ``--max-seconds`` of training (warm-up included) even if
 policy under contention is ~20x slower) and reports the steps it timed; stopped within the warm-up, it times the
 steps after the first (``after_warmup: false``).
 
-Policies: ``default`` is ``python -m genlab train`` as a user runs it (``genlab.threads.configure()``:
-GOMP_SPINCOUNT=1000); ``old`` is torch's OpenMP as it comes (OMP_WAIT_POLICY unset, torch imported before
-genlab's entry point: waiting threads spin); ``1-thread`` is ``old`` with
-OMP_NUM_THREADS=1. ``--threads N`` sets OMP_NUM_THREADS for the others (default: torch's, one per core).
+Policies: ``default`` is ``python -m genlab train`` as a user runs it (libgomp as it comes, the thread count chosen
+step by step by ``genlab.threads.ThreadGovernor``); ``old`` is torch's OpenMP as it comes at a fixed thread count
+(OMP_NUM_THREADS = torch's default, one per core, which turns the governor off; torch imported before genlab's entry
+point): what genlab did before issue 15; ``spin1000`` is ``old`` with GOMP_SPINCOUNT=1000 (genlab's first fix, the
+default of the other commands); ``1-thread`` is ``old`` with OMP_NUM_THREADS=1. ``--threads N`` fixes the count for
+all (no governor). ``--repeats R`` measures every policy R times, interleaved, and summarises the medians.
 The target of issue 15: contended >= 50% of alone, and the default's alone rate within 5% of the old one.
 """
 
@@ -26,6 +28,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,11 +40,17 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 BUSY = "while True: pass"
-POLICIES = ("old", "default", "1-thread")
+POLICIES = ("old", "default", "spin1000", "1-thread")
 
 
 # the old behaviour: torch (so libgomp, which reads OMP_WAIT_POLICY once, when it loads) before genlab's default
 OLD_ENTRY = "import sys, torch; from genlab.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def torch_threads() -> int:
+    """torch's default intra-op thread count on this machine (one per physical core)."""
+    code = "import torch; print(torch.get_num_threads())"
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
 def _children_cpu() -> float:
@@ -66,12 +75,14 @@ def _records(path: Path) -> list[dict]:
 def measure(args: argparse.Namespace, policy: str, contended: bool) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
            "TQDM_DISABLE": "1"}  # fmt: skip
-    if policy in ("old", "1-thread"):
-        env.pop("OMP_WAIT_POLICY", None)
+    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS"):
+        env.pop(key, None)
     if policy == "1-thread":
         env["OMP_NUM_THREADS"] = "1"
-    elif args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
+    elif args.threads or policy != "default":  # a fixed count: no governor
+        env["OMP_NUM_THREADS"] = str(args.threads or torch_threads())
+    if policy == "spin1000":
+        env["GOMP_SPINCOUNT"] = "1000"
     overrides = [f"train.steps={args.warmup + args.steps}", "train.log_every=1", "train.checkpoint_every=0",
                  "train.sample_every=0", "train.tensorboard=false"]  # fmt: skip
     busy = subprocess.Popen([sys.executable, "-c", BUSY]) if contended else None
@@ -113,6 +124,8 @@ def measure(args: argparse.Namespace, policy: str, contended: bool) -> dict:
            "batch_size": batch, "worker_wall_s": round(wall, 1), "worker_cpu_s": round(cpu, 1)}  # fmt: skip
     if not timed:
         return {**row, "steps": 0, "img_per_s": None}
+    if any("threads" in r for r in timed):  # the governor's choice, step by step
+        row["threads_per_step"] = [r.get("threads") for r in timed]
     seconds = sum(batch / r["img_per_s"] for r in timed)  # each record is one step's own time
     return {**row, "steps": len(timed), "after_warmup": warm, "seconds": round(seconds, 2),
             "img_per_s": round(batch * len(timed) / seconds, 1)}  # fmt: skip
@@ -125,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=45.0, help="stop a measurement after this much training")
     p.add_argument("--policies", default="old,default", help=f"comma-separated, from {', '.join(POLICIES)}")
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for old/default (default: torch's, one per core)")
+    p.add_argument("--repeats", type=int, default=1, help="measure each policy this many times, interleaved; medians")
     p.add_argument("--preset", default="quickstart")
     p.add_argument("--out", help="the result file (default: benchmarks/results/train_contended-cpu.json)")
     args = p.parse_args(argv)
@@ -135,17 +149,20 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     t0 = time.time()
     rows = []
-    for policy in policies:
+    for repeat in range(args.repeats):  # interleaved, so a change in the machine's load hits every policy alike
         for contended in (False, True):
-            row = measure(args, policy, contended)
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
+            for policy in policies:
+                row = {**measure(args, policy, contended), "repeat": repeat}
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
     summary = {}
     for policy in policies:
-        alone, busy = (next(r for r in rows if r["policy"] == policy and r["contended"] is c) for c in (False, True))
-        ok = alone["img_per_s"] and busy["img_per_s"]
-        summary[policy] = {"alone": alone["img_per_s"], "contended": busy["img_per_s"],
-                           "contended_over_alone": round(busy["img_per_s"] / alone["img_per_s"], 3) if ok else None}  # fmt: skip
+        alone, busy = (
+            statistics.median(r["img_per_s"] or 0.0 for r in rows if r["policy"] == policy and r["contended"] is c)
+            for c in (False, True)
+        )
+        summary[policy] = {"alone": round(alone, 1), "contended": round(busy, 1),
+                           "contended_over_alone": round(busy / alone, 3) if alone else None}  # fmt: skip
     if "old" in summary and "default" in summary and summary["old"]["alone"] and summary["default"]["alone"]:
         summary["default_alone_over_old_alone"] = round(summary["default"]["alone"] / summary["old"]["alone"], 3)
     result = {

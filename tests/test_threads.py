@@ -1,32 +1,40 @@
-"""genlab.threads: OpenMP waits passively unless the user chose, and the entry point applies it before torch loads."""
+"""genlab.threads: libgomp's wait policy per command, the training thread governor, weights independent of threads."""
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+from safetensors.torch import load_file
+
 from genlab import threads
 
-CLI = Path(__file__).resolve().parents[1] / "genlab" / "cli" / "__init__.py"
+ROOT = Path(__file__).resolve().parents[1]
+CLI = ROOT / "genlab" / "cli" / "__init__.py"
 
 
-def test_sets_a_short_spin_count_when_unset():
+def test_sets_a_short_spin_count_for_commands_other_than_train():
     env = {"OMP_NUM_THREADS": "3"}
-    assert threads.configure(env) == {"GOMP_SPINCOUNT": "1000"}
+    assert threads.configure(["sample", "--run", "r"], env) == {"GOMP_SPINCOUNT": "1000"}
     assert env == {"OMP_NUM_THREADS": "3", "GOMP_SPINCOUNT": "1000"}  # the thread count is the user's
+    env = {}
+    assert threads.configure(["train", "--preset", "smoke"], env) == {} and env == {}  # the governor's business
 
 
 def test_a_user_setting_wins():
     for choice in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": "PASSIVE"}, {"GOMP_SPINCOUNT": "300000"}):
         env = dict(choice)
-        assert threads.configure(env) == {} and env == choice
+        assert threads.configure(["eval"], env) == {} and env == choice
 
 
 def test_main_configures_threads_before_anything_else():
     tree = ast.parse(CLI.read_text())
     main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
     first_call = next(n for n in main.body if isinstance(n, ast.Expr))
-    assert ast.unparse(first_call) == "threads.configure()"
+    assert ast.unparse(first_call).startswith("threads.configure(")
     before = main.body[: main.body.index(first_call)]
     assert all(isinstance(n, ast.ImportFrom) and n.module == "genlab" for n in before)
     top = [n.module if isinstance(n, ast.ImportFrom) else a.name for n in tree.body
@@ -35,3 +43,103 @@ def test_main_configures_threads_before_anything_else():
     code = "import sys, genlab.cli; print('torch' in sys.modules)"  # the commands import torch once main runs
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def simulate(phases, *, idle_signal=True):
+    """Run a governor over phases of (steps, seconds at 2 threads, seconds at 1 thread, idle CPUs); total seconds."""
+    current, phase = [2], [None]
+    governor = threads.ThreadGovernor(
+        2, lambda n: current.__setitem__(0, n), idle_cpus=(lambda: phase[0][3]) if idle_signal else None
+    )
+    total, ends = 0.0, []
+    for p in phases:
+        phase[0] = p
+        steps, two, one, _ = p
+        for _ in range(steps):
+            seconds = two if current[0] == 2 else one
+            total += seconds
+            assert governor.step(seconds) == current[0]
+        ends.append(current[0])
+    return total, ends, governor
+
+
+@pytest.mark.parametrize("idle_signal", [True, False])
+def test_governor_keeps_all_threads_alone_and_halves_them_beside_a_busy_process(idle_signal):
+    alone, ends, g = simulate([(400, 1.0, 1.6, 1.0)], idle_signal=idle_signal)
+    assert ends == [2] and g.switches == [] and alone < 400 * 1.01  # one two-step comparison at the start
+    busy, ends, g = simulate([(400, 3.0, 1.7, 0.0)], idle_signal=idle_signal)  # spinning peers: 2 threads 3x slower
+    assert ends == [1] and g.switches[0] == (6, 1)
+    assert busy < 400 * 1.7 * (1.01 if idle_signal else 1.06)  # without /proc/stat it retries 2 threads, backing off
+
+
+@pytest.mark.parametrize("idle_signal", [True, False])
+def test_governor_follows_a_neighbour_that_comes_and_goes(idle_signal):
+    _, ends, g = simulate([(100, 1.0, 1.6, 1.0), (100, 3.0, 1.7, 0.0), (200, 1.0, 1.6, 1.0)], idle_signal=idle_signal)
+    assert ends == [2, 1, 2] and [n for _, n in g.switches] == [1, 2]
+    assert 100 < g.switches[0][0] < 110  # the slowdown is seen within a few steps
+
+
+def test_governor_ignores_a_slower_phase_that_fewer_threads_do_not_help():
+    # e.g. a GAN term switching on: every step slower, at any thread count
+    _, ends, g = simulate([(50, 1.0, 1.6, 0.0), (200, 2.0, 3.2, 0.0)])
+    assert ends == [2, 2] and g.switches == []
+    assert g.reference[2] == 2.0  # compared once, then the new time is the reference: no comparison every step
+
+
+def test_governor_is_off_where_the_thread_count_is_fixed():
+    assert threads.training_governor("cpu", 1, {"OMP_NUM_THREADS": "2"}) is None
+    assert threads.training_governor("cuda", 1, {}) is None
+    assert threads.training_governor("cpu", 2, {}) is None
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert threads.training_governor("cpu", 1, {}) is None
+        torch.set_num_threads(2)
+        assert threads.training_governor("cpu", 1, {}).max_threads == 2
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_idle_cpu_reader(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\n")
+    read = threads.idle_cpu_reader(str(stat))
+    stat.write_text("cpu  150 0 150 900 0 0 0 0 0 0\n")  # 200 jiffies, 100 of them idle
+    assert read() == pytest.approx((os.cpu_count() or 1) * 0.5)
+    assert read() is None  # no time passed
+    assert threads.idle_cpu_reader(str(tmp_path / "missing")) is None
+
+
+def _train(preset: str, out: Path, threads_env: str | None, steps: int, switching: bool = False) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    env.pop("OMP_NUM_THREADS", None)
+    if threads_env:
+        env["OMP_NUM_THREADS"] = threads_env
+    # switching: a governor that alternates 2 and 1 threads every step, in place of the real one
+    code = (
+        (
+            "import sys, torch, genlab.threads as t\n"
+            "class Alternate:\n"
+            "    threads = 2\n"
+            "    def step(self, s):\n"
+            "        self.threads = 3 - self.threads; torch.set_num_threads(self.threads); return self.threads\n"
+            "t.training_governor = lambda *a, **k: Alternate()\n"
+            "from genlab.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n"
+        )
+        if switching
+        else "import sys\nfrom genlab.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    args = ["train", "--preset", preset, f"train.steps={steps}", "train.checkpoint_every=0", "--out", str(out)]
+    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return load_file(str(out / "generator" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("preset", ["smoke", "smoke-var"])
+def test_weights_do_not_depend_on_the_thread_count(preset, tmp_path):
+    one = _train(preset, tmp_path / "one", "1", 12)
+    two = _train(preset, tmp_path / "two", "2", 12)
+    switching = _train(preset, tmp_path / "switch", None, 12, switching=True)
+    for name, w in one.items():
+        assert torch.equal(w, two[name]) and torch.equal(w, switching[name]), name

@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from genlab import threads
 
-    threads.configure()  # before torch is imported: OpenMP threads sleep instead of spinning (see genlab/threads.py)
+    # before torch is imported: libgomp's wait policy for the command (see genlab/threads.py)
+    threads.configure(sys.argv[1:] if argv is None else argv)
     from genlab.safeio import file_error_line, one_line
 
     parser = build_parser()  # the registry imports the built-ins on its first lookup

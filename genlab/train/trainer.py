@@ -26,6 +26,7 @@ from diffusers.training_utils import EMAModel
 from torch import nn
 from tqdm.auto import tqdm
 
+from genlab import threads
 from genlab.config import TrainConfig
 from genlab.nn.rng import sample_seeds
 from genlab.safeio import CorruptFileError
@@ -119,6 +120,8 @@ class Trainer:
             SampleStream(len(dataset), cfg.seed), cfg.seed,
         )  # fmt: skip
         self.ckpt_root = self.out / "checkpoints"
+        # on the CPU the thread count follows the machine's load (genlab/threads.py); OMP_NUM_THREADS fixes it
+        self.governor = threads.training_governor(self.acc.device.type, self.acc.num_processes)
 
     # ------------------------------------------------------------------ state
 
@@ -292,6 +295,7 @@ class Trainer:
         set_step = getattr(self.model, "set_step", None)  # tasks whose losses depend on the step (GAN start)
         step = start
         for step_batches in self.batches(start):
+            t_step = time.perf_counter()
             if set_step is not None:
                 set_step(step)
             step_loss = torch.zeros((), device=acc.device)
@@ -321,6 +325,8 @@ class Trainer:
                 self.disc_sched.step()
                 self.disc_opt.zero_grad(set_to_none=True)
             self.ema.step(self.params)
+            if self.governor is not None:
+                self.governor.step(time.perf_counter() - t_step)
             step += 1
             log_n += 1
             bar.update(1)
@@ -365,6 +371,7 @@ class Trainer:
             "loss": loss,
             "lr": self.sched.get_last_lr()[0],
             "img_per_s": img_s,
+            **({"threads": self.governor.threads} if self.governor is not None else {}),
             **(extra or {}),
             "time": time.time(),
         }
