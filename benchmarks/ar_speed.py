@@ -7,6 +7,9 @@ Models are the quickstart sizes with random weights (speed does not depend on th
 and width on ``quickstart-vq``'s raster 8x8 grid (64 tokens), both on 32x32 images of 9 classes.
 
     python benchmarks/ar_speed.py [--batch 16] [--repeats 3] [--threads 2]   # writes results/ar_speed-cpu.json
+    python benchmarks/ar_speed.py --runs runs/miniature-var runs/miniature-gpt --out results/ar_speed_runs-cpu.json
+
+``--runs`` times two trained runs instead (benchmarks/var_vs_gpt.py's, 7.40M and 7.49M parameters).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 from genlab import config
 from genlab.generators.base import build_generator
 from genlab.generators.gpt import decode
+from genlab.pipeline import Pipeline
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -64,12 +68,18 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--cfg", type=float, default=2.0)
+    p.add_argument("--runs", nargs=2, metavar=("VAR_RUN", "GPT_RUN"),
+                   help="trained runs to time instead (e.g. runs/miniature-var runs/miniature-gpt)")  # fmt: skip
+    p.add_argument("--out", default=str(RESULTS / "ar_speed-cpu.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    var_tok, var, var_opts = build("quickstart-var", "quickstart-msvq")
-    width, depth = var.cfg.dims[0], var.cfg.depth
-    gpt_tok, gpt, _ = build("quickstart-var", "quickstart-vq", {"name": "gpt", "depth": depth, "hidden_size": width,
-                                                                "num_heads": var.cfg.dims[1]})  # fmt: skip
+    if args.runs:
+        var, gpt = (Pipeline.load(run).generator.eval() for run in args.runs)
+    else:
+        var_tok, var, var_opts = build("quickstart-var", "quickstart-msvq")
+        width, depth = var.cfg.dims[0], var.cfg.depth
+        gpt_tok, gpt, _ = build("quickstart-var", "quickstart-vq", {"name": "gpt", "depth": depth, "hidden_size": width,
+                                                                    "num_heads": var.cfg.dims[1]})  # fmt: skip
     gpt_opts = gpt.SampleOptions(cfg=args.cfg, temperature=1.0)
     var_opts = var.SampleOptions(cfg=args.cfg, top_k=0, top_p=1.0, temperature=1.0)
     labels, seeds = torch.arange(args.batch) % 9, torch.arange(args.batch)
@@ -83,7 +93,7 @@ def main() -> None:
         )
     count = lambda m: sum(q.numel() for q in m.parameters())  # noqa: E731
     result = {
-        "batch": args.batch, "cfg": args.cfg, "threads": args.threads, "load_average": os.getloadavg(),
+        "runs": args.runs, "batch": args.batch, "cfg": args.cfg, "threads": args.threads, "load_average": os.getloadavg(),
         "device": f"cpu ({platform.machine()})",
         "var": {"params": count(var), "positions": var.spec.num_positions, "forwards": len(var.scales),
                 "img_per_s": args.batch / rows["var"]},
@@ -94,8 +104,8 @@ def main() -> None:
         "ratio_var_vs_gpt_no_cache": rows["gpt_no_cache"] / rows["var"],
         "ratio_kv_cache_vs_no_cache": rows["gpt_no_cache"] / rows["gpt_kv_cache"],
     }  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ar_speed-cpu.json").write_text(json.dumps(result, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 
