@@ -9,7 +9,7 @@ Generators (configs/), each 500 steps at batch 64 with the same optimizer, sched
   miniature-var (VAR depth 6, width 256), miniature-gpt (GPT depth 9, width 256, at VAR's parameter count),
   miniature-flexvar (FlexVAR with VAR's transformer).
 
-    python benchmarks/var_vs_gpt.py [--n 1000]    # ~40 minutes on 2 cores from nothing; writes results/
+    python benchmarks/var_vs_gpt.py [--n 1000]    # ~60 minutes on 2 cores from nothing; writes results/
 
 Runs go to runs/miniature-* and are reused once exported (``--resume auto`` continues an interrupted
 one). FID is genlab eval's (the offline Inception), --n generated images (class i % 9, seed i) against the training
@@ -78,10 +78,11 @@ def parameters(run: str, part: str) -> int:
         return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
 
 
-def fid(run: str, n: int, *options: str) -> float | None:
+def fid(run: str, n: int, *options: str) -> float | str:
+    """FID of ``n`` images of a run, or the reason there is none (the eval's exit status: its stderr is shown)."""
     done = genlab("eval", "--run", run, "--n", str(n), "--metrics", "fid", "--json", "--log", os.devnull, *options)
     if done.returncode:
-        return None
+        return f"genlab eval failed (exit {done.returncode})"
     return round(json.loads(done.stdout.strip().splitlines()[-1])["fid"], 2)
 
 
