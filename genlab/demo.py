@@ -230,8 +230,9 @@ class Demo:
         (out / "command.sh").write_text(command + "\n")
         u8 = to_uint8(result.images).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
         gallery = [(u8[i], f"{names[c]} · seed {seed + i}") for i, c in enumerate(labels)]
+        others = "".join(f" + {k} {name}" for name, k in result.extra_networks().items() if k)
         info = (f"{len(labels)} images of {run.resolution}×{run.resolution} in **{result.seconds:.2f} s** "
-                f"on {run.device} · **{result.nfe} NFE**")  # fmt: skip
+                f"on {run.device} · **{result.nfe} NFE{others}**")  # fmt: skip
         return gallery, info, str(out / "grid.png"), str(out / "command.sh"), command
 
     def reconstruct(self, model, image):

@@ -43,10 +43,14 @@ def dataset_info(cfg: RunConfig) -> tuple[int, int]:
 class Generated:
     images: Tensor  # (B, 3, H, W) float in [-1, 1]
     labels: Tensor  # (B,)
-    nfe: int  # network evaluations per image
+    nfe: int  # evaluations per image of the main network
     seconds: float
-    extra_nfe: int = 0  # evaluations of an auxiliary network per image (FlowTurbo's refiner), not counted in nfe
+    nfe_by_network: dict[str, int] = dataclasses.field(default_factory=dict)  # every network's, main first
     options: SampleOptions | None = None  # the options used
+
+    def extra_networks(self) -> dict[str, int]:
+        """The evaluations per image of the networks besides the main one (FlowTurbo's refiner)."""
+        return dict(list(self.nfe_by_network.items())[1:])
 
 
 def spec_to_dict(spec: TokenSpec) -> dict:
@@ -223,14 +227,14 @@ class Pipeline(nn.Module):
         opts = options if isinstance(options, SampleOptions) else self.sample_options(options)
         labels = torch.as_tensor(labels, dtype=torch.long)
         device = next(self.weights.parameters()).device
-        out, nfe, extra, t0 = [], 0, 0, time.perf_counter()
+        out, res, t0 = [], None, time.perf_counter()
         for start in range(0, len(labels), batch_size):
             y = labels[start : start + batch_size].to(device)
             seeds = torch.arange(seed + start, seed + start + len(y), dtype=torch.long)
             res = self.generator.sample(y, seeds, opts)
-            out.append(self.tokenizer.decode(res.tokens).clamp(-1, 1).cpu())
-            nfe, extra = res.nfe, res.extra_nfe
-        return Generated(torch.cat(out), labels, nfe, time.perf_counter() - t0, extra, opts)
+            out.append(self.tokenizer.decode(res.tokens, seeds=seeds).clamp(-1, 1).cpu())  # seeds: stochastic decoders
+        nfe, by_network = (res.nfe, res.networks_nfe()) if res is not None else (0, {})
+        return Generated(torch.cat(out), labels, nfe, time.perf_counter() - t0, by_network, opts)
 
 
 def _build(generator: Component, objective: Component | None, tokenizer: Tokenizer, num_classes: int) -> Generator:

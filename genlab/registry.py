@@ -73,6 +73,12 @@ def names(kind: str) -> list[str]:
     return sorted(_check_kind(kind))
 
 
+def registered(kind: str) -> dict[str, Any]:
+    """What is registered under ``kind`` so far, without importing the built-ins first: for composing at import
+    time (a flow objective's sampling options from the samplers imported before it)."""
+    return dict(_check_kind(kind, lookup=False))
+
+
 def build(kind: str, name: str, cfg: Any = None, **kwargs: Any) -> Any:
     """Instantiate a registered class: ``cls(cfg, **kwargs)`` (``cls(**kwargs)`` without cfg)."""
     cls = get(kind, name)

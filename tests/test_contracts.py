@@ -34,6 +34,16 @@ def test_registration_does_not_depend_on_import_order():
 # ----------------------------------------------------------------------------- generators
 
 
+def test_the_pipeline_passes_each_images_seed_to_the_decoder(monkeypatch):
+    """A stochastic decoder gets seed + i for image i, whatever the batch split."""
+    pipe = tiny_pipeline("dit").eval()
+    seen = []
+    decode = pipe.tokenizer.decode
+    monkeypatch.setattr(pipe.tokenizer, "decode", lambda tokens, seeds=None: seen.append(seeds) or decode(tokens))
+    out = pipe.generate([0, 1, 2], seed=5, batch_size=2, options={"steps": 2})
+    assert [s.tolist() for s in seen] == [[5, 6], [7]] and out.nfe_by_network == {"velocity": 2}
+
+
 def digits(n=4):
     ds = registry.get("dataset", "digits")(registry.get("dataset", "digits").Config(resolution=16))
     return ds.get_batch(torch.arange(n))
@@ -61,6 +71,7 @@ def test_generator_contract(name, tmp_path):
     labels = torch.tensor([0, 3, 5, 9])
     a = pipe.generate(labels, seed=11)
     assert a.images.shape == (4, 3, 16, 16) and torch.isfinite(a.images).all() and a.nfe >= 1
+    assert a.nfe_by_network and next(iter(a.nfe_by_network.values())) == a.nfe  # one NFE account, main first
     assert torch.equal(pipe.generate(labels, seed=11).images, a.images)  # same seeds, same images
     split = pipe.generate(labels, seed=11, batch_size=2).images  # image i depends on seed i only
     assert torch.allclose(split, a.images, atol=1e-5)
@@ -132,6 +143,9 @@ def test_tokenizer_contract(name, tmp_path):
         assert codes.shape[:2] == (2, spec.code_dim)
     images = tok.decode(tokens)
     assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
+    seeded = tok.decode(tokens, seeds=torch.tensor([3, 4]))  # every decoder takes the per-sample seeds
+    if not spec.stochastic_decoder:
+        assert torch.equal(seeded, images)  # which a deterministic one ignores
     state = {k: v.contiguous() for k, v in tok.state_dict().items()}
     if state:
         save_file(state, str(tmp_path / "w.safetensors"))

@@ -63,7 +63,7 @@ def test_refiner_run_trains_exports_and_samples(refiner_run, smoke_run, tmp_path
     n_ref, n_base = (sum(p.numel() for p in m.parameters()) for m in (pipe.generator.helpers["refiner"], pipe.weights))
     assert n_ref < n_base
     out = pipe.generate([0, 1, 2], options={"steps": 9, "sampler": "flowturbo", "cfg": 2.0})
-    assert out.nfe == 7 and out.extra_nfe == 5  # H1P5R3, the last R step an Euler step
+    assert out.nfe == 7 and out.nfe_by_network == {"velocity": 7, "refiner": 5}  # H1P5R3, the last R step an Euler step
     code, text, _ = run_cli(capsys, "sample", "--run", str(smoke_run), "--refiner", str(refiner_run), "--classes",
                             "0,1", "--n", "2", "--sampler", "flowturbo", "--blocks", "H1P2R1", "--cfg", "2",
                             "--cfg-interval", "0.2,0.9", "--out", str(tmp_path / "t.png"))  # fmt: skip
@@ -124,7 +124,10 @@ def test_bench_sample_json(refiner_run, capsys, tmp_path):
     assert json.loads((tmp_path / "b.json").read_text()) == result
     rows = {(r["sampler"], r["budget"]): r for r in result["rows"]}
     assert set(rows) == {(s, n) for s in ("euler", "heun", "dpm++", "unipc", "flowturbo") for n in (4, 8)}
-    assert rows[("flowturbo", 8)]["blocks"] == "H1P6R4" and rows[("flowturbo", 8)]["refiner_nfe"] == 7
+    assert rows[("flowturbo", 8)]["blocks"] == "H1P6R4" and rows[("flowturbo", 8)]["nfe_by_network"] == {
+        "velocity": 8,
+        "refiner": 7,
+    }
     assert (
         rows[("heun", 8)]["steps"] == 4
         and rows[("heun", 8)]["nfe"] == 7

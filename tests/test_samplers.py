@@ -7,10 +7,21 @@ import pytest
 import torch
 from analytic import gaussian_exact, gaussian_velocity, mixture_velocity, rk4
 
+from genlab import registry
 from genlab.generators.dit import DiT, latent_spec
 from genlab.generators.objectives.flow import FlowSampleOptions, RectifiedFlow
 from genlab.generators.refiner import VelocityRefiner
-from genlab.samplers import GUIDANCE_SCHEDULES, SCHEDULES, Blocks, guided, integrate, names, timesteps
+from genlab.samplers import (
+    GUIDANCE_SCHEDULES,
+    SCHEDULES,
+    Blocks,
+    declared_networks,
+    guided,
+    integrate,
+    names,
+    option_names,
+    timesteps,
+)  # fmt: skip
 from genlab.samplers.dpm_solver import dpm_pp_2m
 
 
@@ -158,22 +169,22 @@ def test_flowturbo_counts_evaluations_and_an_exact_refiner_turns_r_steps_into_he
     velocity, noise, exact = problems["mixture"]
     v, v_calls = counting(velocity)
     r, r_calls = counting(lambda x, t, cached: velocity(x, t) - cached)  # the perfect refiner
-    res = integrate("flowturbo", v, noise, steps=9, refiner=r)
-    assert res.nfe == len(v_calls) == 7 and res.refiner_nfe == len(r_calls) == 5  # H1P5R3: 2 + 5, 2 * 3 - 1
+    res = integrate("flowturbo", {"velocity": v, "refiner": r}, noise, steps=9)
+    assert res.nfe == len(v_calls) == 7 and len(r_calls) == 5  # H1P5R3: 2 + 5, 2 * 3 - 1
+    assert res.nfe_by_network == {"velocity": 7, "refiner": 5}
     # with the exact velocity change, a refiner step is a Heun step: H1R8 equals 9 Heun steps
-    turbo = integrate("flowturbo", velocity, noise, steps=9, blocks="H1R8", refiner=r).x
+    turbo = integrate("flowturbo", {"velocity": velocity, "refiner": r}, noise, steps=9, blocks="H1R8").x
     assert torch.allclose(turbo, integrate("heun", velocity, noise, steps=9).x, atol=1e-12)
     # a refiner that predicts no change keeps the velocity frozen: much worse than the exact one
-    lazy = integrate(
-        "flowturbo", velocity, noise, steps=9, blocks="H1R8", refiner=lambda x, t, c: torch.zeros_like(c)
-    ).x
+    zero = {"velocity": velocity, "refiner": lambda x, t, c: torch.zeros_like(c)}
+    lazy = integrate("flowturbo", zero, noise, steps=9, blocks="H1R8").x
     assert rms(lazy, exact) > 3 * rms(turbo, exact)
-    r_only = integrate("flowturbo", v, noise, steps=3, blocks="R3", refiner=r)
+    r_only = integrate("flowturbo", {"velocity": v, "refiner": r}, noise, steps=3, blocks="R3")
     assert r_only.nfe == 1  # one base evaluation to have a velocity to refine
     with pytest.raises(ValueError, match="no velocity refiner"):
         integrate("flowturbo", velocity, noise, steps=9, blocks="H1P5R3")
     with pytest.raises(ValueError, match="take 9 steps"):
-        integrate("flowturbo", velocity, noise, steps=8, blocks="H1P5R3", refiner=r)
+        integrate("flowturbo", {"velocity": velocity, "refiner": r}, noise, steps=8, blocks="H1P5R3")
 
 
 # ----------------------------------------------------------------------------- guidance
@@ -249,3 +260,59 @@ def test_every_sampler_is_independent_of_the_batch_size(sampler):
     parts = torch.cat([flow.sample(labels[i : i + 2], seeds[i : i + 2], opts).tokens for i in (0, 2, 4)])
     assert torch.allclose(full, parts, atol=1e-5)
     assert not torch.allclose(full, flow.sample(labels, seeds + 1, opts).tokens)
+
+
+# ----------------------------------------------------------------------------- declared networks and options
+
+
+def test_samplers_get_the_networks_they_declare_each_counted(monkeypatch):
+    def two_nets(jump, noise, ts, *, randn_like=None, callback=None, velocity=None, denoiser=None):
+        """A toy consistency-style sampler: a jump to each time, then a velocity nudge."""
+        ts = ts.tolist()
+        x = noise
+        for t, s in zip(ts[:-1], ts[1:]):
+            x = jump(x, torch.full((len(x),), t), torch.full((len(x),), s))
+        return x + 0 * velocity(x, torch.zeros(len(x))) if velocity is not None else x
+
+    two_nets.networks, two_nets.optional_networks = ("jump",), ("velocity", "denoiser")
+    monkeypatch.setitem(registry._ENTRIES["sampler"], "toy-jump", two_nets)
+    jump = lambda x, t, s: x * (s / t).view(-1, 1)  # noqa: E731
+    noise = torch.randn(3, 2)
+    res = integrate("toy-jump", {"jump": jump, "velocity": lambda x, t: x, "refiner": None}, noise, steps=4)
+    assert res.nfe == 4 and res.nfe_by_network == {"jump": 4, "velocity": 1}  # the refiner is not declared: not passed
+    assert torch.equal(res.x, torch.zeros_like(noise))
+    with pytest.raises(ValueError, match="needs the network.s. jump; this model has velocity"):
+        integrate("toy-jump", lambda x, t: x, noise, steps=2)
+    assert declared_networks(registry.get("sampler", "flowturbo")) == (("velocity",), ("refiner",))
+
+
+def test_stochastic_samplers_get_per_sample_noise_from_the_objective(monkeypatch):
+    calls = []
+
+    def noisy(velocity, noise, ts, *, randn_like=None, callback=None):
+        """Euler-Maruyama with a fixed diffusion: x <- x + h v + 0.3 sqrt|h| n."""
+        ts, x = ts.tolist(), noise
+        for t, s in zip(ts[:-1], ts[1:]):
+            calls.append(1)
+            x = x + (s - t) * velocity(x, torch.full((len(x),), t)) + 0.3 * abs(s - t) ** 0.5 * randn_like(x)
+        return x
+
+    monkeypatch.setitem(registry._ENTRIES["sampler"], "toy-sde", noisy)
+    flow, _ = tiny_flow_and_refiner()
+    labels, seeds = torch.tensor([0, 1, 2, 1]), torch.tensor([5, 6, 7, 8])
+    opts = FlowSampleOptions(sampler="toy-sde", steps=4)
+    full = flow.sample(labels, seeds, opts).tokens
+    parts = torch.cat([flow.sample(labels[i : i + 1], seeds[i : i + 1], opts).tokens for i in range(4)])
+    assert torch.allclose(full, parts, atol=1e-5)  # image i from seed i, noise included
+    euler = flow.sample(labels, seeds, FlowSampleOptions(sampler="euler", steps=4)).tokens
+    assert not torch.allclose(full, euler, atol=1e-3)  # the draws did reach the state
+
+
+def test_a_sampler_owns_its_options():
+    assert option_names(registry.get("sampler", "flowturbo")) == ("blocks",)
+    assert option_names(registry.get("sampler", "euler")) == ()
+    with pytest.raises(ValueError, match="blocks is an option of sampler flowturbo"):
+        FlowSampleOptions(sampler="euler", blocks="H1P5R3", steps=9).validate()
+    merged = FlowSampleOptions.merge(FlowSampleOptions(), {"sampler": "flowturbo", "blocks": "H1P5R3"})
+    assert merged.steps == 9 and merged.sampler_values() == {"blocks": "H1P5R3"}
+    assert FlowSampleOptions(sampler="euler").sampler_values() == {}

@@ -210,7 +210,7 @@ def bench_sample(
                     "nfe": out.nfe,
                     "steps": getattr(out.options, "steps", None),
                     **{k: v for k, v in p.items() if k != "steps"},
-                    "refiner_nfe": out.extra_nfe,
+                    "nfe_by_network": out.nfe_by_network,
                     "ms_per_image": 1000 * sec / n,
                     "proxy_rmse": _rmse(out.images, ref.images) if ref is not None else None,
                     "fid": float(metric(to_uint8(out.images))) if metric else None,
@@ -297,7 +297,8 @@ def _device_name(device: torch.device) -> str:
 
 def _format_row(r: dict) -> str:
     fid = f"{r['fid']:8.2f}" if r.get("fid") is not None else "       -"
-    extra = f" {r['blocks']} +{r['refiner_nfe']} refiner" if "blocks" in r else ""
+    others = list(r.get("nfe_by_network", {}).items())[1:]
+    extra = f" {r['blocks']}" + "".join(f" +{k} {name}" for name, k in others) if "blocks" in r else ""
     proxy = f"  proxy {r['proxy_rmse']:.4f}" if r.get("proxy_rmse") is not None else ""
     return f"{r['sampler']:>9} {r['nfe']:>3} NFE {r['ms_per_image']:8.2f} ms/img{proxy}  FID {fid}{extra}"
 

@@ -71,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
         np.savez(out, arr_0=arr, labels=result.labels.numpy())
     else:
         save_grid(result.images, out, nrow=args.n, row_labels=[pipe.class_names[c] for c in classes])
-    extra = result.extra_nfe
-    refined = f" + {extra} refiner evaluation{'s' * (extra != 1)}" if extra else ""
+    refined = "".join(f" + {k} {name} evaluation{'s' * (k != 1)}" for name, k in result.extra_networks().items() if k)
     print(f"{len(labels)} images, {result.nfe} NFE{refined}, {result.seconds:.1f}s -> {out}")
     return 0

@@ -97,11 +97,21 @@ class SampleOptions:
 
 @dataclass
 class Sampled:
-    """What ``Generator.sample`` returns: one small result type, whatever the family."""
+    """What ``Generator.sample`` returns: one small result type, whatever the family.
+
+    One NFE account: ``nfe`` is the main network's evaluations per image (a guided conditional + unconditional
+    pass counts once); ``nfe_by_network`` every network's, by name, the main one first (a flow model under
+    FlowTurbo: ``{"velocity": 7, "refiner": 5}``); a family with one network may leave it empty, which means
+    ``{"model": nfe}`` (``networks_nfe``)."""
 
     tokens: Any  # what the tokenizer decodes: (B, C, h, w) latents, (B, h, w) / (B, N) ids, or a list of maps
-    nfe: int  # network evaluations per image (a guided conditional + unconditional pass counts once)
-    extra_nfe: int = 0  # evaluations of a light auxiliary network (FlowTurbo's refiner), not counted in nfe
+    nfe: int  # evaluations per image of the main network
+    nfe_by_network: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> evaluations, main first
+    lengths: Tensor | None = None  # (B,) int64 tokens used per sample (variable-length 1-D tokens); None = all
+
+    def networks_nfe(self) -> dict[str, int]:
+        """``nfe_by_network``, or ``{"model": nfe}`` for a family that counts one network."""
+        return dict(self.nfe_by_network) or {"model": self.nfe}
 
 
 class Generator(nn.Module):

@@ -19,8 +19,7 @@ import math
 
 from torch import Tensor
 
-from genlab.registry import register
-from genlab.samplers.base import Callback, RandnLike, Times, Velocity, as_times, t_like
+from genlab.samplers.base import Callback, RandnLike, Times, Velocity, as_times, sampler, t_like
 
 
 def _lambda(t: float) -> float:
@@ -32,7 +31,7 @@ def _lambda(t: float) -> float:
     return math.log((1 - t) / t)
 
 
-@register("sampler", "dpm++")
+@sampler("dpm++")
 def dpm_solver_pp(
     velocity: Velocity, noise: Tensor, ts: Times, *, randn_like: RandnLike | None = None,
     callback: Callback | None = None,
@@ -69,7 +68,7 @@ def dpm_pp_2m(velocity: Velocity, noise: Tensor, ts: list[float], callback: Call
     return x
 
 
-@register("sampler", "unipc")
+@sampler("unipc")
 def unipc(
     velocity: Velocity, noise: Tensor, ts: Times, *, randn_like: RandnLike | None = None,
     callback: Callback | None = None,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from genlab.registry import register
-from genlab.samplers.base import Callback, RandnLike, Times, Velocity, as_times, t_like
+from genlab.samplers.base import Callback, RandnLike, Times, Velocity, as_times, sampler, t_like
 
 
-@register("sampler", "euler")
+@sampler("euler")
 def euler(
     velocity: Velocity, noise: Tensor, ts: Times, *, randn_like: RandnLike | None = None,
     callback: Callback | None = None,
@@ -23,7 +22,7 @@ def euler(
     return x
 
 
-@register("sampler", "diffusers-euler")
+@sampler("diffusers-euler")
 def diffusers_euler(
     velocity: Velocity, noise: Tensor, ts: Times, *, randn_like: RandnLike | None = None,
     callback: Callback | None = None,

@@ -27,8 +27,17 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from genlab.registry import register
-from genlab.samplers.base import Callback, RandnLike, Refiner, Times, Velocity, as_times, t_like
+from genlab.samplers.base import (
+    Callback,
+    RandnLike,
+    Refiner,
+    Times,
+    Velocity,
+    as_times,
+    sampler,
+    sampler_option,
+    t_like,
+)
 from genlab.samplers.heun import check_last_step
 
 # refiner steps chain refined velocities from one base evaluation; the paper's schedules use 3 to 5 of them, and
@@ -88,7 +97,31 @@ class Blocks:
         return cls(1, pseudo, min(MAX_REFINE, max(1, round(0.6 * pseudo))))
 
 
-@register("sampler", "flowturbo")
+@dataclass
+class FlowTurboOptions:
+    """FlowTurbo's own sampling options (a flow objective's ``SampleOptions`` includes them)."""
+
+    blocks: str = sampler_option(
+        "", "flowturbo: Heun, pseudo-corrector and refiner steps, e.g. H1P5R3 (sets the steps)"
+    )
+
+
+def _check_options(values: dict, steps: int) -> None:
+    """ValueError for blocks that do not take ``steps`` steps."""
+    if values.get("blocks"):
+        b = Blocks.parse(values["blocks"])
+        if b.steps != steps:
+            raise ValueError(f"blocks {b} take {b.steps} steps, but steps is {steps}")
+
+
+def _implied_steps(values: dict) -> int | None:
+    """Blocks given without steps set the steps."""
+    return Blocks.parse(str(values["blocks"])).steps if values.get("blocks") else None
+
+
+@sampler(
+    "flowturbo", optional=("refiner",), options=FlowTurboOptions, check=_check_options, implied_steps=_implied_steps
+)
 def flowturbo(
     velocity: Velocity,
     noise: Tensor,

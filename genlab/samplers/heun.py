@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from genlab.registry import register
-from genlab.samplers.base import Callback, RandnLike, Times, Velocity, as_times, t_like
+from genlab.samplers.base import Callback, RandnLike, Times, Velocity, as_times, sampler, t_like
 
 
 def heun_step(velocity: Velocity, x: Tensor, t_cur: float, t_next: float, d_cur: Tensor) -> tuple[Tensor, Tensor]:
@@ -34,7 +33,7 @@ def check_last_step(last_step: str) -> bool:
     return last_step == "euler"
 
 
-@register("sampler", "heun")
+@sampler("heun")
 def heun(
     velocity: Velocity,
     noise: Tensor,

@@ -1,9 +1,10 @@
 """The Tokenizer contract: pixels <-> tokens.
 
 Every tokenizer is an ``nn.Module`` with a typed ``Config``, a ``token_spec`` saying what its
-tokens look like, ``encode(images) -> tokens`` and ``decode(tokens) -> images`` (images in
-[-1, 1]), and ``loss(batch, step) -> dict`` when it can be trained. Generators read only
-``token_spec``; they never import a concrete tokenizer.
+tokens look like, ``encode(images) -> tokens`` and ``decode(tokens, seeds=None) -> images`` (images in
+[-1, 1]; ``seeds`` are the per-sample seeds a stochastic decoder draws from, passed by the pipeline), and
+``loss(batch, step) -> dict`` when it can be trained. Generators read only ``token_spec``; they never import a
+concrete tokenizer. A tokenizer may use ``genlab.samplers`` (a flow decoder), never a generator.
 """
 
 from __future__ import annotations
@@ -117,9 +118,9 @@ class TokenCodes:
         """Ids -> the code vectors the decoder reads: (B, code_dim, h, w) for grids and multi-scale prefixes."""
         return self._tok.indices_to_codes(tokens)
 
-    def decode(self, tokens: Any) -> Tensor:
-        """Ids -> images in [-1, 1]."""
-        return self._tok.decode(tokens)
+    def decode(self, tokens: Any, seeds: Tensor | None = None) -> Tensor:
+        """Ids -> images in [-1, 1] (``seeds``: per-sample seeds of a stochastic decoder)."""
+        return self._tok.decode(tokens, seeds=seeds)
 
     def scale_codes(self, k: int, ids: Tensor) -> Tensor:
         """Multiscale: the code vectors (B, code_dim, s_k, s_k) of scale k's ids (B, s_k, s_k)."""
@@ -146,7 +147,11 @@ class Tokenizer(nn.Module):
     def encode(self, images: Tensor) -> Any:
         raise NotImplementedError
 
-    def decode(self, tokens: Any) -> Tensor:
+    def decode(self, tokens: Any, seeds: Tensor | None = None) -> Tensor:
+        """Tokens -> images (B, 3, H, W) in [-1, 1]. ``seeds`` (B,) int64: the per-sample seeds of a stochastic
+        decoder (``token_spec.stochastic_decoder``, FlexTok's flow decoder), which draws every random number from
+        them (``genlab.nn.rng``) so image i depends on seed i only; deterministic decoders ignore them, and without
+        seeds a stochastic one uses seeds 0..B-1. A decoder may run a sampler from ``genlab.samplers``."""
         raise NotImplementedError
 
     # -- the code protocol of discrete tokenizers (see TokenCodes); continuous tokenizers have none of it

@@ -66,7 +66,7 @@ class FlexVQTokenizer(VQGANTokenizer):
         return self.quantizer.indices_to_codes(tokens)
 
     @torch.no_grad()
-    def decode(self, tokens: Any) -> Tensor:
+    def decode(self, tokens: Any, seeds: Tensor | None = None) -> Tensor:
         return self.decode_codes(self.indices_to_codes(tokens))
 
     def scale_codes(self, k: int, ids: Tensor) -> Tensor:

@@ -36,6 +36,6 @@ class PixelTokenizer(Tokenizer):
         x = F.pixel_unshuffle(images, self.cfg.patch) if self.cfg.patch > 1 else images
         return x * self.cfg.scale
 
-    def decode(self, tokens: Tensor) -> Tensor:
+    def decode(self, tokens: Tensor, seeds: Tensor | None = None) -> Tensor:
         x = tokens / self.cfg.scale
         return F.pixel_shuffle(x, self.cfg.patch) if self.cfg.patch > 1 else x

@@ -73,5 +73,5 @@ class SDVAETokenizer(Tokenizer):
         return z * self.cfg.scaling_factor
 
     @torch.no_grad()
-    def decode(self, tokens: Tensor) -> Tensor:
+    def decode(self, tokens: Tensor, seeds: Tensor | None = None) -> Tensor:
         return self.vae.decode(tokens / self.cfg.scaling_factor).sample

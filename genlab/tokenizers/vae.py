@@ -166,7 +166,7 @@ class KLVAETokenizer(Tokenizer):
         return (z - self.latent_mean.view(1, -1, 1, 1)) / self.latent_std.view(1, -1, 1, 1)
 
     @torch.no_grad()
-    def decode(self, tokens: Tensor) -> Tensor:
+    def decode(self, tokens: Tensor, seeds: Tensor | None = None) -> Tensor:
         """Normalised latents (B, C, h, w) -> images: denormalise, then decode."""
         self._require_stats("decode")
         z = tokens

@@ -93,7 +93,7 @@ class VQGANTokenizer(Tokenizer):
         return self.quantizer.indices_to_codes(tokens)
 
     @torch.no_grad()
-    def decode(self, tokens) -> Tensor:
+    def decode(self, tokens, seeds: Tensor | None = None) -> Tensor:
         return self.decode_codes(self.indices_to_codes(tokens))
 
     def last_layer(self) -> Tensor:
@@ -134,8 +134,8 @@ class RQVAETokenizer(VQGANTokenizer):
         )
 
     @torch.no_grad()
-    def decode(self, tokens: Tensor, depth: int | None = None) -> Tensor:
-        """Images from the first ``depth`` (default: all) codes per position."""
+    def decode(self, tokens: Tensor, seeds: Tensor | None = None, *, depth: int | None = None) -> Tensor:
+        """Images from the first ``depth`` (default: all) codes per position (a deterministic decoder: no seeds)."""
         return self.decode_codes(self.quantizer.indices_to_codes(tokens, depth=depth))
 
 
@@ -162,7 +162,7 @@ class MultiScaleVQTokenizer(VQGANTokenizer):
         return TokenSpec(self.KIND, (s[-1], s[-1]), vocab_size=K, scales=tuple(s), code_dim=e)
 
     @torch.no_grad()
-    def decode(self, tokens: list[Tensor]) -> Tensor:
+    def decode(self, tokens: list[Tensor], seeds: Tensor | None = None) -> Tensor:
         """Images from the token maps of any prefix of scales (its own, or ground-truth maps)."""
         if not 1 <= len(tokens) <= len(self.quantizer.scales):
             raise TokenizerError(f"expected 1..{len(self.quantizer.scales)} token maps, got {len(tokens)}")

@@ -14,6 +14,7 @@ leaves the cosine unchanged, so its v = x0 - eps convention gives the same term.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,15 +26,15 @@ from genlab import registry
 from genlab.generators.base import Generator, Sampled, SampleOptions, option
 from genlab.nn import per_sample_rand, per_sample_randn
 from genlab.registry import register
-from genlab.samplers import GUIDANCE_SCHEDULES, SCHEDULES, Blocks, guided, integrate
+from genlab.samplers import GUIDANCE_SCHEDULES, SCHEDULES, guided, integrate, option_classes, option_names
 from genlab.samplers.schedules import shift_time
 
 # independent per-sample random streams (see genlab.nn.rng)
-NOISE, TIME, DROP = 0, 1, 2
+NOISE, TIME, DROP, SAMPLER = 0, 1, 2, 16  # SAMPLER + k: a stochastic sampler's k-th draw
 
 
 @dataclass
-class FlowSampleOptions(SampleOptions):
+class _FlowOptions(SampleOptions):
     """How a flow model is integrated: a continuous sampler on a time grid, with classifier-free guidance."""
 
     sampler: str = option("euler", "a registered continuous sampler: euler, heun, dpm++, unipc, flowturbo")
@@ -47,28 +48,46 @@ class FlowSampleOptions(SampleOptions):
     guidance_channels: int = option(0, "guide only the first N channels (DiT/LightningDiT: 3); 0 = all", low=0)
     schedule: Literal[SCHEDULES] = option("uniform", "timestep schedule: uniform, logit_normal, edm")
     shift: float = option(1.0, "timestep shift s: t' = s t / (1 + (s - 1) t); 1 = none", low=1e-3, high=1e3)
-    blocks: str = option("", "flowturbo: Heun, pseudo-corrector and refiner steps, e.g. H1P5R3 (sets the steps)")
     compile: bool = option(False, "torch.compile the networks (GPU; ignored on the CPU)")
 
+
+@dataclass
+class FlowSampleOptions(*reversed(option_classes()), _FlowOptions):
+    """The flow options above plus every registered sampler's own options (FlowTurbo's ``blocks``), which reach
+    the sampler only when it is the chosen one and declares them."""
+
     def check(self) -> None:
-        registry.get("sampler", self.sampler)  # an unknown name lists the registered ones
+        fn = registry.get("sampler", self.sampler)  # an unknown name lists the registered ones
         if len(self.cfg_interval) != 2 or self.cfg_interval[0] > self.cfg_interval[1]:
             raise ValueError(
                 f"cfg_interval must be LO,HI with 0 <= LO <= HI <= 1 (t = 1 is noise), got {self.cfg_interval}"
             )
-        if self.blocks:
-            if self.sampler != "flowturbo":
-                raise ValueError("blocks is an option of sampler flowturbo")
-            b = Blocks.parse(self.blocks)
-            if b.steps != self.steps:
-                raise ValueError(f"blocks {b} take {b.steps} steps, but steps is {self.steps}")
+        own = option_names(fn)
+        for name, owner in _sampler_option_owners().items():
+            if name not in own and getattr(self, name) != self.__dataclass_fields__[name].default:
+                raise ValueError(f"{name} is an option of sampler {owner}")
+        if getattr(fn, "check_options", None) is not None:
+            fn.check_options(self.sampler_values(), self.steps)
+
+    def sampler_values(self) -> dict[str, Any]:
+        """The chosen sampler's own options, by name."""
+        return {name: getattr(self, name) for name in option_names(registry.get("sampler", self.sampler))}
 
     @classmethod
     def merge(cls, defaults: SampleOptions, given: dict[str, Any]) -> SampleOptions:
-        """``blocks`` given without ``steps`` sets the steps."""
-        if given.get("blocks") and "steps" not in given:
-            given = {**given, "steps": Blocks.parse(str(given["blocks"])).steps}
+        """Sampler options that imply the steps (FlowTurbo's ``blocks``), given without ``steps``, set them."""
+        fn = registry.get("sampler", str(given.get("sampler", getattr(defaults, "sampler", "euler"))))
+        implied = getattr(fn, "implied_steps", None)
+        values = {k: given[k] for k in option_names(fn) if k in given}
+        steps = implied(values) if implied is not None and values and "steps" not in given else None
+        if steps is not None:
+            given = {**given, "steps": steps}
         return super().merge(defaults, given)
+
+
+def _sampler_option_owners() -> dict[str, str]:
+    """Every registered sampler's own option -> the sampler's name."""
+    return {f: name for name, fn in registry.registered("sampler").items() for f in option_names(fn)}
 
 
 @register("objective", "flow")
@@ -138,23 +157,37 @@ class RectifiedFlow(Generator):
     def sample(self, labels: Tensor, seeds: Tensor, options: FlowSampleOptions) -> Sampled:
         """Integrate from per-sample noise (seed i -> image i, whatever the batch) to t = 0.
 
-        An attached FlowTurbo refiner ``r(x, t, y, v)`` is guided like the backbone and handed to the sampler as
-        ``refiner(x, t, v)``. ``compile``: run the networks through ``torch.compile`` (for GPUs; the compiled
-        modules are cached on the objective, one graph per batch shape)."""
+        The sampler gets the networks this model has (``networks``) and takes the ones it declares; its own
+        options; and a per-sample ``randn_like`` (each call draws the next independent stream of every image's
+        seed), so a stochastic sampler keeps image i from seed i. ``compile``: run the networks through
+        ``torch.compile`` (for GPUs; the compiled modules are cached on the objective, one graph per batch shape)."""
         o = options
         noise = per_sample_randn(seeds, self.spec.shape, stream=NOISE, device=labels.device)
+        res = integrate(
+            o.sampler, self.networks(labels, o), noise, steps=o.steps, shift=o.shift, schedule=o.schedule,
+            randn_like=sampler_noise(seeds), **o.sampler_values(),
+        )  # fmt: skip
+        return Sampled(tokens=res.x, nfe=res.nfe, nfe_by_network=res.nfe_by_network)
+
+    def networks(self, labels: Tensor, o: FlowSampleOptions) -> dict[str, Any]:
+        """The guided callables a sampler may take: ``velocity(x, t)`` and, when one is attached, FlowTurbo's
+        ``refiner(x, t, v)`` (guided like the backbone)."""
         guide = dict(channels=o.guidance_channels, interval=tuple(o.cfg_interval), schedule=o.cfg_schedule)
-        net = _compiled(self, "backbone") if o.compile else self.backbone
-        velocity = guided(net, labels, self.num_classes, o.cfg, **guide)
-        extra: dict[str, Any] = {}
-        refiner = self.helpers.get("refiner")
-        if o.sampler == "flowturbo":
-            extra["blocks"] = o.blocks or None
-            if refiner is not None:
-                ref = _compiled(refiner, None) if o.compile else refiner
-                extra["refiner"] = guided(ref, labels, self.num_classes, o.cfg, **guide)
-        res = integrate(o.sampler, velocity, noise, steps=o.steps, shift=o.shift, schedule=o.schedule, **extra)
-        return Sampled(tokens=res.x, nfe=res.nfe, extra_nfe=res.refiner_nfe)
+        nets = {"velocity": (_compiled(self, "backbone") if o.compile else self.backbone)}
+        for name, module in self.helpers.items():
+            nets[name] = _compiled(module, None) if o.compile else module
+        return {name: guided(net, labels, self.num_classes, o.cfg, **guide) for name, net in nets.items()}
+
+
+def sampler_noise(seeds: Tensor) -> Callable[[Tensor], Tensor]:
+    """``randn_like(x)`` for stochastic samplers: call k draws stream ``SAMPLER + k`` of each sample's seed, so
+    image i's draws depend on seed i only."""
+    calls = iter(range(SAMPLER, 1 << 62))
+
+    def randn_like(x: Tensor) -> Tensor:
+        return per_sample_randn(seeds, tuple(x.shape[1:]), stream=next(calls), device=x.device, dtype=x.dtype)
+
+    return randn_like
 
 
 def velocity_loss(pred: Tensor, target: Tensor, cosine_weight: float = 0.0) -> Tensor:
