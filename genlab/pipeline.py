@@ -54,13 +54,12 @@ class Generated:
 
 
 def spec_to_dict(spec: TokenSpec) -> dict:
-    return dataclasses.asdict(spec)
+    return spec.to_dict()
 
 
 def spec_from_dict(data: dict) -> TokenSpec:
     try:
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return TokenSpec(**fields)
+        return TokenSpec.from_dict(data)
     except (TypeError, ValueError) as e:
         raise RunError(f"a saved token spec is malformed ({e})") from None
 

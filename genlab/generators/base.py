@@ -121,6 +121,7 @@ class Generator(nn.Module):
     SampleOptions: ClassVar[type[SampleOptions]]
     ROLE: ClassVar[Literal["backbone", "generator"]] = "generator"
     TOKEN_KINDS: ClassVar[tuple[str, ...]] = ()  # the TokenSpec kinds it models
+    TOKEN_AXES: ClassVar[tuple[tuple[str, ...], ...]] = ()  # layouts beyond its kinds' classic ones (video, ...)
     num_classes: int
 
     LOG_KEYS: ClassVar[tuple[str, ...]] = ()  # scalar outputs of ``loss`` logged beside "loss" while training
@@ -146,11 +147,17 @@ class Generator(nn.Module):
 
 
 def check_spec(cls: type, spec: TokenSpec) -> None:
-    """GeneratorError unless ``spec.kind`` is one of ``cls.TOKEN_KINDS``."""
+    """GeneratorError unless ``spec.kind`` is one of ``cls.TOKEN_KINDS`` and its axes are a classic layout of the
+    kind (``TokenSpec.classic``: grids, id sequences, maps) or one the class lists in ``TOKEN_AXES``."""
     if spec.kind not in cls.TOKEN_KINDS:
         raise GeneratorError(
             f"{cls.__name__} models {' or '.join(cls.TOKEN_KINDS)} tokens; this tokenizer makes {spec.kind} "
             "tokens (choose another tokenizer or generator)"
+        )
+    if not spec.classic and tuple(spec.axes) not in getattr(cls, "TOKEN_AXES", ()):
+        raise GeneratorError(
+            f"{cls.__name__} does not model {spec.kind} tokens with axes ({', '.join(spec.axes)}); this tokenizer "
+            f"makes {spec.describe()} (choose another tokenizer or generator)"
         )
 
 

@@ -28,7 +28,6 @@ one out (config.yaml, class_names.json, tokenizer/ and, for "var", generator/ wi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pickle
 import re
@@ -316,7 +315,7 @@ def import_var(kind: str, path: Path | str, out_dir: Path | str, *, vae: Path | 
         with torch.device("meta"):
             spec = tok_comp.build(resolution=config["data"]["resolution"]).token_spec
         generator = {"generator": to_dict(component_from_dict("generator", config["generator"], "generator")),
-                     "objective": None, "token_spec": dataclasses.asdict(spec), "num_classes": n}  # fmt: skip
+                     "objective": None, "token_spec": spec.to_dict(), "num_classes": n}  # fmt: skip
         run.write_component("generator", generator, gen_state)
     config["preset"] = f"imported from {Path(path).name}"
     run.write_component("tokenizer", tok_cfg, tok_state)

@@ -9,6 +9,8 @@ concrete tokenizer. A tokenizer may use ``genlab.samplers`` (a flow decoder), ne
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,39 +22,99 @@ class TokenizerError(RuntimeError):
 
 
 Kind = Literal["continuous", "discrete", "residual", "multiscale"]
+Axis = Literal["channel", "time", "height", "width", "sequence", "depth"]
+AXES = ("channel", "time", "height", "width", "sequence", "depth")
+# the layouts each kind may have; the first of a kind's rank is what a spec without ``axes`` means (old run folders)
+LAYOUTS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "continuous": (("channel", "height", "width"), ("channel", "time", "height", "width"), ("sequence", "channel")),
+    "discrete": (("height", "width"), ("sequence",), ("time", "height", "width")),
+    "residual": (("height", "width", "depth"), ("sequence", "depth")),
+    "multiscale": (("height", "width"),),
+}
+# the layouts of round 2 (a spec's classic form): every generator of the kind models them; others must be declared
+CLASSIC = {("continuous", 3), ("discrete", 1), ("discrete", 2), ("residual", 3), ("multiscale", 2)}
+_NOT_POSITIONS = ("channel", "depth")  # axes within a position (a latent's channels, a residual stack's ids)
+
+
+def _default_axes(kind: str, rank: int) -> tuple[str, ...] | None:
+    """The first layout of ``kind`` with ``rank`` axes (what a spec without ``axes`` means)."""
+    return next((a for a in LAYOUTS.get(kind, ()) if len(a) == rank), None)
 
 
 @dataclass(frozen=True)
 class TokenSpec:
-    """What a tokenizer's tokens look like, per sample (batch dimension excluded). Each kind states its geometry:
+    """What a tokenizer's tokens look like, per sample (batch dimension excluded). ``axes`` names each dimension
+    of ``shape`` (data, not a special case per family); the layouts each kind may have (``LAYOUTS``):
 
-    - continuous: ``shape = (C, h, w)``, a latent grid;
-    - discrete: ``shape = (h, w)`` (a raster grid of ids) or ``(N,)`` (a 1-D sequence: TiTok, FlexTok);
-    - residual: ``shape = (h, w, depth)``, ``depth`` ids per position (RQ-VAE);
-    - multiscale: ``scales`` (side of each square map, coarse to fine) and ``shape = (s_K, s_K)``, the last map;
-      the tokens are a list of (B, s_k, s_k) id maps.
+    - continuous: ``(channel, height, width)`` a latent grid; ``(channel, time, height, width)`` a video latent;
+      ``(sequence, channel)`` a 1-D sequence of vectors (TiTok-KL, ViTok);
+    - discrete: ``(height, width)`` a raster grid of ids; ``(sequence,)`` a 1-D sequence (TiTok, FlexTok);
+      ``(time, height, width)`` video ids;
+    - residual: ``(height, width, depth)``, ``depth`` ids per position (RQ-VAE); ``(sequence, depth)``;
+    - multiscale: ``scales`` (side of each square map, coarse to fine) and ``shape = (s_K, s_K)``, the last map,
+      axes ``(height, width)``; the tokens are a list of (B, s_k, s_k) id maps.
+
+    ``axes`` may be left out: it is then the kind's first layout of ``shape``'s rank, which is what every spec of
+    round 2 (and every saved ``token_spec`` without ``axes``) means; ``to_dict`` leaves it out for those, so their
+    saved form is unchanged. A batch of variable-length tokens carries its lengths beside the tokens
+    (``genlab.generators.base.Sampled.lengths``, the token cache's ``lengths``), never inside the spec.
     """
 
     kind: Kind
     shape: tuple[int, ...]
     vocab_size: int = 0  # discrete kinds: codebook size (ids are 0 .. vocab_size - 1)
     scales: tuple[int, ...] = ()  # multiscale: side of each scale's token map, coarse to fine
-    variable_length: bool = False  # 1-D tokenizers that decode from any prefix (FlexTok-style)
+    variable_length: bool = False  # sequences that decode from any prefix (FlexTok-style); lengths ride with a batch
     code_dim: int = 0  # discrete kinds: channels of a token's code vector (what indices_to_codes returns)
-    stochastic_decoder: bool = False  # decode() draws noise (FlexTok's rectified-flow decoder)
+    stochastic_decoder: bool = False  # decode() draws noise (FlexTok's rectified-flow decoder): it takes seeds
+    axes: tuple[str, ...] = ()  # the name of each dimension of shape (AXES); () = the kind's classic layout
 
     def __post_init__(self) -> None:
-        rank = {"continuous": (3,), "discrete": (1, 2), "residual": (3,), "multiscale": (2,)}[self.kind]
-        if len(self.shape) not in rank or min(self.shape, default=0) < 1:
+        layouts = LAYOUTS.get(self.kind)
+        if layouts is None:
+            raise ValueError(f"unknown token kind {self.kind!r}; kinds: {', '.join(LAYOUTS)}")
+        if not self.axes and (default := _default_axes(self.kind, len(self.shape))) is not None:
+            object.__setattr__(self, "axes", default)
+        ranks = sorted({len(a) for a in layouts})
+        if len(self.shape) not in ranks or min(self.shape, default=0) < 1:
             raise ValueError(
-                f"a {self.kind} TokenSpec needs a shape of rank {rank} with positive sides, got {self.shape}"
+                f"a {self.kind} TokenSpec needs a shape of rank {tuple(ranks)} with positive sides, got {self.shape}"
             )
+        if tuple(self.axes) not in layouts:
+            valid = "; ".join(", ".join(a) for a in layouts)
+            raise ValueError(f"{self.kind} tokens have axes ({valid}), got {tuple(self.axes)} for shape {self.shape}")
         if self.kind != "continuous" and self.vocab_size < 1:
             raise ValueError(f"a {self.kind} TokenSpec needs vocab_size >= 1")
         if self.kind == "multiscale" and (not self.scales or (self.scales[-1],) * 2 != tuple(self.shape)):
             raise ValueError(f"a multiscale TokenSpec needs scales ending in its shape's side, got {self.scales}")
-        if self.variable_length and not (self.kind == "discrete" and len(self.shape) == 1):
-            raise ValueError("variable_length applies to 1-D discrete sequences only")
+        if self.variable_length and "sequence" not in self.axes:
+            raise ValueError("variable_length applies to 1-D sequences only (a spec with a sequence axis)")
+
+    # -- the saved form (generator/config.json's token_spec)
+
+    def to_dict(self) -> dict:
+        """JSON-able fields; ``axes`` only where it is not the kind's classic layout (old readers' form)."""
+        data = dataclasses.asdict(self)
+        if self.classic:
+            del data["axes"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TokenSpec:
+        """The inverse of ``to_dict``; a saved spec without ``axes`` (every run before axes) gets the classic one.
+        ValueError (TypeError for unknown keys) for a malformed one."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    # -- geometry
+
+    @property
+    def classic(self) -> bool:
+        """True for the layouts every generator of the kind models (round 2's: grids, sequences of ids, maps)."""
+        return (self.kind, len(self.shape)) in CLASSIC and self.axes == _default_axes(self.kind, len(self.shape))
+
+    def size(self, axis: str) -> int | None:
+        """The length of ``axis`` (``"time"``, ``"sequence"``, ...), None when the tokens have no such axis."""
+        return self.shape[self.axes.index(axis)] if axis in self.axes else None
 
     @property
     def discrete(self) -> bool:
@@ -63,32 +125,33 @@ class TokenSpec:
         """Channels of a continuous latent."""
         if self.kind != "continuous":
             raise ValueError(f"{self.kind} tokens have no channels (code_dim is {self.code_dim})")
-        return self.shape[0]
+        return self.shape[self.axes.index("channel")]
 
     @property
     def grid(self) -> tuple[int, int] | None:
-        """(h, w) of a 2-D layout (the last map's for multiscale); None for a 1-D sequence."""
-        if self.kind == "continuous":
-            return (self.shape[1], self.shape[2])
-        if self.kind == "discrete" and len(self.shape) == 1:
-            return None
-        return (self.shape[0], self.shape[1])
+        """(h, w) of a 2-D layout (the last map's for multiscale, each frame's for video); None for a sequence."""
+        h, w = self.size("height"), self.size("width")
+        return None if h is None or w is None else (h, w)
 
     @property
     def depth(self) -> int:
         """Ids per position: ``depth`` for residual tokens, 1 otherwise."""
-        return self.shape[2] if self.kind == "residual" else 1
+        return self.size("depth") or 1
 
     @property
     def num_positions(self) -> int:
-        """Positions a sequence model sees: h*w of a grid, N of a sequence, the sum of s_k^2 over scales."""
+        """Positions a sequence model sees: h*w of a grid, N of a sequence, T*h*w of video, the sum of s_k^2 over
+        scales (channels and residual depth are within a position)."""
         if self.kind == "multiscale":
             return sum(s * s for s in self.scales)
-        g = self.grid
-        return self.shape[0] if g is None else g[0] * g[1]
+        return math.prod(n for n, a in zip(self.shape, self.axes) if a not in _NOT_POSITIONS)
 
     def describe(self) -> str:
         """One line for people: ``discrete 16x16 grid, vocab 4096``."""
+        vocab = f", vocab {self.vocab_size}" if self.discrete else ""
+        if not self.classic:
+            dims = " x ".join(f"{n} {a}" for n, a in zip(self.shape, self.axes))
+            return f"{self.kind} {dims}{vocab}"
         if self.kind == "continuous":
             return f"continuous {self.shape[0]}x{self.shape[1]}x{self.shape[2]} latent"
         if self.kind == "multiscale":
@@ -99,7 +162,7 @@ class TokenSpec:
             geo = f"{self.shape[0]}x{self.shape[1]} grid" + (
                 f" x depth {self.depth}" if self.kind == "residual" else ""
             )
-        return f"{self.kind} {geo}, vocab {self.vocab_size}"
+        return f"{self.kind} {geo}{vocab}"
 
 
 class TokenCodes:
