@@ -231,7 +231,8 @@ class Pipeline(nn.Module):
             y = labels[start : start + batch_size].to(device)
             seeds = torch.arange(seed + start, seed + start + len(y), dtype=torch.long)
             res = self.generator.sample(y, seeds, opts)
-            out.append(self.tokenizer.decode(res.tokens, seeds=seeds).clamp(-1, 1).cpu())  # seeds: stochastic decoders
+            lengths = {} if res.lengths is None else {"lengths": res.lengths}  # variable-length samples only
+            out.append(self.tokenizer.decode(res.tokens, seeds=seeds, **lengths).clamp(-1, 1).cpu())
         nfe, by_network = (res.nfe, res.networks_nfe()) if res is not None else (0, {})
         return Generated(torch.cat(out), labels, nfe, time.perf_counter() - t0, by_network, opts)
 

@@ -131,12 +131,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
             "shape": list(ts.shape),
             "vocab_size": ts.vocab_size,
             "scales": list(ts.scales),
+            **({} if ts.classic else {"axes": list(ts.axes)}),
         },
     }
     dtype = None if args.dtype == "float32" else getattr(torch, args.dtype)
     with torch.no_grad():
         manifest = write_token_cache(
-            tok.encode, dataset, args.out, meta=meta, flips=args.flips, shard_size=args.shard_size,
+            tok.encode_batch, dataset, args.out, meta=meta, flips=args.flips, shard_size=args.shard_size,
             batch_size=args.batch_size, dtype=dtype, device=device,
         )  # fmt: skip
     print(

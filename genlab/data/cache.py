@@ -5,7 +5,12 @@ On disk (``genlab cache`` writes it, the ``token-cache`` dataset reads it)::
     DIR/manifest.json                 count, tokenizer (name, config, fingerprint), dataset, resolution, token spec,
                                       class names, shards with their sha256, and one checksum over all of them
     DIR/shard_00000.safetensors       "label" (n,), "tokens" (n, ...) or "tokens.0", "tokens.1", ... for a list of
-                                      token maps (multi-scale), and the same under "flip." when both flips are cached
+                                      token maps (multi-scale), "lengths" (n,) int32 when the tokenizer gives
+                                      per-sample lengths (a ``TokenBatch``: FlexTok's prefixes), and the same under
+                                      "flip." when both flips are cached
+
+A batch read from a cache with lengths has a ``"lengths"`` (B,) int64 entry beside ``"tokens"``; caches without
+them (every tokenizer of round 2) are written and read exactly as before.
 
 Shards are written whole (a temporary file, then a rename), and ``manifest.partial.json`` records what is being
 written, so an interrupted ``genlab cache`` resumes at the first missing shard and refuses a directory that holds
@@ -62,6 +67,15 @@ def _flatten(tokens: Any, prefix: str) -> dict[str, Tensor]:
     return {prefix: _stored(tokens)}
 
 
+def _encoded(enc: Any, prefix: str) -> dict[str, Tensor]:
+    """What ``encode`` returned as named tensors: tokens, or a TokenBatch-like ``.tokens`` with ``.lengths``."""
+    tokens, lengths = getattr(enc, "tokens", enc), getattr(enc, "lengths", None)
+    named = _flatten(tokens, f"{prefix}tokens")
+    if lengths is not None:
+        named[f"{prefix}lengths"] = _stored(lengths.long())
+    return named
+
+
 def _stored(t: Tensor) -> Tensor:
     t = t.detach().cpu()
     return t.to(torch.int32) if t.dtype == torch.long else t  # ids fit in int32: half the disk
@@ -109,9 +123,9 @@ def write_token_cache(
             idx = torch.arange(start, min(hi, start + batch_size))
             batch = batch_by_index(dataset, idx)
             x = batch["image"].to(device)
-            named = {"label": batch["label"].long(), **_flatten(encode(x), "tokens")}
+            named = {"label": batch["label"].long(), **_encoded(encode(x), "")}
             if flips:
-                named |= _flatten(encode(x.flip(-1)), "flip.tokens")
+                named |= _encoded(encode(x.flip(-1)), "flip.")
             for k, v in named.items():
                 if dtype is not None and v.is_floating_point():
                     v = v.to(dtype)
@@ -298,6 +312,7 @@ class TokenCacheDataset(torch.utils.data.Dataset):
         self.starts = np.cumsum([0, *counts])
         names = set(self.shards[0].tensors)
         self.keys = sorted((k for k in names if k.startswith("tokens")), key=_key_order)
+        self.has_lengths = "lengths" in names
         self.use_flips = cfg.flips and bool(m.get("flips"))
         self.labels = torch.cat([s.take("label", np.arange(c)) for s, c in zip(self.shards, counts)])
 
@@ -325,17 +340,25 @@ class TokenCacheDataset(torch.utils.data.Dataset):
             raise IndexError(f"token cache index out of range 0..{len(self) - 1}")
         tokens = []
         for key in self.keys:
-            t = self._gather(key, i)
-            if self.use_flips and flip is not None and bool(flip.any()):
-                f = self._gather(f"flip.{key}", i)
-                t = torch.where(flip.view(-1, *([1] * (t.ndim - 1))), f, t)
+            t = self._take(key, i, flip)
             tokens.append(t.float() if t.is_floating_point() else t)
-        return {"tokens": tokens if self.keys != ["tokens"] else tokens[0], "label": self.labels[idx.cpu()]}
+        out = {"tokens": tokens if self.keys != ["tokens"] else tokens[0], "label": self.labels[idx.cpu()]}
+        if self.has_lengths:
+            out["lengths"] = self._take("lengths", i, flip).long()
+        return out
+
+    def _take(self, key: str, i: np.ndarray, flip: Tensor | None) -> Tensor:
+        """Rows ``i`` of ``key``, the flipped image's where ``flip`` says so (and the cache has flips)."""
+        t = self._gather(key, i)
+        if self.use_flips and flip is not None and bool(flip.any()):
+            f = self._gather(f"flip.{key}", i)
+            t = torch.where(flip.view(-1, *([1] * (t.ndim - 1))), f, t)
+        return t
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         b = self.get_batch(torch.tensor([i]))
         tokens = [t[0] for t in b["tokens"]] if isinstance(b["tokens"], list) else b["tokens"][0]
-        return {"tokens": tokens, "label": b["label"][0]}
+        return {"tokens": tokens, "label": b["label"][0]} | ({"lengths": b["lengths"][0]} if "lengths" in b else {})
 
 
 def _key_order(key: str) -> tuple[int, int]:

@@ -12,9 +12,14 @@ A generator is an ``nn.Module`` built as ``cls(cfg, spec=TokenSpec, num_classes=
 It implements
 
 - ``loss(tokens, labels, seeds) -> dict`` with key ``"loss"`` (a scalar); every random draw comes from the
-  per-sample ``seeds`` (``genlab.nn.rng``), so sample i's loss does not depend on the batch it is in;
-- ``sample(labels, seeds, options) -> Sampled``: tokens that ``Tokenizer.decode`` reads, and the network
-  evaluations per image. ``options`` is an instance of the class's ``SampleOptions`` dataclass; its fields
+  per-sample ``seeds`` (``genlab.nn.rng``), so sample i's loss does not depend on the batch it is in. A batch of
+  variable-length tokens (``TokenSpec.variable_length``) may carry per-sample ``lengths`` (B,) int64 (the leading
+  positions of the sequence axis each sample uses, ``tokenizers.base.TokenBatch``); it is then passed as
+  ``loss(tokens, labels, seeds, lengths=lengths)``, which only a generator with ``TAKES_LENGTHS = True`` accepts
+  (generator training refuses lengths for the others, in one line);
+- ``sample(labels, seeds, options) -> Sampled``: tokens that ``Tokenizer.decode`` reads (with ``Sampled.lengths``
+  when the samples use different numbers of tokens; the pipeline then calls ``decode(tokens, seeds=, lengths=)``),
+  and the network evaluations per image (``nfe``, ``nfe_by_network``). ``options`` is an instance of the class's ``SampleOptions`` dataclass; its fields
   (declared with ``option(...)``) are what the CLI (``genlab sample --steps … --top-k …``), the demo and
   ``genlab bench sample`` offer for a run of this generator, and what a run config's ``sample:`` section holds.
 
@@ -122,6 +127,7 @@ class Generator(nn.Module):
     ROLE: ClassVar[Literal["backbone", "generator"]] = "generator"
     TOKEN_KINDS: ClassVar[tuple[str, ...]] = ()  # the TokenSpec kinds it models
     TOKEN_AXES: ClassVar[tuple[tuple[str, ...], ...]] = ()  # layouts beyond its kinds' classic ones (video, ...)
+    TAKES_LENGTHS: ClassVar[bool] = False  # loss() accepts lengths= (per-sample lengths of variable-length tokens)
     num_classes: int
 
     LOG_KEYS: ClassVar[tuple[str, ...]] = ()  # scalar outputs of ``loss`` logged beside "loss" while training

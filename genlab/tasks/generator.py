@@ -14,11 +14,11 @@ from torch import Tensor, nn
 
 from genlab.config import ConfigError, RunConfig
 from genlab.data.cache import TokenCacheDataset
-from genlab.generators.base import Generator
+from genlab.generators.base import Generator, GeneratorError
 from genlab.pipeline import Pipeline, class_grid, save_grid
 from genlab.registry import register
 from genlab.tasks.base import fit, training_data
-from genlab.tokenizers.base import Tokenizer
+from genlab.tokenizers.base import Tokenizer, check_lengths
 from genlab.tokenizers.saved import fingerprint, tokenizer_spec
 from genlab.train import Hooks
 
@@ -33,11 +33,20 @@ class GeneratorTraining(nn.Module):
         self.log_keys = tuple(generator.LOG_KEYS)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        tokens = batch.get("tokens")
+        tokens, lengths = batch.get("tokens"), batch.get("lengths")
         if tokens is None:
             with torch.no_grad():
-                tokens = self.tokenizer.encode(batch["image"])
-        return self.generator.loss(tokens, batch["label"], batch["seed"])
+                enc = self.tokenizer.encode_batch(batch["image"])
+            tokens, lengths = enc.tokens, enc.lengths
+        if lengths is None:  # every family of round 2: the call it always had
+            return self.generator.loss(tokens, batch["label"], batch["seed"])
+        if not self.generator.TAKES_LENGTHS:
+            raise GeneratorError(
+                f"{type(self.generator).__name__} does not train on per-sample token lengths, which these tokens "
+                "carry (choose a generator with TAKES_LENGTHS, or tokens without lengths)"
+            )
+        check_lengths(self.tokenizer.token_spec, lengths, len(batch["label"]))
+        return self.generator.loss(tokens, batch["label"], batch["seed"], lengths=lengths)
 
 
 @register("task", "generator")

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 
@@ -199,6 +200,29 @@ class TokenCodes:
         return self._tok.next_scale_input(k, f_hat, codes)
 
 
+@dataclass
+class TokenBatch:
+    """Tokens of a batch with their per-sample lengths, for tokenizers whose samples use different numbers of
+    tokens (a prefix of a variable-length sequence: FlexTok). ``lengths`` (B,) int64, each in 1..N, counts the
+    leading positions of the ``sequence`` axis a sample uses; positions past it are padding (any id, ignored by
+    generators that take lengths). ``None`` means every sample uses all its tokens, which is what every tokenizer
+    without lengths makes: their batches are plain tensors (or lists of maps), never a TokenBatch."""
+
+    tokens: Any
+    lengths: Tensor | None = None
+
+
+def check_lengths(spec: TokenSpec, lengths: Tensor, batch: int) -> None:
+    """ValueError unless ``lengths`` is (batch,) integers in 1..N of a variable-length spec's sequence axis."""
+    n = spec.size("sequence")
+    if not spec.variable_length or n is None:
+        raise ValueError(f"per-sample lengths need variable-length sequence tokens; these are {spec.describe()}")
+    if lengths.shape != (batch,) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise ValueError(f"lengths must be ({batch},) integers, got {tuple(lengths.shape)} {lengths.dtype}")
+    if batch and (int(lengths.min()) < 1 or int(lengths.max()) > n):
+        raise ValueError(f"lengths must be in 1..{n}, got {int(lengths.min())}..{int(lengths.max())}")
+
+
 class Tokenizer(nn.Module):
     """Base class: subclasses set ``Config`` and ``token_spec`` and implement encode/decode."""
 
@@ -209,6 +233,11 @@ class Tokenizer(nn.Module):
 
     def encode(self, images: Tensor) -> Any:
         raise NotImplementedError
+
+    def encode_batch(self, images: Tensor) -> TokenBatch:
+        """Tokens with their per-sample lengths (what the token cache and generator training store); a tokenizer
+        that chooses a length per image overrides it. The default: ``encode``, every sample at full length."""
+        return TokenBatch(self.encode(images))
 
     def decode(self, tokens: Any, seeds: Tensor | None = None) -> Tensor:
         """Tokens -> images (B, 3, H, W) in [-1, 1]. ``seeds`` (B,) int64: the per-sample seeds of a stochastic
