@@ -4,8 +4,10 @@ A generator is an ``nn.Module`` built as ``cls(cfg, spec=TokenSpec, num_classes=
 
 - ``spec`` says what the tokens look like (``genlab.tokenizers.base.TokenSpec``); nothing else about the
   tokenizer is passed, and a generator never imports a concrete tokenizer;
-- ``codes`` is the tokenizer's code protocol (ids -> code vectors, multi-scale teacher-forcing inputs), for
-  generators that embed codes or follow VAR's next-scale inputs; it is not a submodule (its weights stay the
+- ``codes`` is the tokenizer's code protocol, by token kind (``TokenCodes``: ids -> code vectors;
+  ``MultiScaleCodes``: VAR's teacher-forcing and next-scale inputs; ``ResidualCodes``: codes and quantization at
+  depth d); a generator that needs one names it in ``CODES`` and ``build_generator`` checks it (a one-line
+  GeneratorError); it is not a submodule (its weights stay the
   tokenizer's);
 - label ``num_classes`` is the null class of classifier-free guidance.
 
@@ -37,10 +39,11 @@ from typing import Any, ClassVar, Literal
 from torch import Tensor, nn
 
 from genlab import registry
-from genlab.tokenizers.base import TokenCodes, TokenSpec
+from genlab.tokenizers.base import CODE_PROTOCOLS, TokenCodes, TokenSpec
 
 __all__ = [
-    "Generator", "GeneratorError", "SampleOptions", "Sampled", "TokenCodes", "TokenSpec", "build_generator", "option",
+    "Generator", "GeneratorError", "SampleOptions", "Sampled", "TokenCodes", "TokenSpec", "build_generator", "check_codes",
+    "option",
 ]  # fmt: skip
 
 
@@ -127,6 +130,7 @@ class Generator(nn.Module):
     ROLE: ClassVar[Literal["backbone", "generator"]] = "generator"
     TOKEN_KINDS: ClassVar[tuple[str, ...]] = ()  # the TokenSpec kinds it models
     TOKEN_AXES: ClassVar[tuple[tuple[str, ...], ...]] = ()  # layouts beyond its kinds' classic ones (video, ...)
+    CODES: ClassVar[str | None] = None  # the code protocol it needs (CODE_PROTOCOLS: ids, multiscale, residual)
     TAKES_LENGTHS: ClassVar[bool] = False  # loss() accepts lengths= (per-sample lengths of variable-length tokens)
     num_classes: int
 
@@ -167,6 +171,20 @@ def check_spec(cls: type, spec: TokenSpec) -> None:
         )
 
 
+def check_codes(cls: type, codes: TokenCodes | None) -> None:
+    """GeneratorError unless ``codes`` gives the protocol ``cls.CODES`` names (none needed when it is None)."""
+    need = getattr(cls, "CODES", None)
+    if need is None:
+        return
+    proto = CODE_PROTOCOLS[need]
+    if not isinstance(codes, proto):
+        have = f"{codes.spec.kind} tokens' {type(codes).__name__}" if codes is not None else "no code protocol"
+        raise GeneratorError(
+            f"{cls.__name__} needs {need} codes ({proto.__name__}); this tokenizer gives {have} "
+            "(choose another tokenizer or generator)"
+        )
+
+
 def build_generator(
     generator: Any, objective: Any, *, spec: TokenSpec, num_classes: int, codes: TokenCodes | None = None
 ) -> Generator:
@@ -175,6 +193,7 @@ def build_generator(
     tokens or sizes do not fit."""
     cls = registry.get("generator", generator.name)
     check_spec(cls, spec)
+    check_codes(cls, codes)
     if cls.ROLE == "backbone":
         backbone = cls(generator.cfg, spec=spec, num_classes=num_classes)
         return registry.get("objective", objective.name)(objective.cfg, backbone)

@@ -36,6 +36,7 @@ from genlab.nn.attention import attention
 from genlab.nn.kv_cache import KVCache
 from genlab.nn.sampling import filter_logits, sample_from_logits
 from genlab.registry import register
+from genlab.tokenizers.base import MultiScaleCodes
 
 VAR_DEPTHS = (16, 20, 24, 30)  # the released ImageNet 256 models (README: 310M, 600M, 1.0B, 2.0B parameters)
 VAR_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)  # VAR's patch_nums on a 16x16 latent: L = 680
@@ -134,6 +135,7 @@ def guided_logits(logits: Tensor, B: int, t: float) -> Tensor:
 class VAR(Generator):
     ROLE = "generator"
     TOKEN_KINDS = ("multiscale",)
+    CODES = "multiscale"  # teacher-forcing and next-scale inputs (MultiScaleCodes)
     LOG_KEYS = ("acc",)
 
     @dataclass
@@ -259,7 +261,7 @@ class VAR(Generator):
         x, c = self.embed(labels, inputs_BLC)
         return self.blocks_and_head(x, c, self.mask[: x.shape[1], : x.shape[1]], keep=keep)
 
-    def require_codes(self) -> TokenCodes:
+    def require_codes(self) -> MultiScaleCodes:
         if self.codes is None:
             raise GeneratorError("VAR needs the tokenizer's code protocol: build it with codes=tokenizer.codes()")
         return self.codes

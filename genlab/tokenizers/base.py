@@ -168,8 +168,11 @@ class TokenSpec:
 
 class TokenCodes:
     """The tokenizer's code protocol as generators of discrete tokens see it: a plain object (not a submodule,
-    so the tokenizer's weights are never saved with the generator). Methods a tokenizer does not have raise
-    ``TokenizerError``."""
+    so the tokenizer's weights are never saved with the generator). It splits per kind: every discrete tokenizer
+    gives ``TokenCodes`` (ids -> code vectors), a multi-scale one ``MultiScaleCodes`` (VAR's teacher-forcing and
+    next-scale inputs), a residual one ``ResidualCodes`` (codes and quantization at one depth, ResGen). A generator
+    names the protocol it needs in ``CODES`` (``CODE_PROTOCOLS``) and ``build_generator`` checks it. Methods a
+    tokenizer does not have raise ``TokenizerError``."""
 
     def __init__(self, tokenizer: Tokenizer):
         self._tok = tokenizer
@@ -186,18 +189,45 @@ class TokenCodes:
         """Ids -> images in [-1, 1] (``seeds``: per-sample seeds of a stochastic decoder)."""
         return self._tok.decode(tokens, seeds=seeds)
 
+
+class MultiScaleCodes(TokenCodes):
+    """Multi-scale codes (VAR, FlexVAR): per-scale code vectors, teacher-forcing inputs, next-scale inputs."""
+
     def scale_codes(self, k: int, ids: Tensor) -> Tensor:
-        """Multiscale: the code vectors (B, code_dim, s_k, s_k) of scale k's ids (B, s_k, s_k)."""
+        """The code vectors (B, code_dim, s_k, s_k) of scale k's ids (B, s_k, s_k)."""
         return self._tok.scale_codes(k, ids)
 
     def teacher_forcing_inputs(self, tokens: list[Tensor]) -> list[Tensor]:
-        """Multiscale (VAR): from ground-truth maps, the inputs of scales 2..K: [(B, code_dim, s_k, s_k)]."""
+        """From ground-truth maps, the inputs of scales 2..K: [(B, code_dim, s_k, s_k)] (VAR)."""
         return self._tok.teacher_forcing_inputs(tokens)
 
     def next_scale_input(self, k: int, f_hat: Tensor, codes: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Multiscale (VAR's sampler step): add scale k's codes to the running latent ``f_hat`` (B, C, H, W);
-        returns (f_hat, the input of scale k+1 (B, C, s_{k+1}, s_{k+1}) or None after the last scale)."""
+        """VAR's sampler step: add scale k's codes to the running latent ``f_hat`` (B, C, H, W); returns (f_hat,
+        the input of scale k+1 (B, C, s_{k+1}, s_{k+1}) or None after the last scale)."""
         return self._tok.next_scale_input(k, f_hat, codes)
+
+
+class ResidualCodes(TokenCodes):
+    """Residual codes (RQ-VAE's D ids per position, for ResGen-style generators): depth d's codebook alone."""
+
+    @property
+    def depth(self) -> int:
+        return self.spec.depth
+
+    def depth_codes(self, d: int, ids: Tensor) -> Tensor:
+        """The code vectors (B, code_dim, h, w) of depth d's ids (B, h, w); the latent is their sum over d."""
+        return self._tok.depth_codes(d, ids)
+
+    def quantize_at(self, d: int, residual: Tensor) -> tuple[Tensor, Tensor]:
+        """Depth d's quantization of a residual (B, code_dim, h, w): (ids (B, h, w), codes (B, code_dim, h, w)),
+        the nearest code of depth d's codebook (RQ-VAE eq. 2: k_d = Q(r_{d-1}))."""
+        return self._tok.quantize_at(d, residual)
+
+
+CODE_PROTOCOLS: dict[str, type[TokenCodes]] = {
+    "ids": TokenCodes, "multiscale": MultiScaleCodes, "residual": ResidualCodes,
+}  # fmt: skip
+_PROTOCOL_OF_KIND = {"discrete": TokenCodes, "multiscale": MultiScaleCodes, "residual": ResidualCodes}
 
 
 @dataclass
@@ -260,9 +290,15 @@ class Tokenizer(nn.Module):
     def next_scale_input(self, k: int, f_hat: Tensor, codes: Tensor) -> tuple[Tensor, Tensor | None]:
         raise TokenizerError(f"{type(self).__name__} is not a multi-scale tokenizer")
 
+    def depth_codes(self, d: int, ids: Tensor) -> Tensor:
+        raise TokenizerError(f"{type(self).__name__} is not a residual tokenizer")
+
+    def quantize_at(self, d: int, residual: Tensor) -> tuple[Tensor, Tensor]:
+        raise TokenizerError(f"{type(self).__name__} is not a residual tokenizer")
+
     def codes(self) -> TokenCodes:
-        """The code protocol generators receive (``codes=`` of a Generator's constructor)."""
-        return TokenCodes(self)
+        """The code protocol generators receive (``codes=`` of a Generator's constructor), by token kind."""
+        return _PROTOCOL_OF_KIND.get(self.token_spec.kind, TokenCodes)(self)
 
     def roundtrip(self, images: Tensor) -> Tensor:
         """Images -> reconstructions, for previews and reconstruction metrics. Continuous tokenizers with latent

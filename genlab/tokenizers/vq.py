@@ -24,7 +24,7 @@ from genlab.registry import register
 from genlab.tokenizers.base import Tokenizer, TokenizerError, TokenSpec
 from genlab.tokenizers.convnet import ConvNetConfig, Decoder, Encoder
 from genlab.tokenizers.losses import LossConfig, TokenizerCriterion
-from genlab.tokenizers.quantizers import Quantized
+from genlab.tokenizers.quantizers import Quantized, from_rows, to_rows
 
 
 def resolve_quantizer(spec: dict, allowed: tuple[str, ...]) -> dict:
@@ -132,6 +132,18 @@ class RQVAETokenizer(VQGANTokenizer):
             vocab_size=self.quantizer.codebook_size,
             code_dim=self.cfg.embed_dim,
         )
+
+    def depth_codes(self, d: int, ids: Tensor) -> Tensor:
+        """Depth d's code vectors (B, embed_dim, h, w) of ids (B, h, w)."""
+        return self.quantizer.vq_at(d).indices_to_codes(ids)
+
+    @torch.no_grad()
+    def quantize_at(self, d: int, residual: Tensor) -> tuple[Tensor, Tensor]:
+        """(ids (B, h, w), codes (B, embed_dim, h, w)): depth d's nearest codes to ``residual`` (B, embed_dim, h, w)."""
+        B, _, h, w = residual.shape
+        vq = self.quantizer.vq_at(d)
+        e, idx, _ = vq.quantize_rows(vq.project_in(to_rows(residual.float())))
+        return idx.reshape(B, h, w), from_rows(e, (B, h, w))
 
     @torch.no_grad()
     def decode(self, tokens: Tensor, seeds: Tensor | None = None, *, depth: int | None = None) -> Tensor:
