@@ -2,15 +2,19 @@
 is the conditional pass, top-k 1 is argmax, the loss falls, and LlamaGen's sizes count as its code builds them."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
 
 from genlab import registry
 from genlab.generators.base import GeneratorError
-from genlab.generators.gpt import GPT, decode, gpt_param_count, guidance_scales, pick_tokens
+from genlab.generators.gpt import GPT, decode, gpt_param_count, guidance_scales
 from genlab.nn.kv_cache import KVCache
+from genlab.nn.sampling import sample_tokens
 from genlab.tokenizers.base import TokenSpec
+
+pick_tokens = partial(sample_tokens, rule="sorted")  # the GPT's rule (LlamaGen's)
 
 V, C = 32, 10  # vocabulary, classes
 

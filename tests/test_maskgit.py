@@ -5,7 +5,8 @@ import torch
 
 from genlab import registry
 from genlab.generators.base import GeneratorError, TokenSpec
-from genlab.generators.maskgit import MASKGIT_SIZES, MaskGIT, maskgit_param_count, sample_categorical
+from genlab.generators.maskgit import MASKGIT_SIZES, MaskGIT, maskgit_param_count
+from genlab.nn.sampling import sample_from_logits as sample_categorical
 
 VOCAB, CLASSES = 32, 5
 

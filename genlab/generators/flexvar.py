@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from genlab.generators.base import GeneratorError, TokenCodes, TokenSpec, option
 from genlab.generators.var import VAR
 from genlab.nn import per_sample_rand, sincos_pos_embed_2d
+from genlab.nn.sampling import drop_labels
 from genlab.registry import register
 
 
@@ -91,8 +92,7 @@ class FlexVAR(VAR):
         x_BLC = self.sub_schedule_inputs(tokens, keep)
         keep_BL = keep[:, self.levels]  # (B, L): positions of kept scales
         mask = self.mask[None, None] & keep_BL[:, None, None, :]  # (B, 1, L, L): block-causal over kept keys
-        drop = per_sample_rand(seeds, (), stream=0, device=device) < self.cfg.class_dropout
-        labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        labels = drop_labels(labels, seeds, self.cfg.class_dropout, self.num_classes, stream=0)
         x, c = self.embed(labels, x_BLC)
         logits_BLV = self.blocks_and_head(x, c, mask, keep=self.drop_path_factors(seeds, device))
         target_BL = torch.cat([t.reshape(B, -1) for t in tokens], dim=1).to(device)

@@ -37,6 +37,7 @@ from genlab.generators.base import Generator, GeneratorError, Sampled, SampleOpt
 from genlab.nn import LabelEmbedder, RMSNorm, SwiGLU, apply_rope, per_sample_rand, rope_1d, rope_2d
 from genlab.nn.attention import attention
 from genlab.nn.kv_cache import KVCache
+from genlab.nn.sampling import drop_labels, guide_logits, sample_tokens
 from genlab.registry import register
 
 # name -> (depth, hidden_size, num_heads): LlamaGen's class-conditional GPT_B / GPT_L, and a tiny one for tests
@@ -197,8 +198,7 @@ class GPT(Generator):
     def loss(self, tokens: Tensor, labels: Tensor, seeds: Tensor) -> dict[str, Tensor]:
         """Next-token cross-entropy over the raster order; labels dropped to the null class with class_dropout."""
         ids = tokens.reshape(tokens.shape[0], -1)  # (B, N)
-        drop = per_sample_rand(seeds, stream=CLASS_DROP_STREAM, device=ids.device) < self.cfg.class_dropout
-        labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        labels = drop_labels(labels, seeds, self.cfg.class_dropout, self.num_classes, stream=CLASS_DROP_STREAM)
         logits = self(torch.cat([labels[:, None], ids[:, :-1]], dim=1)).float()  # (B, N, V)
         loss = F.cross_entropy(logits.flatten(0, 1), ids.flatten())
         return {"loss": loss, "acc": (logits.argmax(-1) == ids).float().mean().detach()}
@@ -236,25 +236,6 @@ def guidance_scales(cfg: float, schedule: str, n: int) -> list[float]:
     return [1.0 + (cfg - 1.0) * i / (n - 1) for i in range(n)]
 
 
-def pick_tokens(logits: Tensor, u: Tensor, *, temperature: float, top_k: int, top_p: float) -> Tensor:
-    """One token per row of logits (B, V) by inverse CDF at the row's uniform u (B,) after temperature, top-k and
-    top-p (a candidate is kept while the probability above it is <= top_p: the HF / LlamaGen rule). Rows never mix,
-    so a sample's token does not depend on the others in its batch."""
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    logits, idx = logits.float() / temperature, None
-    if top_k > 0 or top_p < 1.0:
-        k = min(top_k, logits.shape[-1]) if top_k > 0 else logits.shape[-1]
-        logits, idx = logits.topk(k, dim=-1)  # (B, k), most likely first
-    probs = logits.softmax(dim=-1)
-    if top_p < 1.0:
-        probs = probs.masked_fill(probs.cumsum(dim=-1) - probs > top_p, 0.0)
-    cdf = probs.cumsum(dim=-1)  # (B, k)
-    choice = torch.searchsorted(cdf, (u.to(cdf) * cdf[:, -1]).unsqueeze(-1), right=True)  # (B, 1)
-    choice = choice.clamp_max(cdf.shape[-1] - 1)
-    return (choice if idx is None else idx.gather(-1, choice)).squeeze(-1)
-
-
 def decode(model, labels: Tensor, seeds: Tensor, n: int, options, *, null_class: int) -> Tensor:
     """Generate n tokens (B, n) after the class token with a KV cache: one ``model.forward_step`` per token. With
     CFG the conditional and null rows run as one batch of 2B sharing one cache, and logits are
@@ -270,8 +251,9 @@ def decode(model, labels: Tensor, seeds: Tensor, n: int, options, *, null_class:
         logits = model.forward_step(x, cache, i)[:, -1].float()  # (B or 2B, V)
         if guided:
             cond, uncond = logits.chunk(2)
-            logits = uncond + scales[i] * (cond - uncond)
-        tok = pick_tokens(logits, u[:, i], temperature=options.temperature, top_k=options.top_k, top_p=options.top_p)
+            logits = guide_logits(cond, uncond, scales[i], rule="lerp")
+        o = options  # LlamaGen's top-k / top-p rule
+        tok = sample_tokens(logits, u[:, i], temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, rule="sorted")
         out[:, i] = tok
         x = (torch.cat([tok, tok]) if guided else tok)[:, None]
     return out

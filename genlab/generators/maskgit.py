@@ -57,6 +57,7 @@ from torch import Tensor, nn
 from genlab.generators.base import Generator, GeneratorError, Sampled, TokenCodes, TokenSpec, option
 from genlab.generators.base import SampleOptions as BaseSampleOptions
 from genlab.nn import Attention, LabelEmbedder, Mlp, per_sample_rand
+from genlab.nn.sampling import drop_labels, guide_logits, gumbel, sample_tokens
 from genlab.registry import register
 
 TRAIN_SCHEDULES = ("cosine", "beta")
@@ -81,18 +82,6 @@ def ranks(scores: Tensor) -> Tensor:
     return torch.empty_like(order).scatter_(
         -1, order, torch.arange(scores.shape[-1], device=scores.device).expand_as(order)
     )
-
-
-def sample_categorical(logits: Tensor, u: Tensor) -> Tensor:
-    """Inverse-CDF draw from softmax(logits) (..., V) with one uniform u (...) per distribution."""
-    cdf = logits.softmax(dim=-1).cumsum(dim=-1)  # (..., V)
-    idx = torch.searchsorted(cdf, (u * cdf[..., -1]).unsqueeze(-1).contiguous(), right=True)
-    return idx.squeeze(-1).clamp_(max=logits.shape[-1] - 1)
-
-
-def gumbel(u: Tensor) -> Tensor:
-    """Standard Gumbel noise from uniforms in [0, 1)."""
-    return -torch.log(-torch.log(u.clamp(1e-10, 1 - 1e-7)))
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -240,8 +229,7 @@ class MaskGIT(Generator):
         n_masked = (self.mask_ratio(seeds, ids.device) * N).round().clamp(1, N).long()  # (B,)
         scores = per_sample_rand(seeds, (N,), stream=STREAM_POSITIONS, device=ids.device)  # (B, N)
         mask = ranks(scores) < n_masked[:, None]  # (B, N) True = masked
-        drop = per_sample_rand(seeds, (), stream=STREAM_DROP, device=ids.device) < self.cfg.class_dropout
-        labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        labels = drop_labels(labels, seeds, self.cfg.class_dropout, self.num_classes, stream=STREAM_DROP)
         logits = self(torch.where(mask, self.mask_id, ids), labels)  # (B, N, V)
         ce = F.cross_entropy(
             logits.float().transpose(1, 2), ids, reduction="none", label_smoothing=self.cfg.label_smoothing
@@ -259,7 +247,7 @@ class MaskGIT(Generator):
             return self(ids, labels).float()
         null = torch.full_like(labels, self.num_classes)
         cond, uncond = self(torch.cat([ids, ids]), torch.cat([labels, null])).float().chunk(2)
-        return uncond + w * (cond - uncond)
+        return guide_logits(cond, uncond, w, rule="lerp")
 
     def sample(self, labels: Tensor, seeds: Tensor, options: SampleOptions) -> Sampled:
         return self.decode(labels, seeds, options)
@@ -299,11 +287,8 @@ class MaskGIT(Generator):
         logits = self.guided_logits(ids, labels, w)  # (B, N, V)
         is_mask = ids == self.mask_id  # (B, N)
         B, N = ids.shape
-        if o.temperature == 0:
-            drawn = logits.argmax(-1)
-        else:
-            u = per_sample_rand(seeds, (N,), stream=STREAM_DECODE + 2 * i, device=ids.device)
-            drawn = sample_categorical(logits / o.temperature, u)  # (B, N)
+        u = per_sample_rand(seeds, (N,), stream=STREAM_DECODE + 2 * i, device=ids.device) if o.temperature else None
+        drawn = sample_tokens(logits, u, temperature=o.temperature, rule="vocab")  # (B, N); MaskGIT filters nothing
         drawn = torch.where(is_mask, drawn, ids)
         confidence = logits.log_softmax(-1).gather(-1, drawn.unsqueeze(-1)).squeeze(-1)  # (B, N)
         tau = o.choice_temperature * (1.0 - (i + 1) / T)  # MaskGIT's annealed choice temperature

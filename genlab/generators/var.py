@@ -34,7 +34,7 @@ from genlab.generators.base import Generator, GeneratorError, Sampled, SampleOpt
 from genlab.nn import LabelEmbedder, Mlp, per_sample_rand
 from genlab.nn.attention import attention
 from genlab.nn.kv_cache import KVCache
-from genlab.nn.sampling import filter_logits, sample_from_logits
+from genlab.nn.sampling import drop_labels, guide_logits, sample_tokens
 from genlab.registry import register
 from genlab.tokenizers.base import MultiScaleCodes
 
@@ -128,7 +128,7 @@ class AdaLNHead(nn.Module):
 
 def guided_logits(logits: Tensor, B: int, t: float) -> Tensor:
     """VAR's ramped guidance on a (2B, ...) batch [conditional; unconditional]: (1 + t) cond - t uncond."""
-    return (1 + t) * logits[:B] - t * logits[B:]
+    return guide_logits(logits[:B], logits[B:], t, rule="extrapolate")
 
 
 @register("generator", "var")
@@ -282,8 +282,7 @@ class VAR(Generator):
         if len(tokens) != len(self.scales):
             raise GeneratorError(f"VAR expects {len(self.scales)} token maps, got {len(tokens)}")
         device = labels.device
-        drop = per_sample_rand(seeds, (), stream=0, device=device) < self.cfg.class_dropout
-        labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        labels = drop_labels(labels, seeds, self.cfg.class_dropout, self.num_classes, stream=0)
         x_BLC = self.teacher_forcing(tokens)
         logits_BLV = self(labels, x_BLC, keep=self.drop_path_factors(seeds, device))
         target_BL = torch.cat([t.reshape(t.shape[0], -1) for t in tokens], dim=1).to(device)
@@ -320,9 +319,10 @@ class VAR(Generator):
             logits = self.blocks_and_head(x, c, cache=cache)  # (B or 2B, s*s, V)
             if guided:
                 logits = guided_logits(logits, B, (options.cfg - 1) * k / max(K - 1, 1))
-            logits = filter_logits(logits / options.temperature, options.top_k, options.top_p)
             u = per_sample_rand(seeds, (s * s,), stream=k, device=device)  # row i from seed i alone
-            ids = sample_from_logits(logits, u).view(B, s, s)
+            o = options  # VAR's sample_with_top_k_top_p_ rule
+            ids = sample_tokens(logits, u, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, rule="vocab")
+            ids = ids.view(B, s, s)
             maps.append(ids)
             state, nxt = self.next_input(k, scales, codes.scale_codes(k, ids), state)
             begin += s * s

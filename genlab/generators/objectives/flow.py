@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from genlab import registry
 from genlab.generators.base import Generator, Sampled, SampleOptions, option
 from genlab.nn import per_sample_rand, per_sample_randn
+from genlab.nn.sampling import drop_labels
 from genlab.registry import register
 from genlab.samplers import GUIDANCE_SCHEDULES, SCHEDULES, guided, integrate, option_classes, option_names
 from genlab.samplers.schedules import shift_time
@@ -145,8 +146,7 @@ class RectifiedFlow(Generator):
         B = x0.shape[0]
         eps = per_sample_randn(seeds, tuple(x0.shape[1:]), stream=NOISE, device=x0.device, dtype=x0.dtype)
         t = self.sample_t(seeds, x0.device)  # (B,)
-        drop = per_sample_rand(seeds, stream=DROP, device=x0.device) < self.cfg.class_dropout
-        labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        labels = drop_labels(labels, seeds, self.cfg.class_dropout, self.num_classes, stream=DROP)
         tb = t.view(B, *([1] * (x0.ndim - 1))).to(x0.dtype)
         x_t = (1 - tb) * x0 + tb * eps
         pred = self.backbone(x_t, t, labels)
