@@ -235,15 +235,18 @@ class SampleSection:
 
     per_class: int = 8  # images per class row in the periodic sample grids
     seed: int = 0  # image i of a grid uses seed + i
+    grid_classes: int = 0  # rows of the training grids: 0 every class, N that many fixed, evenly spread classes
     options: Any = None  # the generator's SampleOptions (None in a tokenizer run)
 
-    GRID_KEYS: typing.ClassVar[tuple[str, ...]] = ("per_class", "seed")
+    GRID_KEYS: typing.ClassVar[tuple[str, ...]] = ("per_class", "seed", "grid_classes")
 
     def validate(self) -> None:
         if not 1 <= self.per_class <= 1024:
             raise ValueError(f"sample.per_class must be in [1, 1024], got {self.per_class}")
         if not 0 <= self.seed < 2**62:
             raise ValueError(f"sample.seed must be in [0, 2**62), got {self.seed}")
+        if not 0 <= self.grid_classes <= 100_000:
+            raise ValueError(f"sample.grid_classes must be in [0, 100000], got {self.grid_classes}")
 
     @classmethod
     def from_dict(cls, data: Any, options_cls: type | None) -> SampleSection:

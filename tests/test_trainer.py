@@ -81,7 +81,7 @@ def test_kill_9_and_resume_is_bitwise_identical(tmp_path):
     reason="torchrun missing",
 )
 def test_two_processes_match_one_at_the_same_global_batch(tmp_path):
-    args = ["--preset", "smoke", "train.steps=20", "train.checkpoint_every=0"]
+    args = ["--preset", "smoke", "train.steps=20", "train.checkpoint_every=0", "sample.grid_classes=4"]
     one = genlab("train", *args, "--out", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
@@ -95,6 +95,15 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path):
     assert max(diffs.values()) < 1e-4, sorted(diffs.items(), key=lambda kv: -kv[1])[:3]
     # and it is not trivially equal because nothing trained
     assert any(v.abs().max() > 0 for k, v in a.items() if "final_layer.linear" in k)
+    # the final grid was sampled in two halves, one per process: it is the grid one process makes of those weights
+    from genlab.pipeline import Pipeline, class_grid, grid_classes, save_grid
+
+    pipe = Pipeline.load(tmp_path / "two")
+    rows = grid_classes(len(pipe.class_names), 4)
+    per = pipe.cfg.sample.per_class
+    grid = class_grid(pipe, per, seed=pipe.cfg.sample.seed, classes=rows)
+    save_grid(grid.images, tmp_path / "whole.png", nrow=per, row_labels=[pipe.class_names[c] for c in rows])
+    assert (tmp_path / "two" / "samples" / "step_0000020.png").read_bytes() == (tmp_path / "whole.png").read_bytes()
 
 
 def test_batch_must_split_evenly(tmp_path):
