@@ -106,6 +106,43 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path):
     assert (tmp_path / "two" / "samples" / "step_0000020.png").read_bytes() == (tmp_path / "whole.png").read_bytes()
 
 
+def _torchrun(n: int, *args) -> subprocess.CompletedProcess:
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    cmd = [torchrun, "--standalone", "--nproc_per_node", str(n), "-m", "genlab", "train", *args]
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+
+
+def _losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+    reason="torchrun missing",
+)
+def test_a_two_process_checkpoint_resumes_on_one_and_on_four(tmp_path):
+    """The data plan and every sample's noise follow (seed, step, position in the global batch), so a checkpoint
+    written by 2 processes continues on 1 or 4 as an uninterrupted run at that count would (to float rounding of
+    the all-reduce); process ranks without an RNG state of their own need none."""
+    args = ["--preset", "smoke", "train.checkpoint_every=0"]
+    ref = genlab("train", *args, "train.steps=20", "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    first = _torchrun(2, *args, "train.steps=10", "--out", str(tmp_path / "two"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    for n in (1, 4):
+        run = tmp_path / f"two-then-{n}"
+        shutil.copytree(tmp_path / "two", run)
+        resume = [*args, "train.steps=20", "--out", str(run), "--resume", "auto"]
+        done = genlab("train", *resume) if n == 1 else _torchrun(n, *resume)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "resumed from" in done.stdout + done.stderr
+        a, b = weights(tmp_path / "ref"), weights(run)
+        diffs = {k: (a[k] - b[k]).abs().max().item() for k in a}
+        assert max(diffs.values()) < 1e-4, (n, sorted(diffs.items(), key=lambda kv: -kv[1])[:3])
+        assert abs(_losses(run)[20] - _losses(tmp_path / "ref")[20]) < 1e-4
+
+
 def test_batch_must_split_evenly(tmp_path):
     bad = genlab(
         "train", "--preset", "smoke", "train.batch_size=33", "train.grad_accum=2", "--out", str(tmp_path / "r")
