@@ -35,6 +35,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_YAML_BOOLS = {True: ("yes", "on", "true", "y"), False: ("no", "off", "false", "n")}
+
+
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` as type ``tp`` or raise ConfigError naming ``key``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -53,7 +56,10 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{key}: expected {tp}, got {value!r}")
     if origin is Literal:
-        if value in args:
+        if isinstance(value, bool):  # YAML 1.1 reads no/off/yes/on as booleans: take the choice so spelled
+            spelled = [a for a in args if isinstance(a, str) and a.lower() in _YAML_BOOLS[value]]
+            value = spelled[0] if spelled else value
+        if any(value == a and type(value) is type(a) for a in args):  # True is not the choice 1
             return value
         raise ConfigError(f"{key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
     if origin in (tuple, list):

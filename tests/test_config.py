@@ -86,3 +86,10 @@ def test_a_process_share_covers_the_items_once():
     from genlab.train import dist
 
     assert dist.world() == (0, 1) and dist.share(7) == range(0, 7)
+
+
+def test_a_choice_spelled_like_a_yaml_boolean_is_that_choice():
+    """``train.mixed_precision=no`` is the choice "no", not YAML 1.1's False."""
+    assert config.load("smoke", ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    with pytest.raises(config.ConfigError, match="must be one of"):
+        config.load("smoke", ["train.mixed_precision=yes"])
