@@ -35,6 +35,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_YAML_BOOLS = {True: ("yes", "on", "true", "y"), False: ("no", "off", "false", "n")}
+
+
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` as type ``tp`` or raise ConfigError naming ``key``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -53,7 +56,10 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{key}: expected {tp}, got {value!r}")
     if origin is Literal:
-        if value in args:
+        if isinstance(value, bool):  # YAML 1.1 reads no/off/yes/on as booleans: take the choice so spelled
+            spelled = [a for a in args if isinstance(a, str) and a.lower() in _YAML_BOOLS[value]]
+            value = spelled[0] if spelled else value
+        if any(value == a and type(value) is type(a) for a in args):  # True is not the choice 1
             return value
         raise ConfigError(f"{key}: must be one of {', '.join(map(repr, args))}, got {value!r}")
     if origin in (tuple, list):
@@ -235,15 +241,18 @@ class SampleSection:
 
     per_class: int = 8  # images per class row in the periodic sample grids
     seed: int = 0  # image i of a grid uses seed + i
+    grid_classes: int = 0  # rows of the training grids: 0 every class, N that many fixed, evenly spread classes
     options: Any = None  # the generator's SampleOptions (None in a tokenizer run)
 
-    GRID_KEYS: typing.ClassVar[tuple[str, ...]] = ("per_class", "seed")
+    GRID_KEYS: typing.ClassVar[tuple[str, ...]] = ("per_class", "seed", "grid_classes")
 
     def validate(self) -> None:
         if not 1 <= self.per_class <= 1024:
             raise ValueError(f"sample.per_class must be in [1, 1024], got {self.per_class}")
         if not 0 <= self.seed < 2**62:
             raise ValueError(f"sample.seed must be in [0, 2**62), got {self.seed}")
+        if not 0 <= self.grid_classes <= 100_000:
+            raise ValueError(f"sample.grid_classes must be in [0, 100000], got {self.grid_classes}")
 
     @classmethod
     def from_dict(cls, data: Any, options_cls: type | None) -> SampleSection:

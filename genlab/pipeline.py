@@ -287,9 +287,19 @@ def _refiner_base(run: RunFolder) -> Path:
     return base
 
 
-def class_grid(pipe: Pipeline, per_class: int, *, seed: int = 0, **kw) -> Generated:
-    """One row per class, ``per_class`` images each."""
-    labels = [c for c in range(len(pipe.class_names)) for _ in range(per_class)]
+def grid_classes(num_classes: int, count: int = 0) -> list[int]:
+    """The classes of a training grid: all of them (``count`` 0 or >= num_classes), else ``count`` evenly spread
+    ones (always the same: a grid every 10k steps of an ImageNet run is 8 fixed classes, not 1,000)."""
+    if count <= 0 or count >= num_classes:
+        return list(range(num_classes))
+    return [i * num_classes // count for i in range(count)]
+
+
+def class_grid(pipe: Pipeline, per_class: int, *, seed: int = 0, classes: list[int] | None = None,
+               **kw) -> Generated:  # fmt: skip
+    """One row per class (every class, or ``classes``), ``per_class`` images each."""
+    rows = range(len(pipe.class_names)) if classes is None else classes
+    labels = [c for c in rows for _ in range(per_class)]
     return pipe.generate(labels, seed=seed, **kw)
 
 

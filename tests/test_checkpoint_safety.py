@@ -193,6 +193,23 @@ def test_a_non_finite_loss_stops_at_its_step_and_saves_nothing(tmp_path):
     assert all(torch.isfinite(v).all() for v in weights.values())
 
 
+def test_a_non_finite_loss_read_lazily_names_its_step_and_saves_nothing(tmp_path):
+    """On a GPU the loss flag is read every log_every steps (no host sync per step): the run still stops naming the
+    first bad step, and no checkpoint after it is written."""
+
+    class Explodes(toytrain.Toy):
+        def forward(self, batch):
+            out = super().forward(batch)
+            self.calls = getattr(self, "calls", 0) + 1
+            return {"loss": out["loss"] * (float("nan") if self.calls in (13, 15) else 1.0)}
+
+    t = toytrain.trainer(tmp_path / "run", toytrain.config(30, log_every=100), Explodes())
+    t.finite_check_every = 8  # what a GPU run with log_every=8 does
+    with pytest.raises(TrainError, match="non-finite at step 13; nothing was saved"):
+        t.fit()
+    assert [s for s, _ in checkpoint.valid_checkpoints(tmp_path / "run" / "checkpoints")] == [10]
+
+
 @pytest.mark.slow
 def test_kill_9_and_resume_auto_is_bitwise_identical(tmp_path):
     """kill -9 at any moment (also inside a save) and --resume auto ends where an uninterrupted run ends."""

@@ -97,3 +97,27 @@ def test_incomplete_run_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "half" / "config.yaml").write_text("{}")
     code, _, err = run_cli(capsys, "sample", "--run", str(tmp_path / "half"))
     assert code == 2 and "not a finished genlab run" in err
+
+
+@pytest.mark.slow
+def test_an_npz_sampled_by_two_processes_is_the_one_process_file(smoke_run, tmp_path, capsys):
+    """50,000-image batches are shared over torchrun's processes; image i still comes from seed i."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    if not Path(torchrun).exists():
+        pytest.skip("torchrun missing")
+    args = ["sample", "--run", str(smoke_run), "--classes", "all", "--n", "3", "--steps", "3", "--batch-size", "4"]
+    assert run_cli(capsys, *args, "--out", str(tmp_path / "one.npz"))[0] == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "genlab", "--", *args, "--out",
+                          str(tmp_path / "two.npz")], env=env, capture_output=True, text=True)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-2000:]
+    one, both = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    assert both["arr_0"].shape == (30, 16, 16, 3) and list(both["labels"]) == list(one["labels"])
+    assert np.abs(one["arr_0"].astype(int) - both["arr_0"].astype(int)).max() <= 1  # float reassociation at most
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.npz", "two.npz"]  # no part files left

@@ -68,3 +68,28 @@ def test_preset_inheritance_and_paths(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("base: smoke\ntrain:\n  steps: 3\n")
     assert config.load(str(path)).train.steps == 3
+
+
+def test_training_grids_take_a_few_fixed_classes():
+    from genlab.pipeline import grid_classes
+
+    assert grid_classes(10) == list(range(10)) and grid_classes(10, 0) == list(range(10))
+    assert grid_classes(1000, 8) == [0, 125, 250, 375, 500, 625, 750, 875]
+    assert grid_classes(3, 8) == [0, 1, 2]
+    cfg = config.load("imagenet256/var-d16")
+    assert (cfg.sample.grid_classes, cfg.sample.per_class) == (8, 4)  # 32 images every 10k steps, not 50,000
+    with pytest.raises(config.ConfigError, match="grid_classes"):
+        config.load("smoke", ["sample.grid_classes=-1"])
+
+
+def test_a_process_share_covers_the_items_once():
+    from genlab.train import dist
+
+    assert dist.world() == (0, 1) and dist.share(7) == range(0, 7)
+
+
+def test_a_choice_spelled_like_a_yaml_boolean_is_that_choice():
+    """``train.mixed_precision=no`` is the choice "no", not YAML 1.1's False."""
+    assert config.load("smoke", ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    with pytest.raises(config.ConfigError, match="must be one of"):
+        config.load("smoke", ["train.mixed_precision=yes"])

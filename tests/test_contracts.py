@@ -156,10 +156,10 @@ def test_tokenizer_contract(name, tmp_path):
 # ----------------------------------------------------------------------------- the other kinds
 
 
-@pytest.mark.parametrize("name", ["digits", "imagefolder"])
+@pytest.mark.parametrize("name", ["digits", "imagefolder", "shards"])
 def test_dataset_contract(name, tmp_path):
     cfg = dict(TINY["dataset"][name])
-    if name == "imagefolder":
+    if name in ("imagefolder", "shards"):
         from PIL import Image
 
         for c in ("cat", "dog"):
@@ -167,6 +167,14 @@ def test_dataset_contract(name, tmp_path):
             for i in range(2):
                 Image.new("RGB", (20, 24), (40 * i, 90, 200)).save(tmp_path / "train" / c / f"{i}.png")
         cfg["root"] = str(tmp_path)
+    if name == "shards":
+        from genlab.data import imagefolder, shards
+
+        folder = imagefolder.ImageFolderDataset(
+            imagefolder.ImageFolderDataset.Config(root=str(tmp_path), num_classes=2)
+        )
+        shards.pack(folder, tmp_path / "shards", resolution=16, per_shard=3, progress=False)
+        cfg["root"] = str(tmp_path / "shards")
     comp = component_from_dict("dataset", {"name": name, **cfg}, "data")
     ds = comp.build()
     item = ds[0]

@@ -81,7 +81,7 @@ def test_kill_9_and_resume_is_bitwise_identical(tmp_path):
     reason="torchrun missing",
 )
 def test_two_processes_match_one_at_the_same_global_batch(tmp_path):
-    args = ["--preset", "smoke", "train.steps=20", "train.checkpoint_every=0"]
+    args = ["--preset", "smoke", "train.steps=20", "train.checkpoint_every=0", "sample.grid_classes=4"]
     one = genlab("train", *args, "--out", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
@@ -95,6 +95,52 @@ def test_two_processes_match_one_at_the_same_global_batch(tmp_path):
     assert max(diffs.values()) < 1e-4, sorted(diffs.items(), key=lambda kv: -kv[1])[:3]
     # and it is not trivially equal because nothing trained
     assert any(v.abs().max() > 0 for k, v in a.items() if "final_layer.linear" in k)
+    # the final grid was sampled in two halves, one per process: it is the grid one process makes of those weights
+    from genlab.pipeline import Pipeline, class_grid, grid_classes, save_grid
+
+    pipe = Pipeline.load(tmp_path / "two")
+    rows = grid_classes(len(pipe.class_names), 4)
+    per = pipe.cfg.sample.per_class
+    grid = class_grid(pipe, per, seed=pipe.cfg.sample.seed, classes=rows)
+    save_grid(grid.images, tmp_path / "whole.png", nrow=per, row_labels=[pipe.class_names[c] for c in rows])
+    assert (tmp_path / "two" / "samples" / "step_0000020.png").read_bytes() == (tmp_path / "whole.png").read_bytes()
+
+
+def _torchrun(n: int, *args) -> subprocess.CompletedProcess:
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    cmd = [torchrun, "--standalone", "--nproc_per_node", str(n), "-m", "genlab", "train", *args]
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+
+
+def _losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+    reason="torchrun missing",
+)
+def test_a_two_process_checkpoint_resumes_on_one_and_on_four(tmp_path):
+    """The data plan and every sample's noise follow (seed, step, position in the global batch), so a checkpoint
+    written by 2 processes continues on 1 or 4 as an uninterrupted run at that count would (to float rounding of
+    the all-reduce); process ranks without an RNG state of their own need none."""
+    args = ["--preset", "smoke", "train.checkpoint_every=0"]
+    ref = genlab("train", *args, "train.steps=20", "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    first = _torchrun(2, *args, "train.steps=10", "--out", str(tmp_path / "two"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    for n in (1, 4):
+        run = tmp_path / f"two-then-{n}"
+        shutil.copytree(tmp_path / "two", run)
+        resume = [*args, "train.steps=20", "--out", str(run), "--resume", "auto"]
+        done = genlab("train", *resume) if n == 1 else _torchrun(n, *resume)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "resumed from" in done.stdout + done.stderr
+        a, b = weights(tmp_path / "ref"), weights(run)
+        diffs = {k: (a[k] - b[k]).abs().max().item() for k in a}
+        assert max(diffs.values()) < 1e-4, (n, sorted(diffs.items(), key=lambda kv: -kv[1])[:3])
+        assert abs(_losses(run)[20] - _losses(tmp_path / "ref")[20]) < 1e-4
 
 
 def test_batch_must_split_evenly(tmp_path):

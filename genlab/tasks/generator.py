@@ -2,7 +2,8 @@
 
 Tokens are encoded on the fly from the images, or read from a token cache (``data: {name: token-cache}``).
 The EMA weights are exported with the tokenizer's own copy (``genlab.pipeline.Pipeline.save``), and a grid with
-one row per class is written every ``train.sample_every`` steps and at the end.
+one row per class (or per one of ``sample.grid_classes`` fixed classes) is written every ``train.sample_every``
+steps and at the end, its images shared over the training processes.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from torch import Tensor, nn
 from genlab.config import ConfigError, RunConfig
 from genlab.data.cache import TokenCacheDataset
 from genlab.generators.base import Generator, GeneratorError
-from genlab.pipeline import Pipeline, class_grid, save_grid
+from genlab.pipeline import Pipeline, grid_classes, save_grid
 from genlab.registry import register
 from genlab.tasks.base import fit, training_data
 from genlab.tokenizers.base import Tokenizer, check_lengths
 from genlab.tokenizers.saved import fingerprint, tokenizer_spec
-from genlab.train import Hooks
+from genlab.train import Hooks, dist
 
 
 class GeneratorTraining(nn.Module):
@@ -64,17 +65,25 @@ class GeneratorRun:
         def view(m: GeneratorTraining) -> Pipeline:
             return Pipeline(cfg, m.tokenizer, m.generator, pipe.class_names)
 
+        rows = grid_classes(len(pipe.class_names), s.grid_classes)
+        labels = [c for c in rows for _ in range(s.per_class)]
+
         def sample(m: GeneratorTraining, step: int, run_dir: Path) -> None:
+            """Every process generates its share of the grid (image i from seed + i), the main one writes it."""
             v = view(m).eval()
-            grid = class_grid(v, s.per_class, seed=s.seed, options=s.options)
-            path = run_dir / "samples" / f"step_{step:07d}.png"
-            save_grid(grid.images, path, nrow=s.per_class, row_labels=pipe.class_names)
+            mine = dist.share(len(labels))
+            images = v.generate(labels[mine.start : mine.stop], seed=s.seed + mine.start, options=s.options).images
+            images = dist.gather_shares(images, len(labels))
+            if images is not None:
+                path = run_dir / "samples" / f"step_{step:07d}.png"
+                save_grid(images, path, nrow=s.per_class, row_labels=[pipe.class_names[c] for c in rows])
             v.train()
 
         def export(m: GeneratorTraining, run_dir: Path) -> None:
             view(m).save(run_dir)
 
-        return fit(cfg.train, model, dataset, out, Hooks(sample=sample, export=export), cfg.to_dict(), resume)
+        hooks = Hooks(sample=sample, export=export, sample_on_every_process=True)
+        return fit(cfg.train, model, dataset, out, hooks, cfg.to_dict(), resume)
 
 
 def check_token_cache(dataset, tokenizer: torch.nn.Module, component) -> None:

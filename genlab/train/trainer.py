@@ -72,6 +72,9 @@ class Hooks:
     """What the task does besides computing the loss (all called on the main process, EMA weights loaded)."""
 
     sample: Callable[[nn.Module, int, Path], None] | None = None  # (unwrapped model, step, out_dir)
+    # True: ``sample`` runs on every process (EMA weights loaded on each) and shares its work through
+    # genlab.train.dist (``share`` / ``gather_shares``), writing on the main process only
+    sample_on_every_process: bool = False
     export: Callable[[nn.Module, Path], None] | None = None  # (unwrapped model, out_dir)
 
 
@@ -122,6 +125,9 @@ class Trainer:
         self.ckpt_root = self.out / "checkpoints"
         # on the CPU the thread count follows the machine's load (genlab/threads.py); OMP_NUM_THREADS fixes it
         self.governor = threads.training_governor(self.acc.device.type, self.acc.num_processes)
+        # the first step whose loss was not finite, kept on the device (see _check_loss)
+        self._first_bad = torch.tensor(torch.iinfo(torch.long).max, device=self.acc.device)
+        self.finite_check_every = 1 if self.acc.device.type == "cpu" else cfg.log_every
 
     # ------------------------------------------------------------------ state
 
@@ -182,6 +188,7 @@ class Trainer:
 
     def save(self, step: int) -> None:
         """Write the checkpoint of ``step`` (all processes call this); refused if any weight is not finite."""
+        self._raise_if_not_finite()
         bad = [p for p in self.params + self.disc_params if not torch.isfinite(p).all()]
         if bad:  # every process sees the same weights, so every process raises here
             raise TrainError(
@@ -208,9 +215,9 @@ class Trainer:
             checkpoint.commit(self.ckpt_root, tmp, step, info, self.cfg.keep_checkpoints)
         self.acc.wait_for_everyone()
 
-    def with_ema(self, fn: Callable[[nn.Module], None]) -> None:
-        """Run ``fn(unwrapped model)`` on the main process with the EMA weights swapped in."""
-        if self.acc.is_main_process:
+    def with_ema(self, fn: Callable[[nn.Module], None], *, every_process: bool = False) -> None:
+        """Run ``fn(unwrapped model)`` on the main process (or on every process) with the EMA weights swapped in."""
+        if self.acc.is_main_process or every_process:
             self.ema.store(self.params)
             self.ema.copy_to(self.params)
             try:
@@ -218,6 +225,10 @@ class Trainer:
             finally:
                 self.ema.restore(self.params)
         self.acc.wait_for_everyone()
+
+    def _sample(self, step: int) -> None:
+        every = self.hooks.sample_on_every_process
+        self.with_ema(lambda m: self.hooks.sample(m, step, self.out), every_process=every)
 
     # ------------------------------------------------------------------ data
 
@@ -281,7 +292,7 @@ class Trainer:
         if start < cfg.steps or checkpoint.latest_checkpoint(self.ckpt_root) is None:
             self.save(cfg.steps)
         if self.hooks.sample:
-            self.with_ema(lambda m: self.hooks.sample(m, cfg.steps, self.out))
+            self._sample(cfg.steps)
         if self.hooks.export:
             self.with_ema(lambda m: self.hooks.export(m, self.out))
         acc.end_training()
@@ -344,23 +355,38 @@ class Trainer:
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
                 self.save(step)
             if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps and self.hooks.sample:
-                self.with_ema(lambda m, step=step: self.hooks.sample(m, step, self.out))
+                self._sample(step)
             if stop[0] and step < cfg.steps and acc.num_processes == 1:
                 print(f"\nstopping at step {step} (Ctrl-C again aborts without a checkpoint)", file=sys.stderr)
                 return step
         return None
 
     def _check_loss(self, loss: torch.Tensor, step: int) -> None:
-        """Stop before the optimizer applies a non-finite loss of ``step`` (1-based); every process agrees."""
-        bad = (~torch.isfinite(loss)).float()
+        """Stop once a non-finite loss is seen (``step`` is 1-based); every process agrees.
+
+        On the CPU every step is checked before the optimizer applies it (reading a CPU tensor costs nothing). On a
+        GPU, reading the flag is a host sync, so the first bad step is recorded on the device and read only every
+        ``finite_check_every`` steps and before every checkpoint: the run then stops with that step named, and no
+        checkpoint ever holds non-finite weights (``save`` refuses them too)."""
+        bad = ~torch.isfinite(loss)
+        never = torch.iinfo(torch.long).max
+        self._first_bad = torch.minimum(self._first_bad, torch.where(bad, step, never))
+        if step % self.finite_check_every == 0 or step == self.cfg.steps:
+            self._raise_if_not_finite()
+
+    def _raise_if_not_finite(self) -> None:
+        first = self._first_bad
         if self.acc.num_processes > 1:
-            bad = self.acc.reduce(bad, "sum")
-        if bad.item():
-            last = checkpoint.latest_checkpoint(self.ckpt_root)
-            raise TrainError(
-                f"the loss became {loss.item()} at step {step}; nothing of that step was applied or saved (the newest "
-                f"checkpoint is {last.name if last else 'none'}). Lower train.lr or enable train.grad_clip"
-            )
+            first = self.acc.gather(first[None]).min()
+        first = int(first.item())
+        if first == torch.iinfo(torch.long).max:
+            return
+        last = checkpoint.latest_checkpoint(self.ckpt_root)
+        applied = "nothing of that step was applied or saved" if self.finite_check_every == 1 else "nothing was saved"
+        raise TrainError(
+            f"the loss became non-finite at step {first}; {applied} (the newest checkpoint is "
+            f"{last.name if last else 'none'}). Lower train.lr or enable train.grad_clip"
+        )
 
     def _log(self, step: int, loss: float, n: int, seconds: float, bar, extra: dict | None = None) -> None:
         if not math.isfinite(loss):
