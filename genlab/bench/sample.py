@@ -34,6 +34,7 @@ from genlab.data import to_uint8
 from genlab.data.cache import training_images
 from genlab.pipeline import Pipeline
 from genlab.samplers import Blocks, get
+from genlab.tasks.refiner import attach_refiner
 
 DEFAULT_SAMPLERS = ("euler", "heun", "dpm++", "unipc", "flowturbo")
 DEFAULT_NFES = (4, 8, 16, 32, 64)
@@ -162,7 +163,9 @@ def bench_sample(
 ) -> dict:
     """The table as a JSON-able dict (see the module docstring)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    pipe = Pipeline.load(run, device=device, refiner=refiner)
+    pipe = Pipeline.load(run, device=device)
+    if refiner:
+        attach_refiner(pipe, refiner)
     defaults = pipe.cfg.sample.options
     cfg = getattr(defaults, "cfg", 1.0) if cfg is None else cfg
     flow = "sampler" in pipe.options_class.fields()  # a flow run: continuous samplers, a proxy, a diffusers peer

@@ -1,16 +1,45 @@
-"""What every task shares: the trainer call that writes the run's config first, and image helpers."""
+"""The task protocol, and what every task shares: the trainer call that writes the run's config, image helpers.
+
+A task (``@register("task", NAME)``) owns its runs: its ``Config`` is the schema of their config.yaml, ``train``
+writes one, ``load`` turns one back into a ``Pipeline`` (``Pipeline.load`` asks the task the run's config.yaml
+names). Tasks sit above the pipeline in the import direction: they import ``genlab.pipeline``; the pipeline finds
+a task by name in the registry, never by import.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
 from genlab.config import ConfigError
 from genlab.data.base import batch_by_index
-from genlab.runs.store import RunFolder
+from genlab.pipeline import Pipeline
+from genlab.runs.store import RunError, RunFolder
 from genlab.train import Hooks, Trainer
 from genlab.train.runfolder_guard import check_run_folder
+
+
+class Task(Protocol):
+    """What ``@register("task", NAME)`` registers (a class of static methods)."""
+
+    Config: type  # the run config's schema: ``Config.from_dict(dict)`` (ConfigError when bad) and ``to_dict()``
+
+    @staticmethod
+    def train(cfg: Any, out: Path, *, resume: str | None = None) -> Path:
+        """Train ``cfg`` into the run folder ``out`` (config.yaml, checkpoints, samples, exported weights)."""
+
+    @staticmethod
+    def load(run: RunFolder, *, device: Any = None) -> Pipeline:
+        """The finished run ``run`` as a Pipeline on ``device``, in eval mode; a one-line RunError otherwise."""
+
+    # optional: ``attach(pipe, run)`` hands a part of ``run`` (a refiner) to another run's pipeline
+
+
+def not_sampleable(run: RunFolder, what: str) -> RunError:
+    """The error of a task whose runs have no generator (a tokenizer run)."""
+    return RunError(f"{run.path} is a {what} run: it has no generator to sample (train one on it)")
 
 
 def fit(train_cfg, model, dataset, out: Path, hooks: Hooks, config_data: dict, resume: str | None) -> Path:

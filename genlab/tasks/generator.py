@@ -17,6 +17,7 @@ from genlab.data.cache import TokenCacheDataset
 from genlab.generators.base import Generator
 from genlab.pipeline import Pipeline, class_grid, save_grid
 from genlab.registry import register
+from genlab.runs.store import RunFolder
 from genlab.tasks.base import fit, training_data
 from genlab.tokenizers.base import Tokenizer
 from genlab.tokenizers.saved import fingerprint, tokenizer_spec
@@ -66,6 +67,14 @@ class GeneratorRun:
             view(m).save(run_dir)
 
         return fit(cfg.train, model, dataset, out, Hooks(sample=sample, export=export), cfg.to_dict(), resume)
+
+    @staticmethod
+    def load(run: RunFolder, *, device=None) -> Pipeline:
+        """The run's tokenizer, its generator rebuilt from generator/config.json with its EMA weights."""
+        parts = run.assemble()
+        pipe = Pipeline.from_config(parts.cfg, parts.class_names, tokenizer=parts.tokenizer)
+        run.load_weights("generator", pipe.weights)
+        return pipe.to(device or "cpu").eval()
 
 
 def check_token_cache(dataset, tokenizer: torch.nn.Module, component) -> None:

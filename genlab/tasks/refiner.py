@@ -16,7 +16,7 @@ import torch
 
 from genlab import registry
 from genlab.config import Component, ConfigError, TrainConfig, component_from_dict, from_dict, to_dict
-from genlab.generators.refiner import RefinerTraining
+from genlab.generators.refiner import RefinerTraining, VelocityRefiner
 from genlab.pipeline import Pipeline, class_grid, save_grid
 from genlab.registry import register
 from genlab.runs.store import RunError, RunFolder
@@ -100,3 +100,42 @@ class RefinerRun:
 
         data = {**cfg.to_dict(), "base_run": str(base_dir.resolve())}
         return fit(cfg.train, model, dataset, out, Hooks(sample=sample, export=export), data, resume)
+
+    @staticmethod
+    def load(run: RunFolder, *, device=None) -> Pipeline:
+        """The base run, with this run's refiner attached."""
+        pipe = Pipeline.load(_refiner_base(run), device=device)
+        attach_refiner(pipe, run)
+        return pipe
+
+
+def attach_refiner(pipe: Pipeline, refiner_run: Path | str | RunFolder) -> Pipeline:
+    """Hand the velocity refiner of a FlowTurbo refiner run (``genlab train --preset flowturbo-refiner``) to
+    ``pipe``'s flow model (``generator.attach("refiner", ...)``); ``genlab sample --refiner DIR`` calls it."""
+    run = refiner_run if isinstance(refiner_run, RunFolder) else RunFolder(refiner_run)
+    if not run.has_component("refiner"):
+        raise RunError(
+            f"{run.path} has no trained refiner ({run.path}/refiner/model.safetensors); "
+            "train one with `genlab train --preset flowturbo-refiner base_run=RUN --out DIR`"
+        )
+    if not hasattr(pipe.generator, "attach"):
+        raise RunError(f"a FlowTurbo refiner refines a flow model; {pipe.cfg.generator.name} is not one")
+    saved = run.read_component_config("refiner")
+    try:
+        ref = VelocityRefiner.from_saved(saved)
+    except ValueError as e:
+        raise RunError(f"{run.path}/refiner/config.json: {e}") from None
+    run.load_weights("refiner", ref).eval()
+    if ref.spec != pipe.tokenizer.token_spec or ref.num_classes != len(pipe.class_names):
+        raise RunError(f"the refiner in {run.path} was trained for another model (tokens or classes differ)")
+    device = next(pipe.weights.parameters()).device
+    pipe.generator.attach("refiner", ref.to(device))
+    return pipe
+
+
+def _refiner_base(run: RunFolder) -> Path:
+    """The base run of a FlowTurbo refiner run (relative paths are tried from the cwd, then from the run)."""
+    base = Path(str(run.read_config_dict().get("base_run", "")))
+    if not base.is_absolute() and not base.is_dir() and (run.path / base).is_dir():
+        base = run.path / base
+    return base
