@@ -1,0 +1,105 @@
+"""Tasks own their runs: Pipeline.load asks the run's task; teacher runs; train.init_from; reading a run once."""
+
+import hashlib
+import shutil
+
+import pytest
+import yaml
+
+from genlab import config
+from genlab.cli import main
+from genlab.config import ConfigError
+from genlab.pipeline import Pipeline, RunError
+from genlab.tasks import train_run
+from genlab.tasks.teacher import TeacherConfig, load_teacher
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_pipeline_load_asks_the_runs_task(tmp_path, monkeypatch):
+    from genlab import registry
+
+    calls = []
+
+    class Toy:
+        Config = dict
+
+        @staticmethod
+        def load(run, *, device=None):
+            calls.append((run.path, device))
+            return "a pipeline"
+
+    monkeypatch.setitem(registry._ENTRIES["task"], "toy-task", Toy)
+    (tmp_path / "config.yaml").write_text("task: toy-task\n")
+    assert Pipeline.load(tmp_path, device="cpu") == "a pipeline" and calls == [(tmp_path, "cpu")]
+    (tmp_path / "config.yaml").write_text("task: nothing-registered\n")
+    with pytest.raises(RunError, match="unknown task 'nothing-registered'"):
+        Pipeline.load(tmp_path)
+
+
+def test_a_tokenizer_run_has_nothing_to_sample(tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"task": "tokenizer"}))
+    code = main(["sample", "--run", str(tmp_path), "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines() == [
+        f"genlab sample: error: {tmp_path} is a tokenizer run: it has no generator to sample (train one on it)"
+    ]
+
+
+# ----------------------------------------------------------------------------- teacher runs
+
+
+def test_load_teacher_is_frozen_and_records_path_and_sha256(smoke_run):
+    t = load_teacher(TeacherConfig(run=str(smoke_run)))
+    assert t.path == smoke_run.resolve() and t.sha256 == sha256(smoke_run / "generator" / "model.safetensors")
+    assert not t.pipeline.training and not any(p.requires_grad for p in t.pipeline.parameters())
+    assert t.record() == {"run": str(smoke_run.resolve()), "sha256": t.sha256}
+    t.check_fits(t.tokenizer.token_spec, len(t.pipeline.class_names))
+    with pytest.raises(ConfigError, match="classes"):
+        t.check_fits(t.tokenizer.token_spec, 3)
+    other = type(t.tokenizer.token_spec)(kind="discrete", shape=(4, 4), vocab_size=16)
+    with pytest.raises(ConfigError, match="makes tokens"):
+        t.check_fits(other, len(t.pipeline.class_names))
+    pinned = load_teacher(TeacherConfig(run=str(smoke_run), sha256=t.sha256))
+    assert pinned.sha256 == t.sha256
+
+
+def test_a_teacher_that_fails_to_verify_is_refused(smoke_run, tmp_path):
+    with pytest.raises(ConfigError, match="teacher.run: run directory .* does not exist"):
+        load_teacher(TeacherConfig(run=str(tmp_path / "none")))
+    t = load_teacher(TeacherConfig(run=str(smoke_run)))
+    with pytest.raises(ConfigError, match="changed since this run recorded it"):
+        load_teacher(TeacherConfig(run=str(smoke_run), sha256="0" * 64))
+    bad = tmp_path / "bad"
+    shutil.copytree(smoke_run, bad, ignore=shutil.ignore_patterns("checkpoints", "samples"))
+    weights = bad / "generator" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    with pytest.raises(ConfigError, match=r"^teacher.run: .*model.safetensors") as e:
+        load_teacher(TeacherConfig(run=str(bad)))
+    assert "\n" not in str(e.value)
+    (bad / "generator" / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match="is missing"):
+        load_teacher(TeacherConfig(run=str(bad), sha256=t.sha256))
+
+
+@pytest.mark.parametrize("spelling", ["teacher.run", "base_run"])
+def test_refiner_config_takes_teacher_run_or_its_alias_base_run(spelling):
+    cfg = config.load("flowturbo-refiner", [f"{spelling}=runs/x"])
+    assert cfg.teacher == TeacherConfig(run="runs/x")
+    assert cfg.to_dict()["teacher"] == {"run": "runs/x"} and "base_run" not in cfg.to_dict()
+    with pytest.raises(ConfigError, match="teacher: unknown key"):
+        config.load("flowturbo-refiner", ["teacher.runn=runs/x"])
+
+
+def test_refiner_run_records_its_teacher(smoke_run, tmp_path):
+    out = tmp_path / "turbo"
+    overrides = [f"teacher.run={smoke_run}", "train.steps=2", "train.batch_size=4", "train.checkpoint_every=0",
+                 "train.sample_every=0", "refiner.hidden_size=16", "refiner.num_heads=2"]  # fmt: skip
+    train_run(config.load("flowturbo-refiner", overrides), out)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["teacher"] == {"run": str(smoke_run.resolve()),
+                                "sha256": sha256(smoke_run / "generator" / "model.safetensors")}  # fmt: skip
+    pipe = Pipeline.load(out)
+    assert "refiner" in pipe.generator.helpers
