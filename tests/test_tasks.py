@@ -103,3 +103,44 @@ def test_refiner_run_records_its_teacher(smoke_run, tmp_path):
                                 "sha256": sha256(smoke_run / "generator" / "model.safetensors")}  # fmt: skip
     pipe = Pipeline.load(out)
     assert "refiner" in pipe.generator.helpers
+
+
+# ----------------------------------------------------------------------------- train.init_from
+
+
+def test_init_from_loads_another_runs_weights_strictly(smoke_run, tmp_path):
+    from safetensors.torch import load_file
+
+    from genlab.tasks.base import init_from
+
+    cfg = config.load("smoke", [f"train.init_from={smoke_run}"])
+    pipe = Pipeline.from_config(cfg)
+    init_from(cfg.train, {"generator": pipe.weights})
+    saved = load_file(str(smoke_run / "generator" / "model.safetensors"))
+    assert all(v.equal(saved[k]) for k, v in pipe.weights.state_dict().items())
+    cfg.train.init_from = f"{smoke_run}:tokenizer"
+    with pytest.raises(ConfigError, match="starts its generator from another run, not a tokenizer"):
+        init_from(cfg.train, {"generator": pipe.weights})
+    tok = config.load("smoke").tokenizer.build(resolution=16)
+    init_from(cfg.train, {"tokenizer": tok})  # a generator run's tokenizer into a tokenizer task
+    wide = Pipeline.from_config(config.load("smoke", ["generator.hidden_size=48"]))
+    cfg.train.init_from = str(smoke_run)
+    with pytest.raises(ConfigError, match=r"^train.init_from: .*generator/model.safetensors does not fit") as e:
+        init_from(cfg.train, {"generator": wide.weights})
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("{tmp}/none", "run directory {tmp}/none does not exist"),
+     ("{tmp}", "has no generator"),
+     ("{run}", "does not fit")],
+)  # fmt: skip
+def test_init_from_errors_are_one_line(smoke_run, tmp_path, capsys, spec, message):
+    spec, message = (s.format(tmp=tmp_path, run=smoke_run) for s in (spec, message))
+    argv = ["train", "--preset", "smoke", "--out", str(tmp_path / "b"), f"train.init_from={spec}", "train.steps=1"]
+    if spec == str(smoke_run):
+        argv.append("generator.depth=3")
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from genlab.config import ConfigError
 from genlab.data.base import batch_by_index
@@ -40,6 +41,32 @@ class Task(Protocol):
 def not_sampleable(run: RunFolder, what: str) -> RunError:
     """The error of a task whose runs have no generator (a tokenizer run)."""
     return RunError(f"{run.path} is a {what} run: it has no generator to sample (train one on it)")
+
+
+def init_from(train_cfg: Any, parts: dict[str, nn.Module]) -> None:
+    """``train.init_from: RUN`` or ``RUN:component``: load that run's exported weights of the component (default:
+    the first of ``parts``, what this task trains) strictly into ``parts[component]``. A later stage of a recipe
+    starts from an earlier one this way; the optimizer, step and RNG start afresh (``--resume`` is the other way)."""
+    spec = train_cfg.init_from
+    if not spec:
+        return
+    path, sep, part = spec.rpartition(":")
+    if not sep or not part or "/" in part:  # no component named (or a ':' inside the path)
+        path, part = spec, next(iter(parts))
+    if part not in parts:
+        raise ConfigError(f"train.init_from: this task starts its {' or '.join(parts)} from another run, not a {part}")
+    run = RunFolder(path)
+    if not run.exists():
+        raise ConfigError(f"train.init_from: run directory {run.path} does not exist")
+    if not run.has_component(part):
+        held = [p.name for p in sorted(run.path.iterdir()) if run.has_component(p.name)]
+        raise ConfigError(f"train.init_from: {run.path} has no {part} ({run.path}/{part}/model.safetensors); it has "
+                          f"{', '.join(held) or 'no exported component'}")  # fmt: skip
+    try:
+        run.load_weights(part, parts[part])
+    except RunError as e:
+        raise ConfigError(f"train.init_from: {e}") from None
+    print(f"train.init_from: {part} weights from {run.path}")
 
 
 def fit(train_cfg, model, dataset, out: Path, hooks: Hooks, config_data: dict, resume: str | None) -> Path:

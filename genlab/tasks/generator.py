@@ -18,7 +18,7 @@ from genlab.generators.base import Generator
 from genlab.pipeline import Pipeline, class_grid, save_grid
 from genlab.registry import register
 from genlab.runs.store import RunFolder
-from genlab.tasks.base import fit, training_data
+from genlab.tasks.base import fit, init_from, training_data
 from genlab.tokenizers.base import Tokenizer
 from genlab.tokenizers.saved import fingerprint, tokenizer_spec
 from genlab.train import Hooks
@@ -50,6 +50,7 @@ class GeneratorRun:
         dataset = training_data(cfg)
         pipe = Pipeline.from_config(cfg, dataset.class_names)
         check_token_cache(dataset, pipe.tokenizer, cfg.tokenizer)  # a cache is only valid for its tokenizer
+        init_from(cfg.train, {"generator": pipe.weights})
         model = GeneratorTraining(pipe.tokenizer, pipe.generator)
         s = cfg.sample
 

@@ -20,7 +20,7 @@ from genlab.generators.refiner import RefinerTraining, VelocityRefiner
 from genlab.pipeline import Pipeline, class_grid, save_grid
 from genlab.registry import register
 from genlab.runs.store import RunError, RunFolder
-from genlab.tasks.base import fit
+from genlab.tasks.base import fit, init_from
 from genlab.tasks.generator import GeneratorTraining
 from genlab.tasks.teacher import TeacherConfig, load_teacher
 from genlab.train import Hooks
@@ -85,6 +85,7 @@ class RefinerRun:
             refiner = registry.get("refiner", cfg.refiner.name)(rcfg, spec=spec, num_classes=len(base.class_names))
         except ValueError as e:
             raise ConfigError(f"refiner: {e}") from None
+        init_from(cfg.train, {"refiner": refiner})
         model = GeneratorTraining(base.tokenizer, RefinerTraining(base.weights, refiner))
         n_base, n_ref = (sum(p.numel() for p in m.parameters()) for m in (base.weights, refiner))
         print(f"refiner: {n_ref:,} parameters, {100 * n_ref / n_base:.1f}% of the base model's {n_base:,}")

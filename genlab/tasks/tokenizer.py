@@ -20,7 +20,7 @@ from genlab.evals.recon import reconstruction_metrics
 from genlab.grids import save_grid
 from genlab.registry import register
 from genlab.runs.store import RunFolder, save_tokenizer
-from genlab.tasks.base import first_images, fit, not_sampleable, training_data
+from genlab.tasks.base import first_images, fit, init_from, not_sampleable, training_data
 from genlab.tokenizers.base import Tokenizer
 from genlab.train import Hooks
 
@@ -76,6 +76,7 @@ class TokenizerRun:
     def train(cfg: RunConfig, out: Path, *, resume: str | None = None) -> Path:
         dataset = training_data(cfg)
         tokenizer = cfg.tokenizer.build(resolution=cfg.data.cfg.resolution)
+        init_from(cfg.train, {"tokenizer": tokenizer})
         model = TokenizerTraining(tokenizer)
         shown = first_images(dataset, cfg.sample.per_class)
 
