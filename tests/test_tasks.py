@@ -93,11 +93,18 @@ def test_refiner_config_takes_teacher_run_or_its_alias_base_run(spelling):
         config.load("flowturbo-refiner", ["teacher.runn=runs/x"])
 
 
-def test_refiner_run_records_its_teacher(smoke_run, tmp_path):
-    out = tmp_path / "turbo"
+@pytest.fixture(scope="module")
+def turbo_run(smoke_run, tmp_path_factory):
+    """A FlowTurbo refiner run against the smoke run, named by ``teacher.run``, two steps."""
+    out = tmp_path_factory.mktemp("runs") / "turbo"
     overrides = [f"teacher.run={smoke_run}", "train.steps=2", "train.batch_size=4", "train.checkpoint_every=0",
                  "train.sample_every=0", "refiner.hidden_size=16", "refiner.num_heads=2"]  # fmt: skip
     train_run(config.load("flowturbo-refiner", overrides), out)
+    return out
+
+
+def test_refiner_run_records_its_teacher(smoke_run, turbo_run):
+    out = turbo_run
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["teacher"] == {"run": str(smoke_run.resolve()),
                                 "sha256": sha256(smoke_run / "generator" / "model.safetensors")}  # fmt: skip
@@ -144,3 +151,45 @@ def test_init_from_errors_are_one_line(smoke_run, tmp_path, capsys, spec, messag
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+# ----------------------------------------------------------------------------- reading a run once
+
+
+def test_each_config_yaml_is_parsed_once_per_command(smoke_run, turbo_run, tmp_path, monkeypatch):
+    from genlab.runs.store import RunFolder
+
+    parsed = []
+    real = RunFolder._parse_config
+    monkeypatch.setattr(RunFolder, "_parse_config", lambda self: parsed.append(self.path.resolve()) or real(self))
+    png = str(tmp_path / "s.png")
+    cases = [
+        (["sample", "--run", str(smoke_run), "--n", "1", "--steps", "2", "--out", png], [smoke_run]),
+        (["info", "--run", str(smoke_run)], [smoke_run]),
+        (["sample", "--run", str(turbo_run), "--n", "1", "--sampler", "flowturbo", "--steps", "4", "--out", png],
+         [turbo_run, smoke_run]),
+        (["sample", "--run", str(smoke_run), "--refiner", str(turbo_run), "--n", "1", "--sampler", "flowturbo",
+          "--steps", "4", "--out", png], [smoke_run]),
+    ]  # fmt: skip
+    for argv, expected in cases:
+        parsed.clear()
+        assert main(argv) == 0, argv
+        assert sorted(parsed) == sorted(p.resolve() for p in expected), argv
+
+
+def test_the_run_folder_guard_runs_once_per_train(tmp_path, monkeypatch):
+    from genlab.runs.store import RunFolder
+    from genlab.train import runfolder_guard
+
+    calls, parsed = [], []
+    real_guard, real_parse = runfolder_guard.check_run_folder, RunFolder._parse_config
+    monkeypatch.setattr(runfolder_guard, "check_run_folder", lambda *a, **k: calls.append(a[0]) or real_guard(*a, **k))
+    monkeypatch.setattr(RunFolder, "_parse_config", lambda self: parsed.append(self.path) or real_parse(self))
+    out = tmp_path / "r"
+    argv = ["train", "--preset", "smoke", "--out", str(out), "train.steps=1", "train.batch_size=4",
+            "sample.per_class=1"]  # fmt: skip
+    for extra in ([], ["--overwrite"], ["--resume", "auto"]):
+        calls.clear(), parsed.clear()
+        assert main(argv + extra) == 0, extra
+        assert calls == [out], extra
+        assert parsed == ([] if extra == ["--overwrite"] else [out] if extra else []), extra

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.preset:
         params = Pipeline.from_config(cfg, device=torch.device("meta")).param_counts()
     else:
-        pipe = Pipeline.load(args.run)
+        pipe = Pipeline.load(run)  # the same RunFolder: config.yaml is read once
         cfg, params = pipe.cfg, pipe.param_counts()
     info = {"params": params, "config": cfg.to_dict()}
     if args.json:

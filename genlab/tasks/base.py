@@ -19,7 +19,6 @@ from genlab.data.base import batch_by_index
 from genlab.pipeline import Pipeline
 from genlab.runs.store import RunError, RunFolder
 from genlab.train import Hooks, Trainer
-from genlab.train.runfolder_guard import check_run_folder
 
 
 class Task(Protocol):
@@ -70,9 +69,9 @@ def init_from(train_cfg: Any, parts: dict[str, nn.Module]) -> None:
 
 
 def fit(train_cfg, model, dataset, out: Path, hooks: Hooks, config_data: dict, resume: str | None) -> Path:
-    """Check the config against the run already in ``out``, train ``model`` (``forward(batch)``), and write the
-    resolved config beside the run once a resume, if any, has loaded (a failed resume leaves the folder as it was)."""
-    check_run_folder(out, config_data, resume=resume)
+    """Train ``model`` (``forward(batch)``) into ``out`` and write the resolved config beside the run once a
+    resume, if any, has loaded (a failed resume leaves the folder as it was). ``genlab.tasks.train_run`` has
+    checked ``config_data`` against the run already in ``out`` (the run-folder guard) before the task began."""
     trainer = Trainer(train_cfg, model, dataset, out, hooks)
     trainer.fit(resume=resume, on_start=lambda: RunFolder(out).write_config(config_data))
     return out

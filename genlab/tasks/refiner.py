@@ -22,7 +22,7 @@ from genlab.registry import register
 from genlab.runs.store import RunError, RunFolder
 from genlab.tasks.base import fit, init_from
 from genlab.tasks.generator import GeneratorTraining
-from genlab.tasks.teacher import TeacherConfig, load_teacher
+from genlab.tasks.teacher import TeacherConfig, load_teacher, teacher_record
 from genlab.train import Hooks
 
 
@@ -64,6 +64,11 @@ class RefinerRunConfig:
 @register("task", "flowturbo-refiner")
 class RefinerRun:
     Config = RefinerRunConfig
+
+    @staticmethod
+    def record(cfg: RefinerRunConfig) -> dict:
+        """The config.yaml ``train`` writes: the teacher's resolved path and sha256 in place of what was given."""
+        return {**cfg.to_dict(), "teacher": teacher_record(cfg.teacher)}
 
     @staticmethod
     def train(cfg: RefinerRunConfig, out: Path, *, resume: str | None = None) -> Path:

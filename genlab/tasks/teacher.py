@@ -73,20 +73,8 @@ class Teacher:
 
 def load_teacher(teacher_cfg: TeacherConfig, *, device: Any = None) -> Teacher:
     """The run ``teacher_cfg.run``, frozen, verified (a one-line ConfigError naming ``teacher.run`` otherwise)."""
-    run = RunFolder(teacher_cfg.run)
-    if not run.exists():
-        raise ConfigError(f"teacher.run: run directory {run.path} does not exist; train it first (`genlab train`)")
-    part = "tokenizer" if run.task() == "tokenizer" else "generator"
-    weights = run.file(f"{part}/{COMPONENT_WEIGHTS}")
+    run, part, digest = _verified(teacher_cfg)
     try:
-        if not weights.is_file():
-            raise RunError(
-                f"{weights} is missing; finish or resume the run's training (`genlab train ... --resume auto`)"
-            )
-        digest = sha256_file(weights)
-        if teacher_cfg.sha256 and digest != teacher_cfg.sha256:
-            raise RunError(f"{weights} changed since this run recorded it (sha256 {teacher_cfg.sha256[:12]}, now "
-                           f"{digest[:12]}); restore the teacher, or start a new run against this one")  # fmt: skip
         if part == "tokenizer":
             pipe, tokenizer = None, load_tokenizer(run, device=device)[1]
         else:
@@ -97,3 +85,30 @@ def load_teacher(teacher_cfg: TeacherConfig, *, device: Any = None) -> Teacher:
         raise ConfigError(f"teacher.run: {e}") from None
     tokenizer.eval().requires_grad_(False)
     return Teacher(pipe, tokenizer, run.path.resolve(), digest)
+
+
+def teacher_record(teacher_cfg: TeacherConfig) -> dict:
+    """``load_teacher(teacher_cfg).record()`` without building the run (what the run-folder guard compares)."""
+    run, _, digest = _verified(teacher_cfg)
+    return {"run": str(run.path.resolve()), "sha256": digest}
+
+
+def _verified(teacher_cfg: TeacherConfig) -> tuple[RunFolder, str, str]:
+    """(the run, its weighed part, the sha256 of that part's weights), checked against ``teacher.sha256``."""
+    run = RunFolder(teacher_cfg.run)
+    if not run.exists():
+        raise ConfigError(f"teacher.run: run directory {run.path} does not exist; train it first (`genlab train`)")
+    try:
+        part = "tokenizer" if run.task() == "tokenizer" else "generator"
+    except RunError as e:
+        raise ConfigError(f"teacher.run: {e}") from None
+    weights = run.file(f"{part}/{COMPONENT_WEIGHTS}")
+    if not weights.is_file():
+        raise ConfigError(f"teacher.run: {weights} is missing; finish or resume the run's training "
+                          "(`genlab train ... --resume auto`)")  # fmt: skip
+    digest = sha256_file(weights)
+    if teacher_cfg.sha256 and digest != teacher_cfg.sha256:
+        raise ConfigError(f"teacher.run: {weights} changed since this run recorded it (sha256 "
+                          f"{teacher_cfg.sha256[:12]}, now {digest[:12]}); restore the teacher, or start a new run "
+                          "against this one")  # fmt: skip
+    return run, part, digest
