@@ -25,9 +25,9 @@ from genlab.runs.store import RunError, RunFolder, load_tokenizer, save_tokenize
 from genlab.tokenizers.base import Tokenizer
 from genlab.tokenizers.saved import tokenizer_spec
 
-__all__ = ["Generated", "Pipeline", "RunError", "class_grid", "load_tokenizer", "save_grid", "save_tokenizer"]
-
-__all__ += ["spec_from_dict", "spec_to_dict"]  # (re-exported from the run store, where they live)
+# load_tokenizer, save_tokenizer, spec_from_dict and spec_to_dict live in the run store (re-exported here)
+__all__ = ["Generated", "Pipeline", "RunError", "class_grid", "load_tokenizer", "save_grid", "save_tokenizer",
+           "spec_from_dict", "spec_to_dict"]  # fmt: skip
 
 
 def run_task(run: RunFolder) -> Any:
@@ -104,7 +104,7 @@ class Pipeline(nn.Module):
     @classmethod
     def load(cls, run_dir: Path | str | RunFolder, *, device=None) -> Pipeline:
         """A trained run, built by the task that made it: ``registry.get("task", run.task()).load(run, device)``
-        (a FlowTurbo refiner run loads its base run with the refiner attached; ``genlab.tasks``)."""
+        (the protocol: ``genlab.tasks.base.Task``; a task may load another run first, e.g. its teacher)."""
         run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
         if not run.exists():
             raise RunError(f"run directory {run.path} does not exist; train one with `genlab train --preset NAME "
