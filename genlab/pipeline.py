@@ -19,18 +19,24 @@ import torch
 from torch import Tensor, nn
 
 from genlab import registry
-from genlab.config import Component, ConfigError, RunConfig, coerce, component_from_dict, to_dict
+from genlab.config import Component, ConfigError, RunConfig, coerce, to_dict
 from genlab.generators.base import Generator, SampleOptions, build_generator
-from genlab.generators.refiner import VelocityRefiner
 from genlab.grids import save_grid
-from genlab.runs.store import CLASS_NAMES, CONFIG, RunError, RunFolder
-from genlab.tokenizers.base import Tokenizer, TokenizerError, TokenSpec
+from genlab.runs.store import RunError, RunFolder, load_tokenizer, save_tokenizer, spec_from_dict, spec_to_dict
+from genlab.tokenizers.base import Tokenizer
 from genlab.tokenizers.saved import tokenizer_spec
 
-__all__ = ["Generated", "Pipeline", "RunError", "class_grid", "load_tokenizer", "save_grid", "save_tokenizer"]
+# load_tokenizer, save_tokenizer, spec_from_dict and spec_to_dict live in the run store (re-exported here)
+__all__ = ["Generated", "Pipeline", "RunError", "class_grid", "load_tokenizer", "save_grid", "save_tokenizer",
+           "spec_from_dict", "spec_to_dict"]  # fmt: skip
 
-RUN_FILES = (CONFIG, CLASS_NAMES, "generator/model.safetensors", "tokenizer/config.json")
-TOKENIZER_RUN_FILES = (CONFIG, "tokenizer/config.json", "tokenizer/model.safetensors")
+
+def run_task(run: RunFolder) -> Any:
+    """The registered task that made ``run`` (by name: the tasks import this module, not the reverse)."""
+    try:
+        return registry.get("task", run.task())
+    except registry.RegistryError as e:
+        raise RunError(f"{run.path}/config.yaml: task: {e}") from None
 
 
 def dataset_info(cfg: RunConfig) -> tuple[int, int]:
@@ -51,17 +57,6 @@ class Generated:
     def extra_networks(self) -> dict[str, int]:
         """The evaluations per image of the networks besides the main one (FlowTurbo's refiner)."""
         return dict(list(self.nfe_by_network.items())[1:])
-
-
-def spec_to_dict(spec: TokenSpec) -> dict:
-    return spec.to_dict()
-
-
-def spec_from_dict(data: dict) -> TokenSpec:
-    try:
-        return TokenSpec.from_dict(data)
-    except (TypeError, ValueError) as e:
-        raise RunError(f"a saved token spec is malformed ({e})") from None
 
 
 class Pipeline(nn.Module):
@@ -112,56 +107,14 @@ class Pipeline(nn.Module):
         run.write_config(self.cfg.to_dict())
 
     @classmethod
-    def load(cls, run_dir: Path | str, *, device=None, refiner: Path | str | None = None) -> Pipeline:
-        """A trained run, built from its own folders. A FlowTurbo refiner run loads its base run with the refiner
-        attached; ``refiner`` attaches the one of another refiner run."""
-        run = RunFolder(run_dir)
-        hint = f"train one with `genlab train --preset NAME --out {run.path}`"
+    def load(cls, run_dir: Path | str | RunFolder, *, device=None) -> Pipeline:
+        """A trained run, built by the task that made it: ``registry.get("task", run.task()).load(run, device)``
+        (the protocol: ``genlab.tasks.base.Task``; a task may load another run first, e.g. its teacher)."""
+        run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
         if not run.exists():
-            raise RunError(f"run directory {run.path} does not exist; {hint}")
-        task = run.task()
-        if task == "flowturbo-refiner":
-            return cls.load(_refiner_base(run), device=device, refiner=run.path)
-        if task == "tokenizer":
-            raise RunError(f"{run.path} is a tokenizer run: it has no generator to sample (train one on it)")
-        run.require(RUN_FILES, "genlab run", "finish or resume its training with `genlab train ... --resume auto`")
-        cfg = run.read_config()
-        class_names = run.read_class_names()
-        tokenizer = _load_run_tokenizer(run, cfg)
-        gen_spec = run.read_component_config("generator")
-        if "token_spec" in gen_spec:  # self-contained: rebuilt from generator/config.json
-            if spec_from_dict(gen_spec["token_spec"]) != tokenizer.token_spec:
-                raise RunError(f"{run.path}/generator was trained on other tokens than {run.path}/tokenizer makes")
-            if gen_spec.get("num_classes") != len(class_names):
-                raise RunError(f"{run.path}/generator/config.json and {CLASS_NAMES} disagree on the class count")
-            cfg.generator, cfg.objective = _component_pair(gen_spec, run)
-        pipe = cls.from_config(cfg, class_names, tokenizer=tokenizer)
-        _load_state(pipe.weights, run.read_weights("generator"), f"{run.path}/generator/model.safetensors")
-        if refiner is not None:
-            pipe.attach_refiner(refiner)
-        return pipe.to(device or "cpu").eval()
-
-    def attach_refiner(self, refiner_run: Path | str) -> None:
-        """Load the velocity refiner of a FlowTurbo refiner run (``genlab train --preset flowturbo-refiner``)."""
-        run = RunFolder(refiner_run)
-        if not run.has_component("refiner"):
-            raise RunError(
-                f"{refiner_run} has no trained refiner ({run.path}/refiner/model.safetensors); "
-                "train one with `genlab train --preset flowturbo-refiner base_run=RUN --out DIR`"
-            )
-        if not hasattr(self.generator, "attach"):
-            raise RunError(f"a FlowTurbo refiner refines a flow model; {self.cfg.generator.name} is not one")
-        saved, state = run.read_component("refiner")
-        try:
-            ref = VelocityRefiner.from_saved(saved)
-        except ValueError as e:
-            raise RunError(f"{run.path}/refiner/config.json: {e}") from None
-        _load_state(ref, state, f"{run.path}/refiner/model.safetensors")
-        ref.eval()
-        if ref.spec != self.tokenizer.token_spec or ref.num_classes != len(self.class_names):
-            raise RunError(f"the refiner in {refiner_run} was trained for another model (tokens or classes differ)")
-        device = next(self.weights.parameters()).device
-        self.generator.attach("refiner", ref.to(device))
+            raise RunError(f"run directory {run.path} does not exist; train one with `genlab train --preset NAME "
+                           f"--out {run.path}`")  # fmt: skip
+        return run_task(run).load(run, device=device)
 
     # ------------------------------------------------------------------ sampling
 
@@ -246,47 +199,6 @@ def _build(generator: Component, objective: Component | None, tokenizer: Tokeniz
         raise ConfigError(f"generator: {e}") from None
 
 
-def _component_pair(spec: dict, run: RunFolder) -> tuple[Component, Component | None]:
-    try:
-        gen = component_from_dict("generator", spec.get("generator"), "generator")
-        obj = spec.get("objective")
-        return gen, component_from_dict("objective", obj, "objective") if obj is not None else None
-    except ConfigError as e:
-        raise RunError(f"{run.path}/generator/config.json: {e}") from None
-
-
-def _load_state(module: nn.Module, state: dict[str, Tensor], where: str) -> None:
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise RunError(f"{where} does not fit the model its config describes ({first})") from None
-
-
-def _load_run_tokenizer(run: RunFolder, cfg: RunConfig) -> Tokenizer:
-    """The run's own copy of its tokenizer (tokenizer/config.json + weights), whatever moved since training."""
-    spec = run.read_component_config("tokenizer")
-    try:
-        comp = component_from_dict("tokenizer", spec, "tokenizer")
-    except ConfigError as e:
-        raise RunError(f"{run.path}/tokenizer/config.json: {e}") from None
-    tokenizer = comp.build(resolution=cfg.data.cfg.resolution)
-    if any(True for _ in tokenizer.state_dict()):
-        if not run.has("tokenizer/model.safetensors"):
-            raise RunError(f"{run.path}/tokenizer has no model.safetensors; finish or resume the run's training")
-        _load_state(tokenizer, run.read_weights("tokenizer"), f"{run.path}/tokenizer/model.safetensors")
-    tokenizer.source = spec
-    return tokenizer.requires_grad_(False).eval()
-
-
-def _refiner_base(run: RunFolder) -> Path:
-    """The base run of a FlowTurbo refiner run (relative paths are tried from the cwd, then from the run)."""
-    base = Path(str(run.read_config_dict().get("base_run", "")))
-    if not base.is_absolute() and not base.is_dir() and (run.path / base).is_dir():
-        base = run.path / base
-    return base
-
-
 def grid_classes(num_classes: int, count: int = 0) -> list[int]:
     """The classes of a training grid: all of them (``count`` 0 or >= num_classes), else ``count`` evenly spread
     ones (always the same: a grid every 10k steps of an ImageNet run is 8 fixed classes, not 1,000)."""
@@ -301,26 +213,3 @@ def class_grid(pipe: Pipeline, per_class: int, *, seed: int = 0, classes: list[i
     rows = range(len(pipe.class_names)) if classes is None else classes
     labels = [c for c in rows for _ in range(per_class)]
     return pipe.generate(labels, seed=seed, **kw)
-
-
-# ----------------------------------------------------------------------------- tokenizer runs (task: tokenizer)
-
-
-def save_tokenizer(cfg: RunConfig, tokenizer: nn.Module, run_dir: Path, class_names: list[str]) -> None:
-    """A trained tokenizer run: config.yaml, class_names.json, tokenizer/{config.json, model.safetensors}."""
-    run = RunFolder(run_dir)
-    run.write_component("tokenizer", to_dict(cfg.tokenizer), tokenizer)
-    run.write_class_names(class_names)
-    run.write_config(cfg.to_dict())
-
-
-def load_tokenizer(run_dir: Path | str, *, device=None) -> tuple[RunConfig, nn.Module]:
-    """(config, tokenizer in eval mode) of a run trained with ``task: tokenizer``."""
-    run = RunFolder(run_dir)
-    run.require(TOKENIZER_RUN_FILES, "tokenizer run", "train one with `genlab train --preset smoke-vq --out DIR`")
-    cfg = run.read_config()
-    try:
-        tokenizer = _load_run_tokenizer(run, cfg)
-    except TokenizerError as e:
-        raise RunError(str(e)) from None
-    return cfg, tokenizer.to(device or "cpu").eval()

@@ -213,6 +213,21 @@ def test_task_contract(name):
     assert isinstance(cfg, task.Config) and getattr(cfg, "task", "generator") == name
 
 
+@pytest.mark.parametrize("kind", ["importer", "benchmark"])
+def test_importer_and_benchmark_contract(kind):
+    import argparse
+
+    for name in registry.names(kind):
+        entry = registry.get(kind, name)
+        assert isinstance(entry.help, str) and entry.help and callable(entry.run), name
+        parser = argparse.ArgumentParser()
+        if kind == "importer":
+            parser.add_argument("path")
+            parser.add_argument("--out", required=True)
+        entry.add_arguments(parser)  # its own flags, no clash with PATH and --out
+        parser.parse_args(TINY[kind][name]["argv"])
+
+
 @pytest.mark.parametrize("name", registry.names("evaluator"))
 def test_evaluator_contract(name):
     ev = registry.get("evaluator", name)

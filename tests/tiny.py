@@ -98,6 +98,17 @@ TINY: dict[str, dict[str, dict | None]] = {
         "tokenizer": {"preset": "smoke-vq"},
         "flowturbo-refiner": {"preset": "flowturbo-refiner"},
     },  # fmt: skip
+    # importers and benchmarks: the arguments their parser must accept (their runs are tested in their own files)
+    "importer": {
+        "var": {"argv": ["x.pth", "--out", "r", "--vae", "v.pth"]},
+        "var-vqvae": {"argv": ["x.pth", "--out", "r"]},
+    },
+    "benchmark": {
+        "train": {"argv": ["--seconds", "1", "--family", "gpt"]},
+        "gpt": {"argv": ["--seconds", "1"]},
+        "sample": {"argv": ["--run", "r", "--n", "8"]},
+        "eval": {"argv": ["--n", "8"]},
+    },
 }
 
 

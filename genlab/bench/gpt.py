@@ -14,6 +14,7 @@ only inside the functions (``pip install 'genlab[dev]'``).
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import time
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.generators.gpt import GPT, ffn_hidden
+from genlab.registry import register
 from genlab.tokenizers.base import TokenSpec
 
 GRAD_CLIP, LR = 1.0, 1e-4
@@ -278,3 +280,34 @@ def _bench_sample_size(s: GPTBenchSize, dev: torch.device, seconds: float, batch
         "transformers_params": _params(theirs),
         "config": asdict(s),
     }
+
+
+@register("benchmark", "gpt")
+class GPTBench:
+    help = "genlab's GPT vs transformers' Llama: training tokens/s and KV-cached sampling (also `bench train --family gpt`)"
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        add_timing_arguments(parser)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> dict:
+        return {"train": bench_train(args.seconds, args.threads, device=args.device),
+                "sample": bench_sample(args.seconds, args.threads, device=args.device)}  # fmt: skip
+
+    @staticmethod
+    def summary(result: dict) -> str:
+        """One line per size and part: genlab's GPT against transformers' Llama."""
+        lines = []
+        for part, r in result.items():
+            for size, row in r.get("sizes", {}).items():
+                nums = ", ".join(f"{k} {v:.3g}" for k, v in row.items() if isinstance(v, (int, float)))
+                lines.append(f"{part} {size}: {nums}")
+        return "\n".join(lines)
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """--seconds, --threads, --device: the flags of the timing benchmarks."""
+    parser.add_argument("--seconds", type=float, default=15.0, help="timing budget per size, shared by the two models")
+    parser.add_argument("--threads", type=int, help="CPU threads (1 gives steadier numbers on a busy machine)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")

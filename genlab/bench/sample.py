@@ -20,6 +20,8 @@ baseline, and images/s at growing batch sizes (up to the largest that fits, or `
 
 from __future__ import annotations
 
+import argparse
+import json
 import platform
 import sys
 import time
@@ -30,10 +32,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from genlab.config import ConfigError
 from genlab.data import to_uint8
 from genlab.data.cache import training_images
 from genlab.pipeline import Pipeline
+from genlab.registry import register
 from genlab.samplers import Blocks, get
+from genlab.tasks.refiner import attach_refiner
 
 DEFAULT_SAMPLERS = ("euler", "heun", "dpm++", "unipc", "flowturbo")
 DEFAULT_NFES = (4, 8, 16, 32, 64)
@@ -162,7 +167,9 @@ def bench_sample(
 ) -> dict:
     """The table as a JSON-able dict (see the module docstring)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    pipe = Pipeline.load(run, device=device, refiner=refiner)
+    pipe = Pipeline.load(run, device=device)
+    if refiner:
+        attach_refiner(pipe, refiner)
     defaults = pipe.cfg.sample.options
     cfg = getattr(defaults, "cfg", 1.0) if cfg is None else cfg
     flow = "sampler" in pipe.options_class.fields()  # a flow run: continuous samplers, a proxy, a diffusers peer
@@ -368,3 +375,49 @@ def plot(result: dict, path: Path) -> str:
 
 
 __all__ = ["DEFAULT_NFES", "DEFAULT_SAMPLERS", "bench_sample", "format_table", "plot", "plan"]
+
+
+@register("benchmark", "sample")
+class SampleBench:
+    help = "speed and quality of every sampler (or a generator's steps) at several NFE on a trained run"
+
+    @staticmethod
+    def add_arguments(b: argparse.ArgumentParser) -> None:
+        b.add_argument("--run", required=True, help="the run directory (a refiner run brings its refiner)")
+        b.add_argument("--refiner", metavar="DIR", help="a FlowTurbo refiner run for the run")
+        b.add_argument("--n", type=int, default=256, help="images per sampler and NFE (default 256)")
+        b.add_argument("--nfe", default="4,8,16,32,64", help="NFE values (default 4,8,16,32,64)")
+        b.add_argument("--samplers", default=",".join(DEFAULT_SAMPLERS), help="comma-separated")
+        b.add_argument("--batch-size", type=int, default=8, help="batch for ms/image (default 8, FlowTurbo's)")
+        b.add_argument("--max-batch", type=int, help="largest batch for images/s (default 64 CPU, 4096 GPU; 0 skips)")
+        b.add_argument("--cfg", type=float, help="guidance scale (default: the run's)")
+        b.add_argument("--no-fid", action="store_true", help="skip FID even when genlab.evals is there")
+        b.add_argument("--plot", metavar="PNG", help="write FID (or proxy) against ms/image (needs matplotlib)")
+        b.add_argument("--out", metavar="JSON", help="also write the JSON result here")
+        b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> dict:
+        if args.n < 2:
+            raise ConfigError(f"--n must be at least 2, got {args.n}")
+        try:
+            nfes = tuple(int(v) for v in args.nfe.split(","))
+        except ValueError:
+            raise ConfigError(f"--nfe must be comma-separated integers, got {args.nfe!r}") from None
+        if min(nfes) < 2:
+            raise ConfigError(f"--nfe values must be >= 2, got {args.nfe!r}")
+        samplers = tuple(s.strip() for s in args.samplers.split(",") if s.strip())
+        result = bench_sample(
+            args.run, n=args.n, samplers=samplers, nfes=nfes, batch_size=args.batch_size, cfg=args.cfg,
+            refiner=args.refiner, use_evals=not args.no_fid, max_batch=args.max_batch, device=args.device,
+            progress=True,  # a progress bar and one line per result on stderr (--json keeps stdout clean)
+        )  # fmt: skip
+        result["plot"] = plot(result, Path(args.plot)) if args.plot else "plot skipped: no --plot PATH"
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=2))
+        return result
+
+    @staticmethod
+    def summary(result: dict) -> str:
+        return f"{format_table(result)}\n{result['plot']}"

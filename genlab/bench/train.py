@@ -13,6 +13,7 @@ the median over its rounds.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gc
 import math
@@ -27,6 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
+
+from genlab import registry
+from genlab.bench.gpt import add_timing_arguments
 
 GRAD_CLIP = 1.0  # genlab's TrainConfig defaults
 LR = 1e-4
@@ -399,3 +403,28 @@ def _bench_all(seconds: float, dev: torch.device, sizes: tuple[str, ...], precis
         out["sizes"][name] = result
     out["load_avg_1min"] = [out["load_avg_1min"], _load_avg()]
     return out
+
+
+@registry.register("benchmark", "train")
+class TrainBench:
+    help = "training img/s of genlab's DiT vs diffusers' DiT (--family gpt: the gpt benchmark)"
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        add_timing_arguments(parser)
+        parser.add_argument("--family", choices=["dit", "gpt"], default="dit",
+                            help="dit (genlab's DiT vs diffusers' DiT) or gpt (genlab's GPT vs transformers' Llama, "
+                                 "training and KV-cached sampling)")  # fmt: skip
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> dict:
+        if args.family == "gpt":
+            return registry.get("benchmark", "gpt").run(args)
+        return bench_train(seconds=args.seconds, device=args.device, threads=args.threads)
+
+    @staticmethod
+    def summary(result: dict) -> str:
+        if "train" in result and "sample" in result:  # --family gpt
+            return registry.get("benchmark", "gpt").summary(result)
+        return "\n".join(f"{size}: genlab {r['genlab_img_s']:.1f} img/s, diffusers {r['diffusers_img_s']:.1f} img/s, "
+                         f"ratio {r['ratio']:.2f}" for size, r in result["sizes"].items())  # fmt: skip

@@ -34,9 +34,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # before torch is imported: libgomp's wait policy for the command (see genlab/threads.py)
     threads.configure(sys.argv[1:] if argv is None else argv)
+    from genlab.registry import PluginError
     from genlab.safeio import file_error_line, one_line
 
-    parser = build_parser()  # the registry imports the built-ins on its first lookup
+    try:
+        parser = build_parser()  # the registry imports the built-ins and the plugins on its first lookup
+    except PluginError as e:
+        print(f"genlab: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     args = parser.parse_args(argv)
     try:
         return args.fn(args)

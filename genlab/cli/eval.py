@@ -268,31 +268,3 @@ def _load_tokenizer(spec: str, resolution: int):
             f"--tokenizer {spec}: neither a directory nor a registered tokenizer ({', '.join(registry.names('tokenizer'))})"
         )
     return component_from_dict("tokenizer", {"name": spec}, "tokenizer").build(resolution=resolution)
-
-
-def cmd_bench_eval(args: argparse.Namespace) -> int:
-    """genlab eval vs torch-fidelity on the same --n generated 32x32 images (a random-init quickstart model)."""
-    import torch
-
-    from genlab import config
-    from genlab.data import to_uint8
-    from genlab.evals.bench import bench_eval
-    from genlab.pipeline import Pipeline
-
-    args.n = 500 if args.n is None else args.n
-    if args.n <= 1:
-        raise EvalError(f"--n must be at least 2, got {args.n}")
-    cfg = config.load("quickstart")
-    torch.manual_seed(0)
-    pipe = Pipeline.from_config(cfg, [str(i) for i in range(9)]).eval()
-    images = to_uint8(
-        pipe.generate([i % 9 for i in range(args.n)], seed=0, options={"steps": 2, "cfg": 1.0}).images
-    )  # (N, 3, 32, 32)
-    result = bench_eval(images, dataset="openmoji", resolution=32, split="val", device=args.device)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for call in result["calls"]:
-            print(f"call {call['call']}: genlab {call['genlab_img_s']:.1f} img/s, torch-fidelity "
-                  f"{call['torch_fidelity_img_s']:.1f} img/s, ratio {call['ratio']:.2f}")  # fmt: skip
-    return 0

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.preset:
         params = Pipeline.from_config(cfg, device=torch.device("meta")).param_counts()
     else:
-        pipe = Pipeline.load(args.run)
+        pipe = Pipeline.load(run)  # the same RunFolder: config.yaml is read once
         cfg, params = pipe.cfg, pipe.param_counts()
     info = {"params": params, "config": cfg.to_dict()}
     if args.json:
@@ -77,5 +77,9 @@ def list_all() -> int:
 
     print("presets:", ", ".join(config.list_presets()))
     for kind in registry.KINDS:
-        print(f"{kind}s:", ", ".join(registry.names(kind)) or "(none)")
+        names = [n if (o := registry.origin(kind, n)) == "genlab" else f"{n} [{o}]" for n in registry.names(kind)]
+        print(f"{kind}s:", ", ".join(names) or "(none)")
+    if plugins := registry.plugins():
+        print("plugins:", ", ".join(f"{m} ({w})" for w, m in plugins))
+    print("(every name is genlab's own unless marked [plugin MODULE])")
     return 0

@@ -50,7 +50,11 @@ def run(args: argparse.Namespace) -> int:
     if given.get("compile") and device == "cpu":
         print("genlab sample: --compile is for GPUs; sampling eagerly on the CPU", file=sys.stderr)
         given.pop("compile")
-    pipe = Pipeline.load(args.run, device=device, refiner=args.refiner)
+    pipe = Pipeline.load(args.run, device=device)
+    if args.refiner:
+        from genlab.tasks.refiner import attach_refiner
+
+        attach_refiner(pipe, args.refiner)
     try:
         classes = pipe.class_ids(args.classes)
         options = pipe.sample_options(given)

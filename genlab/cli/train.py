@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from genlab.cli.errors import UsageError
@@ -32,14 +31,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--resume {resume}: no such checkpoint directory (use --resume auto or a checkpoints/step_XXXXXXX path)"
         )
-    from genlab.train.runfolder_guard import check_run_folder, clear_run_outputs
-
-    if isinstance(cfg, config.RunConfig):  # refused before any model is built (the trainer checks again)
-        check_run_folder(out, cfg.to_dict(), resume=resume, overwrite=args.overwrite)
-    elif args.overwrite:
-        check_run_folder(out, {}, resume=resume, overwrite=True)
-    if args.overwrite and (removed := clear_run_outputs(out)):
-        print(f"--overwrite: deleted {', '.join(removed)} of the run in {out}", file=sys.stderr)
-    train_run(cfg, out, resume=resume)
+    train_run(cfg, out, resume=resume, overwrite=args.overwrite)  # the run-folder guard, once, first
     print(f"run written to {out}")
     return 0

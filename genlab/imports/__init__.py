@@ -1,10 +1,11 @@
 """Checkpoints published by other codebases, converted to genlab runs (``genlab import KIND PATH --out RUN``).
 
-Each module reads a family's released files with ``torch.load(..., weights_only=True)`` at most (tensors only, no
-pickled code) and writes a self-contained run folder: ``var`` (VAR's VQVAE and transformers)."""
+Each module registers its importers (registry kind ``importer``, the protocol in ``genlab/imports/base.py``) and
+reads a family's released files with ``torch.load(..., weights_only=True)`` at most (tensors only, no pickled code):
+``var`` (VAR's VQVAE and transformers)."""
 
-from genlab.imports.var import CheckpointError, import_var
+from genlab.imports import var  # noqa: F401  (registers the built-ins)
+from genlab.imports.base import CheckpointError
+from genlab.imports.var import import_var
 
-IMPORTS = {"var-vqvae": import_var, "var": import_var}  # kind -> function(kind, path, out_dir, **options)
-
-__all__ = ["IMPORTS", "CheckpointError", "import_var"]
+__all__ = ["CheckpointError", "import_var"]

@@ -28,6 +28,7 @@ one out (config.yaml, class_names.json, tokenizer/ and, for "var", generator/ wi
 
 from __future__ import annotations
 
+import argparse
 import json
 import pickle
 import re
@@ -39,13 +40,11 @@ from torch import Tensor
 
 from genlab.config import component_from_dict, load_preset_dict, to_dict
 from genlab.generators.var import VAR_SCALES, var_spec
+from genlab.imports.base import CheckpointError
+from genlab.registry import register
 from genlab.runs.store import RunFolder
 
 KINDS = ("var-vqvae", "var")
-
-
-class CheckpointError(ValueError):
-    """A file that is not the checkpoint it should be; the message (one line) says what was found."""
 
 
 # ----------------------------------------------------------------------------- reading
@@ -322,3 +321,29 @@ def import_var(kind: str, path: Path | str, out_dir: Path | str, *, vae: Path | 
     run.write_class_names([str(i) for i in range(n)])
     run.write_config(config)
     return out
+
+
+@register("importer", "var-vqvae")
+class VarVQVAEImporter:
+    help = "VAR's multi-scale VQVAE (vae_ch160v4096z32.pth) as a tokenizer run"
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        pass
+
+    @staticmethod
+    def run(path: Path, out: Path, args: argparse.Namespace) -> Path:
+        return import_var("var-vqvae", path, out)
+
+
+@register("importer", "var")
+class VarImporter:
+    help = "a VAR transformer (var_d16.pth, any depth) with its VQVAE as a generator run"
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--vae", help="its tokenizer: the VQVAE .pth or the run `genlab import var-vqvae` wrote")
+
+    @staticmethod
+    def run(path: Path, out: Path, args: argparse.Namespace) -> Path:
+        return import_var("var", path, out, vae=args.vae)

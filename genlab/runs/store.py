@@ -16,8 +16,10 @@ file is a ``RunError`` naming the file and what to do, never a traceback.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ from torch import Tensor, nn
 
 CONFIG, CLASS_NAMES, METRICS, RECON = "config.yaml", "class_names.json", "metrics.jsonl", "recon.json"
 COMPONENT_CONFIG, COMPONENT_WEIGHTS = "config.json", "model.safetensors"
+RUN_FILES = (CONFIG, CLASS_NAMES, "generator/model.safetensors", "tokenizer/config.json")
+TOKENIZER_RUN_FILES = (CONFIG, "tokenizer/config.json", "tokenizer/model.safetensors")
 
 
 class RunError(RuntimeError):
@@ -39,9 +43,43 @@ def state_of(module: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
+def load_state(module: nn.Module, state: dict[str, Tensor], where: str) -> None:
+    """``module.load_state_dict(state)`` (strict), a one-line ``RunError`` naming ``where`` when it does not fit."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise RunError(f"{where} does not fit the model its config describes ({first})") from None
+
+
+@dataclass
+class Assembled:
+    """A generator run's parts as its folder holds them (``RunFolder.assemble``); the task builds its model."""
+
+    cfg: Any  # the run config, its generator/objective sections as generator/config.json saved them
+    class_names: list[str]  # class id -> name
+    tokenizer: nn.Module  # the run's own tokenizer: weights loaded, eval(), no gradients
+
+
+def spec_to_dict(spec: Any) -> dict:
+    """A ``TokenSpec`` as generator/config.json stores it."""
+    return spec.to_dict()
+
+
+def spec_from_dict(data: dict) -> Any:
+    """The ``TokenSpec`` generator/config.json stored (a RunError when malformed)."""
+    from genlab.tokenizers.base import TokenSpec
+
+    try:
+        return TokenSpec.from_dict(data)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise RunError(f"a saved token spec is malformed ({e})") from None
+
+
 class RunFolder:
     def __init__(self, path: Path | str):
         self.path = Path(path)
+        self._config: dict | None = None  # config.yaml, parsed once per RunFolder (one command holds one)
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -79,6 +117,12 @@ class RunFolder:
     # ------------------------------------------------------------------ reading
 
     def read_config_dict(self) -> dict:
+        """config.yaml as a mapping (a copy: callers may change it); the file is parsed once per RunFolder."""
+        if self._config is None:
+            self._config = self._parse_config()
+        return copy.deepcopy(self._config)
+
+    def _parse_config(self) -> dict:
         path = self.file(CONFIG)
         try:
             data = yaml.safe_load(path.read_text())
@@ -157,6 +201,59 @@ class RunFolder:
         path = self.file(RECON)
         return self._read_json(path) if path.is_file() else None
 
+    # ------------------------------------------------------------------ assembly (what Pipeline.load reads)
+
+    def load_weights(self, part: str, module: nn.Module) -> nn.Module:
+        """``part/model.safetensors`` loaded strictly into ``module`` (a one-line RunError when it does not fit)."""
+        load_state(module, self.read_weights(part), f"{self.path}/{part}/{COMPONENT_WEIGHTS}")
+        return module
+
+    def load_tokenizer(self, cfg: Any) -> nn.Module:
+        """The run's own copy of its tokenizer (tokenizer/config.json + weights), whatever moved since training."""
+        from genlab.config import ConfigError, component_from_dict
+        from genlab.tokenizers.base import TokenizerError
+
+        spec = self.read_component_config("tokenizer")
+        try:
+            comp = component_from_dict("tokenizer", spec, "tokenizer")
+            tokenizer = comp.build(resolution=cfg.data.cfg.resolution)
+        except ConfigError as e:
+            raise RunError(f"{self.path}/tokenizer/config.json: {e}") from None
+        except TokenizerError as e:
+            raise RunError(str(e)) from None
+        if any(True for _ in tokenizer.state_dict()):
+            if not self.has(f"tokenizer/{COMPONENT_WEIGHTS}"):
+                raise RunError(f"{self.path}/tokenizer has no model.safetensors; finish or resume the run's training")
+            self.load_weights("tokenizer", tokenizer)
+        tokenizer.source = spec
+        return tokenizer.requires_grad_(False).eval()
+
+    def assemble(self) -> Assembled:
+        """A finished generator run's config, class names and tokenizer; the generator's sections come from
+        generator/config.json (self-contained), checked against the tokenizer's tokens and the class count."""
+        self.require(RUN_FILES, "genlab run", "finish or resume its training with `genlab train ... --resume auto`")
+        cfg = self.read_config()
+        class_names = self.read_class_names()
+        tokenizer = self.load_tokenizer(cfg)
+        gen_spec = self.read_component_config("generator")
+        if "token_spec" in gen_spec:  # self-contained: rebuilt from generator/config.json
+            if spec_from_dict(gen_spec["token_spec"]) != tokenizer.token_spec:
+                raise RunError(f"{self.path}/generator was trained on other tokens than {self.path}/tokenizer makes")
+            if gen_spec.get("num_classes") != len(class_names):
+                raise RunError(f"{self.path}/generator/config.json and {CLASS_NAMES} disagree on the class count")
+            cfg.generator, cfg.objective = self._component_pair(gen_spec)
+        return Assembled(cfg, class_names, tokenizer)
+
+    def _component_pair(self, spec: dict) -> tuple[Any, Any]:
+        from genlab.config import ConfigError, component_from_dict
+
+        try:
+            gen = component_from_dict("generator", spec.get("generator"), "generator")
+            obj = spec.get("objective")
+            return gen, component_from_dict("objective", obj, "objective") if obj is not None else None
+        except ConfigError as e:
+            raise RunError(f"{self.path}/generator/config.json: {e}") from None
+
     def _read_json(self, path: Path) -> Any:
         try:
             return json.loads(path.read_text())
@@ -170,6 +267,7 @@ class RunFolder:
     # ------------------------------------------------------------------ writing
 
     def write_config(self, data: dict) -> None:
+        self._config = None
         self.path.mkdir(parents=True, exist_ok=True)
         tmp = self.file(f".{CONFIG}.tmp")  # then renamed: a crash leaves the old config or the new one, never half
         tmp.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -195,3 +293,24 @@ class RunFolder:
 
     def write_recon(self, metrics: dict) -> None:
         self.file(RECON).write_text(json.dumps(metrics, indent=2))
+
+
+# ----------------------------------------------------------------------------- tokenizer runs
+
+
+def save_tokenizer(cfg: Any, tokenizer: nn.Module, run_dir: Path, class_names: list[str]) -> None:
+    """A trained tokenizer run: config.yaml, class_names.json, tokenizer/{config.json, model.safetensors}."""
+    from genlab.config import to_dict
+
+    run = RunFolder(run_dir)
+    run.write_component("tokenizer", to_dict(cfg.tokenizer), tokenizer)
+    run.write_class_names(class_names)
+    run.write_config(cfg.to_dict())
+
+
+def load_tokenizer(run_dir: Path | str, *, device=None) -> tuple[Any, nn.Module]:
+    """(config, tokenizer in eval mode) of a run trained with ``task: tokenizer``."""
+    run = RunFolder(run_dir)
+    run.require(TOKENIZER_RUN_FILES, "tokenizer run", "train one with `genlab train --preset smoke-vq --out DIR`")
+    cfg = run.read_config()
+    return cfg, run.load_tokenizer(cfg).to(device or "cpu").eval()

@@ -1,22 +1,77 @@
-"""What every task shares: the trainer call that writes the run's config first, and image helpers."""
+"""The task protocol, and what every task shares: the trainer call that writes the run's config, image helpers.
+
+A task (``@register("task", NAME)``) owns its runs: its ``Config`` is the schema of their config.yaml, ``train``
+writes one, ``load`` turns one back into a ``Pipeline`` (``Pipeline.load`` asks the task the run's config.yaml
+names). Tasks sit above the pipeline in the import direction: they import ``genlab.pipeline``; the pipeline finds
+a task by name in the registry, never by import.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from genlab.config import ConfigError
 from genlab.data.base import batch_by_index
-from genlab.runs.store import RunFolder
+from genlab.pipeline import Pipeline
+from genlab.runs.store import RunError, RunFolder
 from genlab.train import Hooks, Trainer
-from genlab.train.runfolder_guard import check_run_folder
+
+
+class Task(Protocol):
+    """What ``@register("task", NAME)`` registers (a class of static methods)."""
+
+    Config: type  # the run config's schema: ``Config.from_dict(dict)`` (ConfigError when bad) and ``to_dict()``
+
+    @staticmethod
+    def train(cfg: Any, out: Path, *, resume: str | None = None) -> Path:
+        """Train ``cfg`` into the run folder ``out`` (config.yaml, checkpoints, samples, exported weights)."""
+
+    @staticmethod
+    def load(run: RunFolder, *, device: Any = None) -> Pipeline:
+        """The finished run ``run`` as a Pipeline on ``device``, in eval mode; a one-line RunError otherwise."""
+
+    # optional: ``attach(pipe, run)`` hands a part of ``run`` (a refiner) to another run's pipeline
+
+
+def not_sampleable(run: RunFolder, what: str) -> RunError:
+    """The error of a task whose runs have no generator (a tokenizer run)."""
+    return RunError(f"{run.path} is a {what} run: it has no generator to sample (train one on it)")
+
+
+def init_from(train_cfg: Any, parts: dict[str, nn.Module]) -> None:
+    """``train.init_from: RUN`` or ``RUN:component``: load that run's exported weights of the component (default:
+    the first of ``parts``, what this task trains) strictly into ``parts[component]``. A later stage of a recipe
+    starts from an earlier one this way; the optimizer, step and RNG start afresh (``--resume`` is the other way)."""
+    spec = train_cfg.init_from
+    if not spec:
+        return
+    path, sep, part = spec.rpartition(":")
+    if not sep or not part or "/" in part:  # no component named (or a ':' inside the path)
+        path, part = spec, next(iter(parts))
+    if part not in parts:
+        raise ConfigError(f"train.init_from: this task starts its {' or '.join(parts)} from another run, not a {part}")
+    run = RunFolder(path)
+    if not run.exists():
+        raise ConfigError(f"train.init_from: run directory {run.path} does not exist")
+    if not run.has_component(part):
+        held = [p.name for p in sorted(run.path.iterdir()) if run.has_component(p.name)]
+        raise ConfigError(f"train.init_from: {run.path} has no {part} ({run.path}/{part}/model.safetensors); it has "
+                          f"{', '.join(held) or 'no exported component'}")  # fmt: skip
+    try:
+        run.load_weights(part, parts[part])
+    except RunError as e:
+        raise ConfigError(f"train.init_from: {e}") from None
+    print(f"train.init_from: {part} weights from {run.path}")
 
 
 def fit(train_cfg, model, dataset, out: Path, hooks: Hooks, config_data: dict, resume: str | None) -> Path:
-    """Check the config against the run already in ``out``, train ``model`` (``forward(batch)``), and write the
-    resolved config beside the run once a resume, if any, has loaded (a failed resume leaves the folder as it was)."""
-    check_run_folder(out, config_data, resume=resume)
+    """Train ``model`` (``forward(batch)``) into ``out`` and write the resolved config beside the run once a
+    resume, if any, has loaded (a failed resume leaves the folder as it was). ``genlab.tasks.train_run`` has
+    checked ``config_data`` against the run already in ``out`` (the run-folder guard) before the task began."""
     trainer = Trainer(train_cfg, model, dataset, out, hooks)
     trainer.fit(resume=resume, on_start=lambda: RunFolder(out).write_config(config_data))
     return out

@@ -18,7 +18,8 @@ from genlab.data.cache import TokenCacheDataset
 from genlab.generators.base import Generator, GeneratorError
 from genlab.pipeline import Pipeline, grid_classes, save_grid
 from genlab.registry import register
-from genlab.tasks.base import fit, training_data
+from genlab.runs.store import RunFolder
+from genlab.tasks.base import fit, init_from, training_data
 from genlab.tokenizers.base import Tokenizer, check_lengths
 from genlab.tokenizers.saved import fingerprint, tokenizer_spec
 from genlab.train import Hooks, dist
@@ -59,6 +60,7 @@ class GeneratorRun:
         dataset = training_data(cfg)
         pipe = Pipeline.from_config(cfg, dataset.class_names)
         check_token_cache(dataset, pipe.tokenizer, cfg.tokenizer)  # a cache is only valid for its tokenizer
+        init_from(cfg.train, {"generator": pipe.weights})
         model = GeneratorTraining(pipe.tokenizer, pipe.generator)
         s = cfg.sample
 
@@ -84,6 +86,14 @@ class GeneratorRun:
 
         hooks = Hooks(sample=sample, export=export, sample_on_every_process=True)
         return fit(cfg.train, model, dataset, out, hooks, cfg.to_dict(), resume)
+
+    @staticmethod
+    def load(run: RunFolder, *, device=None) -> Pipeline:
+        """The run's tokenizer, its generator rebuilt from generator/config.json with its EMA weights."""
+        parts = run.assemble()
+        pipe = Pipeline.from_config(parts.cfg, parts.class_names, tokenizer=parts.tokenizer)
+        run.load_weights("generator", pipe.weights)
+        return pipe.to(device or "cpu").eval()
 
 
 def check_token_cache(dataset, tokenizer: torch.nn.Module, component) -> None:

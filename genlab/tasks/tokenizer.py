@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 from torch import Tensor, nn
@@ -17,10 +18,9 @@ from torch import Tensor, nn
 from genlab.config import RunConfig
 from genlab.evals.recon import reconstruction_metrics
 from genlab.grids import save_grid
-from genlab.pipeline import save_tokenizer
 from genlab.registry import register
-from genlab.runs.store import RunFolder
-from genlab.tasks.base import first_images, fit, training_data
+from genlab.runs.store import RunFolder, save_tokenizer
+from genlab.tasks.base import first_images, fit, init_from, not_sampleable, training_data
 from genlab.tokenizers.base import Tokenizer
 from genlab.train import Hooks
 
@@ -76,6 +76,7 @@ class TokenizerRun:
     def train(cfg: RunConfig, out: Path, *, resume: str | None = None) -> Path:
         dataset = training_data(cfg)
         tokenizer = cfg.tokenizer.build(resolution=cfg.data.cfg.resolution)
+        init_from(cfg.train, {"tokenizer": tokenizer})
         model = TokenizerTraining(tokenizer)
         shown = first_images(dataset, cfg.sample.per_class)
 
@@ -98,3 +99,7 @@ class TokenizerRun:
             print("reconstruction:", json.dumps(metrics))
 
         return fit(cfg.train, model, dataset, out, Hooks(sample=sample, export=export), cfg.to_dict(), resume)
+
+    @staticmethod
+    def load(run: RunFolder, *, device=None) -> NoReturn:
+        raise not_sampleable(run, "tokenizer")

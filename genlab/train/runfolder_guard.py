@@ -57,6 +57,8 @@ def differences(old: dict, new: dict) -> list[str]:
         if key.split(".")[0] in IGNORED:
             continue
         va, vb = a.get(key, "(absent)"), b.get(key, "(absent)")
+        if va == "(absent)" and vb in ("", None):  # a key added since the old run was written, left empty
+            continue
         if isinstance(va, tuple) or isinstance(vb, tuple):
             va, vb = list(va) if isinstance(va, tuple) else va, list(vb) if isinstance(vb, tuple) else vb
         if va != vb:
