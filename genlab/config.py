@@ -196,6 +196,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers for datasets that are not held in memory
     tensorboard: bool = True
     disc_lr: float = 0.0  # learning rate of a task's discriminator (second optimizer); 0: train.lr
+    init_from: str = ""  # RUN or RUN:component: start from another run's exported weights (tasks that support it)
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "grad_accum", "log_every"):

@@ -16,6 +16,8 @@ from genlab.train.runfolder_guard import check_run_folder
 def fit(train_cfg, model, dataset, out: Path, hooks: Hooks, config_data: dict, resume: str | None) -> Path:
     """Check the config against the run already in ``out``, train ``model`` (``forward(batch)``), and write the
     resolved config beside the run once a resume, if any, has loaded (a failed resume leaves the folder as it was)."""
+    if getattr(train_cfg, "init_from", "") and not getattr(model, "initialised_from", ""):
+        raise ConfigError("train.init_from: this task does not start from another run's weights (task titok does)")
     check_run_folder(out, config_data, resume=resume)
     trainer = Trainer(train_cfg, model, dataset, out, hooks)
     trainer.fit(resume=resume, on_start=lambda: RunFolder(out).write_config(config_data))
