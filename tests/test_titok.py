@@ -11,8 +11,13 @@ from genlab.runs.store import RunFolder
 from genlab.tasks.titok import TiTokRun, TiTokRunConfig, init_from
 from genlab.tasks.tokenizer import TokenizerTraining
 
-TEACHER = {"name": "vqgan", "net": NET, "embed_dim": 4, "quantizer": {"name": "vq", "codebook_size": 16},
-           "loss": {"perceptual": "none", "disc_weight": 0.0}}  # fmt: skip  (f2: 16x16 digits -> 8x8 codes)
+TEACHER = {
+    "name": "vqgan",
+    "net": NET,
+    "embed_dim": 4,
+    "quantizer": {"name": "vq", "codebook_size": 16},
+    "loss": {"perceptual": "none", "disc_weight": 0.0},
+}  # fmt: skip  (f2: 16x16 digits -> 8x8 codes)
 STAGE1 = {**TITOK_TOKENIZER, "patch_size": 2, "head": "legacy", "proxy": TEACHER}  # an 8x8 decoder grid
 
 
@@ -85,7 +90,9 @@ def test_stage1_learns_the_teachers_codes_better_than_a_random_decoder():
     trained_ce = stage1_ce(tok.eval(), teacher, held_out)
     assert trained_ce < 0.8 * random_ce, (trained_ce, random_ce)
     # the proxy decoder is the teacher's: the legacy head's pixels come out of it
-    assert torch.equal(tok.proxy.decoder.state_dict()["conv_out.weight"], teacher.decoder.state_dict()["conv_out.weight"])
+    assert torch.equal(
+        tok.proxy.decoder.state_dict()["conv_out.weight"], teacher.decoder.state_dict()["conv_out.weight"]
+    )
 
 
 def _teacher_run(tmp_path):

@@ -55,7 +55,7 @@ TINY: dict[str, dict[str, dict | None]] = {
         "sd-vae": {"scaling_factor": 0.5},  # path: a random diffusers AutoencoderKL the test saves
         "run": {},  # path: a tokenizer folder the test saves
         "titok": {k: v for k, v in TITOK_TOKENIZER.items() if k != "name"},
-        
+        "flextok": {k: v for k, v in FLEXTOK_TOKENIZER.items() if k != "name"},
     },
     "quantizer": {
         "vq": {"codebook_size": 32},
