@@ -228,7 +228,11 @@ class Pipeline(nn.Module):
             y = labels[start : start + batch_size].to(device)
             seeds = torch.arange(seed + start, seed + start + len(y), dtype=torch.long)
             res = self.generator.sample(y, seeds, opts)
-            out.append(self.tokenizer.decode(res.tokens).clamp(-1, 1).cpu())
+            if self.tokenizer.token_spec.stochastic_decoder:  # merge: contract-tokens passes seeds to every decode
+                images = self.tokenizer.decode(res.tokens, seeds=seeds)  # FlexTok: decoder noise from seed i
+            else:
+                images = self.tokenizer.decode(res.tokens)
+            out.append(images.clamp(-1, 1).cpu())
             nfe, extra = res.nfe, res.extra_nfe
         return Generated(torch.cat(out), labels, nfe, time.perf_counter() - t0, extra, opts)
 
