@@ -136,3 +136,28 @@ def test_paper_presets(preset):
         tok = cfg.tokenizer.build(resolution=256)
     assert tok.token_spec.shape == (256,) and tok.token_spec.vocab_size == 64_000 and tok.latent_shape == (16, 32, 32)
     assert sum(p.numel() for m in (tok.encoder, tok.decoder) for p in m.parameters()) == COUNTS[preset]
+
+
+def _flextok_run(tmp_path):
+    from genlab.config import RunConfig
+    from genlab.runs.store import RunFolder
+
+    run = RunFolder(tmp_path / "flextok")
+    run.write_component("tokenizer", FLEXTOK_TOKENIZER, build())
+    data = {"task": "tokenizer", "data": {"name": "digits", "resolution": 16}, "tokenizer": FLEXTOK_TOKENIZER}
+    run.write_config(RunConfig.from_dict(data).to_dict())
+    run.write_class_names([str(i) for i in range(10)])
+    return run.path
+
+
+def test_eval_reports_metrics_per_prefix_length(tmp_path, capsys):
+    import json
+
+    from genlab.cli import main
+
+    run = _flextok_run(tmp_path)
+    assert main(["eval", "--tokenizer", str(run), "--tokens", "1,4,8", "--no-rfid", "--n", "8", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert sorted(out["tokens"]) == ["1", "4", "8"] and all("psnr" in r for r in out["tokens"].values())
+    assert main(["eval", "--tokenizer", str(run), "--tokens", "0,9", "--no-rfid", "--n", "8"]) == 2
+    assert "prefix lengths must be in 1..8" in capsys.readouterr().err
