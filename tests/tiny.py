@@ -101,6 +101,7 @@ TINY: dict[str, dict[str, dict | None]] = {
     "sampler": {name: {} for name in ("euler", "heun", "dpm++", "unipc", "flowturbo", "diffusers-euler")},
     "evaluator": {"fid": {}, "kid": {}, "pr": {}, "is": {}},
     "refiner": {"flowturbo": {"depth": 1, "hidden_size": 16, "num_heads": 2, "patch_size": 2}},
+    "importer": {"titok": {}},  # tests/test_titok_import.py imports a tiny public TiTok
     "task": {
         "generator": {"preset": "smoke"},
         "tokenizer": {"preset": "smoke-vq"},

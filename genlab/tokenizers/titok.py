@@ -147,6 +147,7 @@ class TiTokTokenizer(Tokenizer):
         proxy: dict[str, Any] = field(default_factory=dict)  # legacy: the proxy's tokenizer section (vqgan)
         freeze_encoder: bool = False  # stage 2: encoder, latent tokens and quantizer frozen
         legacy_layout: bool = False  # TiTok's released checkpoints' transpose-free reshape (module docstring)
+        unit_range: bool = False  # the network sees and returns images in [0, 1] (TiTok's released models)
         loss: LossConfig = field(default_factory=LossConfig)  # pixel losses (single-stage and stage 2)
         quantizers: ClassVar[tuple[str, ...]] = ("vq", "fsq", "lfq")
 
@@ -211,6 +212,8 @@ class TiTokTokenizer(Tokenizer):
 
     def quantize(self, images: Tensor) -> Quantized:
         """Images -> Quantized with codes (B, token_size, 1, K) and indices (B, 1, K)."""
+        if self.cfg.unit_range:
+            images = (images + 1) / 2
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.freeze_encoder):
             z = self.encoder(images, self.latent_tokens)  # (B, token_size, K)
             return self.quantizer(z.unsqueeze(2))
@@ -227,8 +230,10 @@ class TiTokTokenizer(Tokenizer):
         return self.proxy.decode_codes(codes.to(logits.dtype))
 
     def decode_codes(self, codes: Tensor) -> Tensor:
+        """Codes (B, token_size, K) -> images in [-1, 1]."""
         out = self.decoder_output(codes)
-        return out if self.proxy is None else self.proxy_pixels(out)
+        out = out if self.proxy is None else self.proxy_pixels(out)
+        return out * 2 - 1 if self.cfg.unit_range else out
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
