@@ -161,3 +161,19 @@ def test_eval_reports_metrics_per_prefix_length(tmp_path, capsys):
     assert sorted(out["tokens"]) == ["1", "4", "8"] and all("psnr" in r for r in out["tokens"].values())
     assert main(["eval", "--tokenizer", str(run), "--tokens", "0,9", "--no-rfid", "--n", "8"]) == 2
     assert "prefix lengths must be in 1..8" in capsys.readouterr().err
+
+
+def test_range_penalty_and_pooled_conditioning():
+    tok = build(pooled_cond=True).train()
+    x, seeds = digits(2), torch.tensor([0, 1])
+    with torch.no_grad():
+        tok.encoder.proj.weight.mul_(100)  # push FSQ's inputs far past tanh's range
+    out = tok.loss({"image": x, "seed": seeds}, 0)
+    assert out["range"] > 0 and torch.allclose(out["loss"], out["flow"] + out["range"])
+    assert (
+        build(range_weight=0.0).loss({"image": x, "seed": seeds}, 0)["loss"]
+        == build().loss({"image": x, "seed": seeds}, 0)["flow"]
+    )
+    wake(tok).eval()
+    ids = tok.encode(x)
+    assert tok.decoder.pool is not None and tok.decode(ids[:, :2], seeds).shape == (2, 3, 16, 16)

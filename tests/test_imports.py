@@ -11,7 +11,7 @@ ALLOWED = {
     "config": {"registry"},
     "nn": {"registry", "config", "nn"},
     "data": {"registry", "config", "data"},
-    "tokenizers": {"registry", "config", "nn", "tokenizers"},
+    "tokenizers": {"registry", "config", "nn", "samplers", "tokenizers"},  # samplers: FlexTok's flow decoder
     "samplers": {"registry", "config", "samplers"},
     "generators": {"registry", "config", "nn", "samplers", "generators", "tokenizers.base"},
     "evals": {"registry", "config", "nn", "data", "evals"},

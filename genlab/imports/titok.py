@@ -22,7 +22,6 @@ import json
 import re
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from genlab.config import component_from_dict, to_dict
@@ -155,13 +154,3 @@ class TiTokImporter:
     @staticmethod
     def run(path: Path, out: Path, args: argparse.Namespace) -> Path:
         return import_titok(path, out, config=getattr(args, "config", None), num_heads=getattr(args, "num_heads", 0))
-
-
-def check_round_trip(out: Path, images: Tensor) -> tuple[Tensor, Tensor]:
-    """(token ids, reconstructions) of ``images`` in [-1, 1] through the imported run (for tests and users)."""
-    from genlab.pipeline import load_tokenizer
-
-    _, tok = load_tokenizer(out)
-    with torch.no_grad():
-        ids = tok.encode(images)
-        return ids, tok.decode(ids)

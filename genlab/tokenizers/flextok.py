@@ -13,7 +13,7 @@ power of two uniformly, ``uniform_pow2``: uniform rounded up to a power of two);
 one learned mask token, so the first registers carry the coarse content. With probability ``cond_dropout`` every
 register is masked (k = 0): the unconditional model of classifier-free guidance.
 
-**Decoder.** A rectified-flow transformer (DiT blocks with adaLN-Zero on the time, ``genlab.generators.dit``)
+**Decoder.** A rectified-flow transformer (DiT blocks with adaLN-Zero on the time, ``genlab.nn.adaln``)
 over the noised target's patches followed by the K (masked) registers; it predicts the velocity at the patch
 positions. Loss: genlab's flow convention (x_t = (1 - t) x0 + t eps, v = eps - x0, logit-normal t), optionally plus
 REPA (Yu et al. 2025): decoder features at layer ``repa.depth`` projected to a frozen image encoder's patch
@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Literal
 
 import torch
@@ -38,8 +37,10 @@ from torch import Tensor, nn
 
 from genlab.config import component_from_dict, to_dict
 from genlab.nn import TimestepEmbedder, per_sample_rand, per_sample_randn, sincos_pos_embed_2d
+from genlab.nn.adaln import DiTBlock, FinalLayer
 from genlab.registry import register
 from genlab.samplers import guided, integrate
+from genlab.samplers.schedules import shift_time
 from genlab.tokenizers.base import Tokenizer, TokenizerError, TokenSpec
 from genlab.tokenizers.encoders import Frozen
 from genlab.tokenizers.vit import ViT, ViTConfig
@@ -62,15 +63,18 @@ def keep_counts(u: Tensor, K: int, mode: str) -> Tensor:
 
 
 def sample_t(times: FlowTimes, seeds: Tensor, device) -> Tensor:
-    """The flow objective's training times (B,) from per-sample seeds (``RectifiedFlow.sample_t``)."""
-    from genlab.generators.objectives.flow import RectifiedFlow  # not at import time: generators import tokenizers
-
-    return RectifiedFlow.sample_t(SimpleNamespace(cfg=times), seeds, device)
+    """Training times (B,) from per-sample seeds by the flow objective's rule (``RectifiedFlow.sample_t``, same
+    stream): uniform, or logit-normal t = sigmoid(m + s n), then shifted towards noise."""
+    u = per_sample_rand(seeds, stream=TIME, device=device)  # (B,)
+    t = u
+    if times.time_sampling == "logit_normal":
+        t = torch.sigmoid(times.logit_mean + times.logit_std * torch.special.ndtri(u.clamp(1e-6, 1 - 1e-6)))
+    return t if times.time_shift == 1.0 else shift_time(t, times.time_shift)
 
 
 @dataclass
 class FlowDecoderConfig:
-    """The decoder's DiT blocks (the fields ``genlab.generators.dit.DiTBlock`` reads, with DiT's defaults)."""
+    """The decoder's DiT blocks (the fields ``genlab.nn.adaln.DiTBlock`` reads, with DiT's defaults)."""
 
     depth: int = 12  # DiT blocks
     hidden_size: int = 768  # width
@@ -139,9 +143,9 @@ class FlexTokEncoder(nn.Module):
 class FlexTokDecoder(nn.Module):
     """The velocity network f(x_t, t, registers): DiT blocks over [patches of x_t, registers (B, K, D)]."""
 
-    def __init__(self, cfg: FlowDecoderConfig, *, channels: int, grid: int, registers: int, code_dim: int):
+    def __init__(self, cfg: FlowDecoderConfig, *, channels: int, grid: int, registers: int, code_dim: int,
+                 pooled: bool = False):  # fmt: skip
         super().__init__()
-        from genlab.generators.dit import DiTBlock, FinalLayer  # not at import time: generators import tokenizers
 
         D, p = cfg.hidden_size, cfg.patch_size
         self.grid, self.patch, self.channels = grid, p, channels
@@ -151,6 +155,7 @@ class FlexTokDecoder(nn.Module):
         self.register_embed = nn.Linear(code_dim, D)
         self.register_pos = nn.Parameter(0.02 * torch.randn(registers, D))
         self.mask_token = nn.Parameter(0.02 * torch.randn(D))
+        self.pool = nn.Linear(D, D) if pooled else None  # the registers' mean added to the time conditioning
         self.blocks = nn.ModuleList(DiTBlock(D, cfg.num_heads, cfg) for _ in range(cfg.depth))
         self.final_layer = FinalLayer(D, p, channels, cfg.norm)
         for m in self.modules():  # DiT's init: Xavier linears; adaLN and the output zero (adaLN-Zero)
@@ -176,6 +181,8 @@ class FlexTokDecoder(nn.Module):
         ``features_at`` blocks, (B, T, D), when it is > 0)."""
         h = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed.to(x.dtype)  # (B, T, D)
         T, c = h.shape[1], self.t_embedder(t)
+        if self.pool is not None:
+            c = c + self.pool(regs.mean(1).to(c.dtype))
         h, feats = torch.cat([h, regs.to(h.dtype)], dim=1), None
         for i, block in enumerate(self.blocks, 1):
             h = block(h, c)
@@ -217,7 +224,7 @@ class REPALoss(nn.Module):
 
 @register("tokenizer", "flextok")
 class FlexTokTokenizer(Tokenizer):
-    LOG_KEYS = ("flow", "repa", "keep")
+    LOG_KEYS = ("flow", "range", "repa", "keep")
 
     @dataclass
     class Config:
@@ -230,6 +237,8 @@ class FlexTokTokenizer(Tokenizer):
         causal_registers: bool = True  # register i attends to registers 0..i only (in the encoder)
         nested_dropout: Literal[DROPOUTS] = "pow2"  # keep-count distribution (module docstring)
         cond_dropout: float = 0.1  # probability that every register is masked (unconditional, for guidance)
+        range_weight: float = 1.0  # weight of mean(relu(|z| - 1)^2) on FSQ's inputs (genlab's; 0: off, as FlexTok)
+        pooled_cond: bool = False  # also add the registers' mean to the decoder's adaLN input (genlab's; FlexTok: no)
         flow: FlowTimes = field(default_factory=FlowTimes)  # training's time sampling
         repa: REPAConfig = field(default_factory=REPAConfig)  # optional alignment of decoder features
         decode_steps: int = 25  # sampler steps of decode() (FlexTok: 20-25)
@@ -244,8 +253,8 @@ class FlexTokTokenizer(Tokenizer):
                 self.vae = to_dict(component_from_dict("tokenizer", dict(self.vae), "tokenizer.vae"))
             if self.num_registers < 1 or self.patch_size < 1 or self.decode_steps < 1:
                 raise ValueError("num_registers, patch_size and decode_steps must be positive")
-            if not 0 <= self.cond_dropout < 1 or self.decode_cfg < 0:
-                raise ValueError("cond_dropout must be in [0, 1) and decode_cfg >= 0")
+            if not 0 <= self.cond_dropout < 1 or self.decode_cfg < 0 or self.range_weight < 0:
+                raise ValueError("cond_dropout must be in [0, 1), decode_cfg and range_weight >= 0")
             if not self.levels or min(self.levels) < 2:
                 raise ValueError("levels must be FSQ levels >= 2")
 
@@ -266,7 +275,7 @@ class FlexTokTokenizer(Tokenizer):
             dim=n
         )
         self.decoder = FlexTokDecoder(cfg.decoder, channels=C, grid=side // cfg.decoder.patch_size, registers=K,
-                                      code_dim=n)  # fmt: skip
+                                      code_dim=n, pooled=cfg.pooled_cond)  # fmt: skip
         self.token_spec = TokenSpec("discrete", (K,), vocab_size=self.quantizer.codebook_size, code_dim=n,
                                     variable_length=True, stochastic_decoder=True)  # fmt: skip
 
@@ -292,10 +301,13 @@ class FlexTokTokenizer(Tokenizer):
             return self.vae.encode(images)
 
     def quantize(self, images: Tensor):
-        """Images -> (target latent, Quantized with codes (B, n, 1, K) and indices (B, 1, K))."""
+        """Images -> (target latent, Quantized with codes (B, n, 1, K) and indices (B, 1, K), and its ``loss``:
+        the range penalty mean(relu(|z| - 1)^2), which keeps FSQ's tanh out of saturation)."""
         x0 = self.target(images)
         z = self.encoder(x0)  # (B, K, n)
-        return x0, self.quantizer(z.transpose(1, 2).unsqueeze(2))
+        q = self.quantizer(z.transpose(1, 2).unsqueeze(2))
+        q.loss = F.relu(z.abs() - 1).pow(2).mean()
+        return x0, q
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
@@ -363,11 +375,12 @@ class FlexTokTokenizer(Tokenizer):
         out = self.decoder(x_t, t, self.decoder.registers(codes, keep), features_at=depth)
         v, feats = out if depth else (out, None)
         flow = (v.float() - (eps - x0).float()).pow(2).mean()  # the flow objective's velocity loss
-        logs = {"flow": flow.detach(), "keep": keep.float().mean(), **q.stats}
+        loss = flow + self.cfg.range_weight * q.loss
+        logs = {"flow": flow.detach(), "range": q.loss.detach(), "keep": keep.float().mean(), **q.stats}
         if feats is None:
-            return {"loss": flow, **logs}
+            return {"loss": loss, **logs}
         repa = losses(feats, images, self.decoder.grid)
-        return {"loss": flow + self.cfg.repa.weight * repa, "repa": repa.detach(), **logs}
+        return {"loss": loss + self.cfg.repa.weight * repa, "repa": repa.detach(), **logs}
 
     @torch.no_grad()
     def roundtrip(self, images: Tensor) -> Tensor:
