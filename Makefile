@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch from the local wheel cache where pip has one; pinned by the range in pyproject.toml
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: quickstart quickstart-latent quickstart-maskgit quickstart-var test lint venv clean-runs
+.PHONY: quickstart quickstart-latent quickstart-maskgit quickstart-var quickstart-titok quickstart-flextok test lint venv clean-runs
 
 # extra `genlab train` arguments, e.g. a short run: make quickstart QUICKSTART_ARGS="train.steps=20" (what CI runs)
 QUICKSTART_ARGS ?=
@@ -70,6 +70,27 @@ runs/quickstart-msvq/tokenizer/model.safetensors: | venv
 quickstart-var: runs/quickstart-msvq/tokenizer/model.safetensors
 	$(BIN)/genlab train --preset quickstart-var --out runs/quickstart-var --resume auto
 	$(call final_grid,runs/quickstart-var)
+
+# MaskGIT on TiTok's 1-D tokens (single-stage TiTok), and a GPT on FlexTok's flexible-length 1-D tokens
+runs/quickstart-titok/tokenizer/model.safetensors: | venv
+	$(BIN)/genlab train --preset quickstart-titok --out runs/quickstart-titok --resume auto
+
+runs/quickstart-titok-cache/manifest.json: runs/quickstart-titok/tokenizer/model.safetensors
+	$(BIN)/genlab cache --tokenizer runs/quickstart-titok --flips --out runs/quickstart-titok-cache
+
+quickstart-titok: runs/quickstart-titok-cache/manifest.json
+	$(BIN)/genlab train --preset quickstart-titok-maskgit --out runs/quickstart-titok-maskgit --resume auto
+	$(call final_grid,runs/quickstart-titok-maskgit)
+
+runs/quickstart-flextok/tokenizer/model.safetensors: | venv
+	$(BIN)/genlab train --preset quickstart-flextok --out runs/quickstart-flextok --resume auto
+
+runs/quickstart-flextok-cache/manifest.json: runs/quickstart-flextok/tokenizer/model.safetensors
+	$(BIN)/genlab cache --tokenizer runs/quickstart-flextok --flips --out runs/quickstart-flextok-cache
+
+quickstart-flextok: runs/quickstart-flextok-cache/manifest.json
+	$(BIN)/genlab train --preset quickstart-flextok-gpt --out runs/quickstart-flextok-gpt --resume auto
+	$(call final_grid,runs/quickstart-flextok-gpt)
 
 CHROMIUM_NOTE = "make test: chromium is not on the PATH, so the demo's browser test is skipped; to run it: sudo apt-get install chromium (Debian/Ubuntu), then make test again"
 

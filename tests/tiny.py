@@ -19,6 +19,13 @@ MSVQ_TOKENIZER = {"name": "msvq-vae", "net": NET, "embed_dim": 4,
 FLEXVQ_TOKENIZER = {"name": "flexvq", "net": NET, "embed_dim": 4, "quantizer": {"name": "vq", "codebook_size": 32},
                     "scales": [1, 2, 4, 8], "loss": {"perceptual": "none", "disc_weight": 0.0}}  # fmt: skip
 DATA = {"name": "digits", "resolution": 16}
+VIT = {"width": 32, "depth": 1, "num_heads": 2}
+TITOK_TOKENIZER = {"name": "titok", "patch_size": 4, "num_tokens": 8, "encoder": VIT, "decoder": VIT, "token_size": 4,
+                   "quantizer": {"name": "vq", "codebook_size": 32, "l2_norm": True},
+                   "loss": {"perceptual": "none", "disc_weight": 0.0}}  # fmt: skip
+FLEXTOK_TOKENIZER = {"name": "flextok", "patch_size": 2, "num_registers": 8, "encoder": VIT,
+                     "decoder": {"hidden_size": 32, "depth": 1, "num_heads": 2, "patch_size": 2}, "levels": [5, 5, 5],
+                     "decode_steps": 2}  # fmt: skip
 
 TINY: dict[str, dict[str, dict | None]] = {
     "dataset": {
@@ -48,6 +55,8 @@ TINY: dict[str, dict[str, dict | None]] = {
         },  # fmt: skip
         "sd-vae": {"scaling_factor": 0.5},  # path: a random diffusers AutoencoderKL the test saves
         "run": {},  # path: a tokenizer folder the test saves
+        "titok": {k: v for k, v in TITOK_TOKENIZER.items() if k != "name"},
+        "flextok": {k: v for k, v in FLEXTOK_TOKENIZER.items() if k != "name"},
     },
     "quantizer": {
         "vq": {"codebook_size": 32},
@@ -97,11 +106,13 @@ TINY: dict[str, dict[str, dict | None]] = {
         "generator": {"preset": "smoke"},
         "tokenizer": {"preset": "smoke-vq"},
         "flowturbo-refiner": {"preset": "flowturbo-refiner"},
+        "titok": {"preset": "imagenet256/titok-s-128"},
     },  # fmt: skip
     # importers and benchmarks: the arguments their parser must accept (their runs are tested in their own files)
     "importer": {
         "var": {"argv": ["x.pth", "--out", "r", "--vae", "v.pth"]},
         "var-vqvae": {"argv": ["x.pth", "--out", "r"]},
+        "titok": {"argv": ["model.safetensors", "--out", "r"]},  # tests/test_titok_import.py imports a tiny TiTok
     },
     "benchmark": {
         "train": {"argv": ["--seconds", "1", "--family", "gpt"]},

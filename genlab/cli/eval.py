@@ -37,6 +37,8 @@ def add_parser(sub) -> None:
     e.add_argument("--resolution", type=int, help="--tokenizer (and `eval ref`): image side")
     e.add_argument("--split", help="--tokenizer: dataset split (default val)")
     e.add_argument("--no-rfid", action="store_true", help="--tokenizer: skip rFID (no Inception pass)")
+    e.add_argument("--tokens", help="--tokenizer: prefix lengths of a variable-length 1-D tokenizer (FlexTok), e.g. "
+                                    "1,4,16,64: the metrics of each prefix")  # fmt: skip
     e.add_argument("--log", help="append the result to this metrics.jsonl (default for --run: RUN/metrics.jsonl)")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout")
     e.add_argument("--device", help="cpu or cuda (default: this process's accelerate device)")
@@ -223,9 +225,13 @@ def cmd_eval_tokenizer(args: argparse.Namespace) -> int:
     source = DatasetImages(dataset, args.n, f"{args.dataset} {split}")
     spec = tok.token_spec
     discrete = spec.kind != "continuous"
+    lengths = prefix_lengths(args.tokens, spec)
 
-    def roundtrip(x):
+    def roundtrip(x, k=None):
         tokens = tok.encode(x.to(_eval_device(args)))
+        if k is not None:  # a prefix; a stochastic decoder draws image i's noise from seed i of the batch
+            tokens = tokens[:, :k]
+            return tok.decode(tokens, seeds=torch.arange(len(tokens))), tokens
         ids = None
         if discrete:  # a multi-scale tokenizer's list of maps counts every map's ids
             ids = torch.cat([t.flatten() for t in tokens]) if isinstance(tokens, list) else tokens
@@ -236,22 +242,44 @@ def cmd_eval_tokenizer(args: argparse.Namespace) -> int:
         net = evals.resolve(args.inception, device=_eval_device(args))
         ref = evals.dataset_reference(args.dataset, args.resolution, net, split=split, n=args.n or 0,
                                       options=options, batch_size=args.batch_size)[0]  # fmt: skip
-    out = reconstruction_eval(source, roundtrip, net, ref, vocab_size=spec.vocab_size, batch_size=args.batch_size)
-    if net is not None:
-        out["feature_extractor"] = net.description
+    results = {}
+    for k in lengths:
+        fn = roundtrip if k is None else (lambda x, k=k: roundtrip(x, k))
+        out = reconstruction_eval(source, fn, net, ref, vocab_size=spec.vocab_size, batch_size=args.batch_size)
+        if net is not None:
+            out["feature_extractor"] = net.description
+        results[k] = {m: None if isinstance(v, float) and not math.isfinite(v) else v for m, v in out.items()}
     if not process_state().is_main_process:
         return 0
-    if args.json:
-        finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in out.items()}
-        print(json.dumps(finite))  # PSNR of identical images is inf, which JSON cannot hold
+    if args.json:  # PSNR of identical images is inf, which JSON cannot hold
+        print(json.dumps(results[None] if lengths == [None] else {"tokens": {str(k): r for k, r in results.items()}}))
     else:
-        for k, v in out.items():
-            print(f"{k:<20} {'unavailable' if v is None else v}")
+        for k, res in results.items():
+            if k is not None:
+                print(f"tokens {k}:")
+            for m, v in res.items():
+                print(f"{'  ' if k is not None else ''}{m:<20} {'unavailable' if v is None else v}")
     if out["lpips"] is None:
         from genlab.evals.recon import lpips_weights_missing
 
         print(f"genlab eval: LPIPS unavailable offline; provide {', '.join(lpips_weights_missing())}", file=sys.stderr)
     return 0
+
+
+def prefix_lengths(text: str | None, spec) -> list[int | None]:
+    """``--tokens 1,4,16``: prefix lengths in 1..N of a variable-length 1-D tokenizer; [None] (all tokens) without."""
+    if not text:
+        return [None]
+    if not spec.variable_length:
+        raise EvalError(f"--tokens: this tokenizer's tokens ({spec.describe()}) do not decode from a prefix")
+    try:
+        ks = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise EvalError(f"--tokens: a comma-separated list of integers, got {text!r}") from None
+    N = spec.shape[0]
+    if any(not 1 <= k <= N for k in ks):
+        raise EvalError(f"--tokens: prefix lengths must be in 1..{N}, got {text}")
+    return ks
 
 
 def _load_tokenizer(spec: str, resolution: int):

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not Path(args.path).is_file():
         raise UsageError(f"{args.path}: no such file")
+
     try:
         out = args.importer.run(Path(args.path), Path(args.out), args)
     except (CheckpointError, ValueError, FileExistsError) as e:

@@ -18,77 +18,13 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from genlab.nn import (
-    Attention,
-    LabelEmbedder,
-    Mlp,
-    SwiGLU,
-    TimestepEmbedder,
-    make_norm,
-    rope_2d,
-    sincos_pos_embed_2d,
-)
+from genlab.nn import LabelEmbedder, TimestepEmbedder, rope_2d, sincos_pos_embed_2d
+from genlab.nn.adaln import DiTBlock, FinalLayer, block_norm, modulate, swiglu_hidden  # noqa: F401  (re-exported)
 from genlab.registry import register
 from genlab.tokenizers.base import TokenSpec
 
 # name -> (depth, hidden_size, num_heads), DiT paper Table 4; presets imagenet256/dit-*-* spell these out
 DIT_SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
-
-
-def modulate(x: Tensor, shift: Tensor | None, scale: Tensor) -> Tensor:
-    x = x * (1 + scale.unsqueeze(1))
-    return x if shift is None else x + shift.unsqueeze(1)
-
-
-def block_norm(kind: str, hidden: int) -> nn.Module:
-    """The norm before each modulation: DiT's LayerNorm has no affine (adaLN supplies scale and shift);
-    LightningDiT's RMSNorm keeps a learnable scale, so ``rmsnorm`` adds ``hidden`` parameters per norm."""
-    return make_norm(kind, hidden, affine=kind == "rmsnorm", eps=1e-6)
-
-
-def swiglu_hidden(hidden: int, mlp_ratio: float) -> int:
-    """LightningDiT's SwiGLU width: int(2/3 * int(mlp_ratio * D)) (XL: 3072), so it costs about what the MLP does."""
-    return int(2 / 3 * int(hidden * mlp_ratio))
-
-
-class DiTBlock(nn.Module):
-    """Self-attention + MLP, each branch modulated (shift, scale; or scale alone) and gated by the conditioning."""
-
-    def __init__(self, hidden: int, num_heads: int, cfg: DiT.Config):
-        super().__init__()
-        self.norm1 = block_norm(cfg.norm, hidden)
-        self.attn = Attention(hidden, num_heads, qk_norm=cfg.norm if cfg.qk_norm else None)
-        self.norm2 = block_norm(cfg.norm, hidden)
-        if cfg.mlp == "swiglu":
-            self.mlp = SwiGLU(hidden, swiglu_hidden(hidden, cfg.mlp_ratio))
-        else:
-            self.mlp = Mlp(hidden, int(hidden * cfg.mlp_ratio))
-        self.n_mod = 6 if cfg.adaln == "shift_scale_gate" else 4
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, self.n_mod * hidden))
-
-    def forward(self, x: Tensor, c: Tensor, rope: Tensor | None = None) -> Tensor:  # x (B, T, D), c (B, D)
-        mod = self.adaLN_modulation(c).chunk(self.n_mod, dim=1)  # each (B, D)
-        if self.n_mod == 6:
-            shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
-        else:  # LightningDiT's wo_shift
-            (scale_msa, gate_msa, scale_mlp, gate_mlp), shift_msa, shift_mlp = mod, None, None
-        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rope)
-        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
-        return x
-
-
-class FinalLayer(nn.Module):
-    """Norm, (shift, scale) modulation and the linear to patches; LightningDiT keeps the shift here in every case."""
-
-    def __init__(self, hidden: int, patch_size: int, out_channels: int, norm: str = "layernorm"):
-        super().__init__()
-        self.norm_final = block_norm(norm, hidden)
-        self.linear = nn.Linear(hidden, patch_size * patch_size * out_channels)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
-
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
-        return self.linear(modulate(self.norm_final(x), shift, scale))  # (B, T, p*p*C)
 
 
 @register("generator", "dit")

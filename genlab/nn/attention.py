@@ -47,22 +47,25 @@ class Attention(nn.Module):
         self.k_norm = make_norm(qk_norm, head_dim, affine=True, eps=eps) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, rope: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, rope: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``mask``: an optional boolean (N, N) (or broadcastable) of the keys each query may see."""
         B, N, D = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, Dh)
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
-        out = attention(q.to(v.dtype), k.to(v.dtype), v)  # (B, H, N, Dh); norms under autocast may return fp32
+        out = attention(q.to(v.dtype), k.to(v.dtype), v, mask=mask)  # (B, H, N, Dh); autocast norms may give fp32
         return self.proj(out.transpose(1, 2).reshape(B, N, D))
 
 
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
+    """fc2(GELU(fc1(x))); ``approximate``: "tanh" (DiT's) or "none" (the exact GELU of ViT / CLIP / TiTok)."""
+
+    def __init__(self, dim: int, hidden: int, *, approximate: str = "tanh"):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU(approximate="tanh")
+        self.act = nn.GELU(approximate=approximate)
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -2,6 +2,7 @@
 
 - ``generator``: a generator on the tokens of a frozen tokenizer (``generator.py``);
 - ``tokenizer``: a tokenizer itself (``tokenizer.py``);
+- ``titok``: TiTok's two-stage recipe, stage 1 against a frozen teacher tokenizer run's codes (``titok.py``);
 - ``flowturbo-refiner``: a network trained against a frozen generator run (``refiner.py``: FlowTurbo's velocity
   refiner; the template for reflow, CTM and other distillation).
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from genlab import registry
-from genlab.tasks import generator, refiner, tokenizer  # noqa: F401  (register the built-ins)
+from genlab.tasks import generator, refiner, titok, tokenizer  # noqa: F401  (register the built-ins)
 from genlab.train import runfolder_guard
 
 

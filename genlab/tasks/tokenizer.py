@@ -9,6 +9,7 @@ Reconstruction grids are written while training; at the end the tokenizer's weig
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -44,6 +45,17 @@ class TokenizerTraining(nn.Module):
             keys += ["gan", "disc"]
         keys += [k for k in tokenizer.LOG_KEYS if k not in keys]
         self.log_keys = tuple(keys)
+        self.bar_keys = () if tokenizer.token_spec.kind == "continuous" else ("usage", "perplexity")
+        self.warned = False
+
+    def on_log(self, step: int, logged: dict[str, float]) -> None:
+        """Warn (once) when a discrete tokenizer uses less than 5% of its codebook: it is collapsing."""
+        usage = logged.get("usage")
+        if usage is not None and 0 < usage < USAGE_WARNING and not self.warned:
+            self.warned = True
+            print(f"\nwarning: step {step}: codebook usage {100 * usage:.1f}% < {100 * USAGE_WARNING:.0f}% (collapse); "
+                  "re-seed dead codes (quantizer.dead_code_threshold), use l2_norm or a smaller code_dim, or FSQ",
+                  file=sys.stderr)  # fmt: skip
 
     @property
     def discriminator(self) -> nn.Module | None:
@@ -68,6 +80,34 @@ def fit_latent_stats(tokenizer, dataset, n: int, batch_size: int = 64) -> None:
           f"{tokenizer.latent_std.tolist()}")  # fmt: skip
 
 
+USAGE_WARNING = 0.05  # a discrete tokenizer using less of its codebook than this is collapsing
+
+
+def tokenizer_hooks(cfg, dataset) -> Hooks:
+    """Reconstruction grids while training; at the end the weights (latent statistics fitted first) and recon.json."""
+    shown = first_images(dataset, cfg.sample.per_class)
+
+    def sample(m: TokenizerTraining, step: int, run_dir: Path) -> None:
+        tok = m.tokenizer.eval()
+        with torch.no_grad():
+            recon = tok.roundtrip(shown.to(next(tok.parameters()).device)).clamp(-1, 1).cpu()
+        path = run_dir / "samples" / f"step_{step:07d}.png"
+        save_grid(torch.cat([shown, recon]), path, nrow=len(shown), row_labels=["input", "reconstruction"])
+        tok.train()
+
+    def export(m: TokenizerTraining, run_dir: Path) -> None:
+        tok = m.tokenizer.eval()
+        if hasattr(tok, "fit_latent_stats"):
+            fit_latent_stats(tok, dataset, tok.cfg.stats_images)
+        save_tokenizer(cfg, tok, run_dir, dataset.class_names)
+        metrics = reconstruction_metrics(tok, first_images(dataset, 512))
+        tok.train()
+        RunFolder(run_dir).write_recon(metrics)
+        print("reconstruction:", json.dumps(metrics))
+
+    return Hooks(sample=sample, export=export)
+
+
 @register("task", "tokenizer")
 class TokenizerRun:
     Config = RunConfig
@@ -78,27 +118,7 @@ class TokenizerRun:
         tokenizer = cfg.tokenizer.build(resolution=cfg.data.cfg.resolution)
         init_from(cfg.train, {"tokenizer": tokenizer})
         model = TokenizerTraining(tokenizer)
-        shown = first_images(dataset, cfg.sample.per_class)
-
-        def sample(m: TokenizerTraining, step: int, run_dir: Path) -> None:
-            tok = m.tokenizer.eval()
-            with torch.no_grad():
-                recon = tok.roundtrip(shown.to(next(tok.parameters()).device)).clamp(-1, 1).cpu()
-            path = run_dir / "samples" / f"step_{step:07d}.png"
-            save_grid(torch.cat([shown, recon]), path, nrow=len(shown), row_labels=["input", "reconstruction"])
-            tok.train()
-
-        def export(m: TokenizerTraining, run_dir: Path) -> None:
-            tok = m.tokenizer.eval()
-            if hasattr(tok, "fit_latent_stats"):
-                fit_latent_stats(tok, dataset, tok.cfg.stats_images)
-            save_tokenizer(cfg, tok, run_dir, dataset.class_names)
-            metrics = reconstruction_metrics(tok, first_images(dataset, 512))
-            tok.train()
-            RunFolder(run_dir).write_recon(metrics)
-            print("reconstruction:", json.dumps(metrics))
-
-        return fit(cfg.train, model, dataset, out, Hooks(sample=sample, export=export), cfg.to_dict(), resume)
+        return fit(cfg.train, model, dataset, out, tokenizer_hooks(cfg, dataset), cfg.to_dict(), resume)
 
     @staticmethod
     def load(run: RunFolder, *, device=None) -> NoReturn:

@@ -118,6 +118,8 @@ class Trainer:
         # the scheduler is stepped by hand once per optimizer step, whatever the number of processes; it, the EMA
         # and the RNG states are checkpointed by genlab.train.state (safetensors + JSON), not by accelerate
         self.log_keys = tuple(getattr(model, "log_keys", ()))  # extra scalar outputs logged beside the loss
+        self.bar_keys = tuple(k for k in getattr(model, "bar_keys", ()) if k in self.log_keys)  # shown in the bar
+        self.on_log = getattr(model, "on_log", None)  # ``on_log(step, logged)`` on the main process after each log
         self.plan = BatchPlan(
             cfg.batch_size, cfg.grad_accum, self.acc.num_processes, self.acc.process_index,
             SampleStream(len(dataset), cfg.seed), cfg.seed,
@@ -403,7 +405,10 @@ class Trainer:
         }
         self.acc.log({k: v for k, v in record.items() if k not in ("step", "time")}, step=step)
         if self.acc.is_main_process:
-            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{img_s:.0f}")
+            shown = {k: f"{extra[k]:.3g}" for k in self.bar_keys if extra and k in extra}
+            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{img_s:.0f}", **shown)
+            if self.on_log is not None:
+                self.on_log(step, extra or {})
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
 
