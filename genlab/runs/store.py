@@ -308,9 +308,9 @@ def save_tokenizer(cfg: Any, tokenizer: nn.Module, run_dir: Path, class_names: l
     run.write_config(cfg.to_dict())
 
 
-def load_tokenizer(run_dir: Path | str, *, device=None) -> tuple[Any, nn.Module]:
+def load_tokenizer(run_dir: Path | str | RunFolder, *, device=None) -> tuple[Any, nn.Module]:
     """(config, tokenizer in eval mode) of a run trained with ``task: tokenizer``."""
-    run = RunFolder(run_dir)
+    run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
     run.require(TOKENIZER_RUN_FILES, "tokenizer run", "train one with `genlab train --preset smoke-vq --out DIR`")
     cfg = run.read_config()
     return cfg, run.load_tokenizer(cfg).to(device or "cpu").eval()

@@ -44,7 +44,9 @@ class TiTokRunConfig(RunConfig):
             raise ConfigError(f"a run config is a mapping of sections, got {data!r}")
         rest = {k: v for k, v in data.items() if k != "teacher"}
         base = RunConfig.from_dict({**rest, "task": "tokenizer"})
-        teacher = TeacherConfig.from_dict(data["teacher"]) if data.get("teacher") else None
+        given = data.get("teacher")
+        named = given.get("run") if isinstance(given, dict) else given  # a preset leaves it empty: set on the CLI
+        teacher = TeacherConfig.from_dict(given) if named else None
         parts = {f.name: getattr(base, f.name) for f in fields(RunConfig) if f.name != "task"}
         if base.tokenizer.name != "titok":
             raise ConfigError(f"task titok trains a titok tokenizer, got tokenizer.name={base.tokenizer.name!r}")
