@@ -194,16 +194,20 @@ def test_a_non_finite_loss_stops_at_its_step_and_saves_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_and_resume_auto_is_bitwise_identical(tmp_path):
-    """kill -9 at any moment (also inside a save) and --resume auto ends where an uninterrupted run ends."""
+@pytest.mark.parametrize("omp_threads", ["1", None], ids=["1-thread", "default-threads"])
+def test_kill_9_and_resume_auto_is_bitwise_identical(tmp_path, omp_threads):
+    """kill -9 at any moment (also inside a save) and --resume auto ends where an uninterrupted run ends (with a
+    fixed thread count, and with the default settings: the thread governor on)."""
+    env = {k: v for k, v in ENV.items() if k != "OMP_NUM_THREADS"}
+    env.update({"OMP_NUM_THREADS": omp_threads} if omp_threads else {})
     steps, every = 300, 7
     ref, run = tmp_path / "ref", tmp_path / "run"
     script = [sys.executable, str(Path(__file__).parent / "toytrain.py")]
-    done = subprocess.run([*script, str(ref), str(steps), "-", str(every)], env=ENV, capture_output=True, text=True)
+    done = subprocess.run([*script, str(ref), str(steps), "-", str(every)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     for attempt in range(3):
         proc = subprocess.Popen(
-            [*script, str(run), str(steps), "auto", str(every)], env=ENV,
+            [*script, str(run), str(steps), "auto", str(every)], env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline, seen = time.time() + 60, len(checkpoint.valid_checkpoints(run / "checkpoints"))
@@ -214,7 +218,7 @@ def test_kill_9_and_resume_auto_is_bitwise_identical(tmp_path):
         proc.wait()
     assert checkpoint.latest_checkpoint(run / "checkpoints") != checkpoint.step_dir(run / "checkpoints", steps)
     finished = subprocess.run(
-        [*script, str(run), str(steps), "auto", str(every)], env=ENV, capture_output=True, text=True
+        [*script, str(run), str(steps), "auto", str(every)], env=env, capture_output=True, text=True
     )
     assert finished.returncode == 0, finished.stderr[-2000:]
     a = checkpoint.step_dir(ref / "checkpoints", steps)
