@@ -23,9 +23,11 @@ from genlab.config import Component, ConfigError, RunConfig, coerce, component_f
 from genlab.generators.base import Generator, SampleOptions, build_generator
 from genlab.generators.refiner import VelocityRefiner
 from genlab.grids import save_grid
+from genlab.runs.limits import check_build
 from genlab.runs.store import CLASS_NAMES, CONFIG, RunError, RunFolder
+from genlab.tokenizers.base import Kind as TokenKind
 from genlab.tokenizers.base import Tokenizer, TokenizerError, TokenSpec
-from genlab.tokenizers.saved import tokenizer_spec
+from genlab.tokenizers.saved import fingerprint, tokenizer_spec
 
 __all__ = ["Generated", "Pipeline", "RunError", "class_grid", "load_tokenizer", "save_grid", "save_tokenizer"]
 
@@ -53,12 +55,31 @@ def spec_to_dict(spec: TokenSpec) -> dict:
     return dataclasses.asdict(spec)
 
 
-def spec_from_dict(data: dict) -> TokenSpec:
+def spec_from_dict(data: Any, where: str = "a saved token spec") -> TokenSpec:
+    """The TokenSpec a JSON mapping describes, its fields checked as data (a RunError naming ``where``)."""
+    kinds = typing.get_args(TokenKind)
+    if not isinstance(data, dict):
+        raise RunError(f"{where}: token_spec must be a JSON object, got {type(data).__name__}")
+    if data.get("kind") not in kinds:
+        raise RunError(f"{where}: token_spec.kind must be one of {', '.join(kinds)}, got {data.get('kind')!r}")
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(TokenSpec)})
+    if unknown:
+        raise RunError(f"{where}: token_spec has unknown fields {unknown}")
+    for key in ("shape", "scales"):
+        v = data.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in v):
+            raise RunError(f"{where}: token_spec.{key} must be a list of integers, got {v!r}")
+    for key in ("vocab_size", "code_dim"):
+        v = data.get(key, 0)
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 2**40:
+            raise RunError(f"{where}: token_spec.{key} must be an integer in 0..2**40, got {v!r}")
+    for key in ("variable_length", "stochastic_decoder"):
+        if not isinstance(data.get(key, False), bool):
+            raise RunError(f"{where}: token_spec.{key} must be true or false, got {data.get(key)!r}")
     try:
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return TokenSpec(**fields)
+        return TokenSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
     except (TypeError, ValueError) as e:
-        raise RunError(f"a saved token spec is malformed ({e})") from None
+        raise RunError(f"{where}: the token spec is malformed ({e})") from None
 
 
 class Pipeline(nn.Module):
@@ -73,6 +94,11 @@ class Pipeline(nn.Module):
         resolution, num_classes = dataset_info(cfg)
         if class_names is not None:
             num_classes = len(class_names)
+        real = torch.device(device or "cpu").type != "meta"  # counted on the meta device first (runs/limits.py)
+        tok = tokenizer
+        if tok is None:
+            tok = check_build(lambda: cfg.tokenizer.build(resolution=resolution), "tokenizer", allocate=real)
+        check_build(lambda: _build(cfg.generator, cfg.objective, tok, num_classes), "generator", allocate=real)
         with torch.device(device or "cpu"):
             tokenizer = tokenizer if tokenizer is not None else cfg.tokenizer.build(resolution=resolution)
             generator = _build(cfg.generator, cfg.objective, tokenizer, num_classes)
@@ -99,6 +125,9 @@ class Pipeline(nn.Module):
             "objective": to_dict(self.cfg.objective) if self.cfg.objective is not None else None,
             "token_spec": spec_to_dict(self.tokenizer.token_spec),
             "num_classes": len(self.class_names),
+            # which tokenizer the generator was trained with (config + weights, as a token cache records it):
+            # a run whose tokenizer/ folder was swapped for another one's is refused when it loads
+            "tokenizer_fingerprint": fingerprint(self.tokenizer, tokenizer_spec(self.tokenizer, self.cfg.tokenizer)),
         }
 
     def save(self, run_dir: Path) -> None:
@@ -127,11 +156,12 @@ class Pipeline(nn.Module):
         tokenizer = _load_run_tokenizer(run, cfg)
         gen_spec = run.read_component_config("generator")
         if "token_spec" in gen_spec:  # self-contained: rebuilt from generator/config.json
-            if spec_from_dict(gen_spec["token_spec"]) != tokenizer.token_spec:
+            if spec_from_dict(gen_spec["token_spec"], f"{run.path}/generator/config.json") != tokenizer.token_spec:
                 raise RunError(f"{run.path}/generator was trained on other tokens than {run.path}/tokenizer makes")
             if gen_spec.get("num_classes") != len(class_names):
                 raise RunError(f"{run.path}/generator/config.json and {CLASS_NAMES} disagree on the class count")
             cfg.generator, cfg.objective = _component_pair(gen_spec, run)
+        _check_tokenizer_fingerprint(run, gen_spec, tokenizer)
         pipe = cls.from_config(cfg, class_names, tokenizer=tokenizer)
         _load_state(pipe.weights, run.read_weights("generator"), f"{run.path}/generator/model.safetensors")
         if refiner is not None:
@@ -266,6 +296,11 @@ def _load_run_tokenizer(run: RunFolder, cfg: RunConfig) -> Tokenizer:
         comp = component_from_dict("tokenizer", spec, "tokenizer")
     except ConfigError as e:
         raise RunError(f"{run.path}/tokenizer/config.json: {e}") from None
+    where = f"{run.path}/tokenizer/config.json"
+    try:
+        check_build(lambda: comp.build(resolution=cfg.data.cfg.resolution), where)
+    except ConfigError as e:
+        raise RunError(str(e)) from None
     tokenizer = comp.build(resolution=cfg.data.cfg.resolution)
     if any(True for _ in tokenizer.state_dict()):
         if not run.has("tokenizer/model.safetensors"):
@@ -273,6 +308,21 @@ def _load_run_tokenizer(run: RunFolder, cfg: RunConfig) -> Tokenizer:
         _load_state(tokenizer, run.read_weights("tokenizer"), f"{run.path}/tokenizer/model.safetensors")
     tokenizer.source = spec
     return tokenizer.requires_grad_(False).eval()
+
+
+def _check_tokenizer_fingerprint(run: RunFolder, gen_spec: dict, tokenizer: Tokenizer) -> None:
+    """RunError unless the run's tokenizer is the one its generator recorded (runs saved before the fingerprint was
+    recorded have none, and load as they did)."""
+    saved = gen_spec.get("tokenizer_fingerprint")
+    if saved is None:
+        return
+    mine = fingerprint(tokenizer, tokenizer.source)
+    if saved != mine:
+        raise RunError(
+            f"{run.path}/tokenizer is not the tokenizer {run.path}/generator was trained with (fingerprint "
+            f"{str(saved)[:12]} recorded in generator/config.json, {mine[:12]} found); restore the run's own "
+            "tokenizer folder"
+        )
 
 
 def _refiner_base(run: RunFolder) -> Path:

@@ -19,6 +19,7 @@ from genlab.evals.recon import reconstruction_metrics
 from genlab.grids import save_grid
 from genlab.pipeline import save_tokenizer
 from genlab.registry import register
+from genlab.runs.limits import check_build
 from genlab.runs.store import RunFolder
 from genlab.tasks.base import first_images, fit, training_data
 from genlab.tokenizers.base import Tokenizer
@@ -75,6 +76,7 @@ class TokenizerRun:
     @staticmethod
     def train(cfg: RunConfig, out: Path, *, resume: str | None = None) -> Path:
         dataset = training_data(cfg)
+        check_build(lambda: cfg.tokenizer.build(resolution=cfg.data.cfg.resolution), "tokenizer")  # on meta first
         tokenizer = cfg.tokenizer.build(resolution=cfg.data.cfg.resolution)
         model = TokenizerTraining(tokenizer)
         shown = first_images(dataset, cfg.sample.per_class)
