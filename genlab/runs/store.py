@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 CONFIG, CLASS_NAMES, METRICS, RECON = "config.yaml", "class_names.json", "metrics.jsonl", "recon.json"
@@ -128,15 +127,16 @@ class RunFolder:
         return spec
 
     def read_weights(self, part: str) -> dict[str, Tensor]:
+        """``part/model.safetensors`` through the one checked loader (header, finiteness: ``genlab.safeio``)."""
+        from genlab.safeio import CorruptFileError, load_safetensors_checked
+
         path = self.path / part / COMPONENT_WEIGHTS
+        if not path.exists():
+            raise RunError(f"{path} is missing; finish or resume the run's training (`genlab train ... --resume auto`)")
         try:
-            return load_file(str(path))
-        except FileNotFoundError:
-            raise RunError(
-                f"{path} is missing; finish or resume the run's training (`genlab train ... --resume auto`)"
-            ) from None
-        except (SafetensorError, OSError, ValueError) as e:
-            raise RunError(f"{path} is not a readable safetensors file ({e}); restore it or retrain the run") from None
+            return load_safetensors_checked(path)
+        except CorruptFileError as e:
+            raise RunError(f"{e}; restore it or retrain the run") from None
 
     def read_metrics(self) -> list[dict]:
         """Every record of metrics.jsonl; lines that are not JSON objects are skipped."""
