@@ -9,6 +9,7 @@
     samples/step_XXXXXXX.png
     metrics.jsonl                     one JSON object per log/eval event
     recon.json                        a tokenizer run's reconstruction metrics
+    genlab_run.json                   the run manifest: this is a genlab run, and these names are genlab's (OWN)
 
 A run is self-contained: its components load from their own folders, whatever moved since. Every malformed
 file is a ``RunError`` naming the file and what to do, never a traceback.
@@ -27,6 +28,16 @@ from torch import Tensor, nn
 
 CONFIG, CLASS_NAMES, METRICS, RECON = "config.yaml", "class_names.json", "metrics.jsonl", "recon.json"
 COMPONENT_CONFIG, COMPONENT_WEIGHTS = "config.json", "model.safetensors"
+MANIFEST = "genlab_run.json"  # marks a folder as a genlab run and lists the names genlab writes in it
+COMPONENTS = ("generator", "tokenizer", "refiner")
+# what genlab writes in a run folder (``fnmatch`` patterns relative to it; a pattern matching a folder owns it
+# whole): ``genlab train --overwrite`` deletes only these, and only in a folder whose manifest lists them
+OWN = (
+    CONFIG, CLASS_NAMES, METRICS, RECON, f".{CONFIG}.tmp",
+    *(f"{part}/{name}" for part in COMPONENTS for name in (COMPONENT_CONFIG, COMPONENT_WEIGHTS)),
+    "checkpoints/step_*", "checkpoints/.tmp-step_*", "checkpoints/.old-step_*", "samples/step_*.png",
+    "tensorboard/genlab", "tensorboard/events.out.tfevents.*",
+)  # fmt: skip
 
 
 class RunError(RuntimeError):
@@ -169,19 +180,39 @@ class RunFolder:
 
     # ------------------------------------------------------------------ writing
 
+    def claim(self) -> None:
+        """Write the run manifest (``genlab_run.json``: the names genlab owns here) unless it is there."""
+        f = self.file(MANIFEST)
+        if not f.is_file():
+            self.path.mkdir(parents=True, exist_ok=True)
+            f.write_text(json.dumps({"genlab_run": 1, "own": list(OWN)}, indent=2))
+
+    def owned(self) -> list[str] | None:
+        """The patterns the run manifest lists as genlab's, or None when the folder has no valid manifest."""
+        f = self.file(MANIFEST)
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        own = data.get("own") if isinstance(data, dict) and data.get("genlab_run") == 1 else None
+        if not isinstance(own, list) or not all(isinstance(p, str) for p in own):
+            return None
+        return [p for p in own if p in OWN]  # a manifest can only narrow what genlab deletes, never widen it
+
     def write_config(self, data: dict) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.claim()
         tmp = self.file(f".{CONFIG}.tmp")  # then renamed: a crash leaves the old config or the new one, never half
         tmp.write_text(yaml.safe_dump(data, sort_keys=False))
         os.replace(tmp, self.file(CONFIG))
 
     def write_class_names(self, names: list[str]) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.claim()
         self.file(CLASS_NAMES).write_text(json.dumps(list(names), indent=2))
 
     def write_component(self, part: str, spec: dict, weights: nn.Module | dict[str, Tensor]) -> None:
         """``part/config.json`` and ``part/model.safetensors`` (a module's state, or a state dict)."""
         folder = self.path / part
+        self.claim()
         folder.mkdir(parents=True, exist_ok=True)
         state = state_of(weights) if isinstance(weights, nn.Module) else {k: v.detach().cpu().contiguous()
                                                                           for k, v in weights.items()}  # fmt: skip
@@ -189,7 +220,7 @@ class RunFolder:
         (folder / COMPONENT_CONFIG).write_text(json.dumps(spec, indent=2))
 
     def append_metrics(self, record: dict) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.claim()
         with open(self.file(METRICS), "a") as f:
             f.write(json.dumps(record) + "\n")
 
