@@ -47,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
         inputs.check_count(args.batch_size, "--batch-size", 4096)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    out = Path(args.out)
+    if out.is_dir():  # before any work: a folder is no file to write
+        raise UsageError(f"--out {out} is a directory; name the file to write (e.g. {out / 'samples.png'})")
     given = given_options(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if given.get("compile") and device == "cpu":
@@ -63,14 +66,20 @@ def run(args: argparse.Namespace) -> int:
         result = pipe.generate(labels, seed=args.seed, options=options, batch_size=args.batch_size)
     except ValueError as e:  # options that only the generator can check (FlowTurbo R steps without a refiner, ...)
         raise UsageError(str(e)) from None
-    out = Path(args.out)
     fmt = args.format or ("npz" if out.suffix == ".npz" else "png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "npz":
-        arr = to_uint8(result.images).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3) uint8, as ADM's evaluator reads
-        np.savez(out, arr_0=arr, labels=result.labels.numpy())
-    else:
-        save_grid(result.images, out, nrow=args.n, row_labels=[pipe.class_names[c] for c in classes])
+    from PIL import Image
+
+    known = out.suffix.lower() in Image.registered_extensions() and args.format is None  # x.jpg stays a JPEG
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "npz":
+            arr = to_uint8(result.images).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3) uint8, as ADM's evaluator reads
+            np.savez(out, arr_0=arr, labels=result.labels.numpy())
+        else:
+            rows = [pipe.class_names[c] for c in classes]
+            save_grid(result.images, out, nrow=args.n, row_labels=rows, fmt=None if known else "PNG")
+    except OSError as e:  # a full disk (/dev/full), a read-only or vanished folder: the path and why
+        raise UsageError(f"{out}: {e.strerror or e}") from None
     extra = result.extra_nfe
     refined = f" + {extra} refiner evaluation{'s' * (extra != 1)}" if extra else ""
     print(f"{len(labels)} images, {result.nfe} NFE{refined}, {result.seconds:.1f}s -> {out}")
