@@ -181,6 +181,10 @@ def component_from_dict(kind: str, data: Any, prefix: str) -> Component:
 # ----------------------------------------------------------------------------- the run config
 
 
+MAX_BATCH = 65_536  # train.batch_size and grad_accum: 64x the largest batch of the presets (1024: VAR, imagenet256)
+MAX_RESOLUTION = 8_192  # data.resolution: image sides above this are a typo (or a crafted config), not a dataset
+
+
 @dataclass
 class TrainConfig:
     steps: int = 1000  # optimizer steps
@@ -208,6 +212,9 @@ class TrainConfig:
         for key in ("steps", "batch_size", "grad_accum", "log_every"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"train.{key} must be positive, got {getattr(self, key)}")
+        for key in ("batch_size", "grad_accum"):
+            if getattr(self, key) > MAX_BATCH:
+                raise ValueError(f"train.{key} must be at most {MAX_BATCH:,}, got {getattr(self, key):,}")
         check_train_numbers(self)
 
 
@@ -332,6 +339,9 @@ class RunConfig:
         if missing:
             raise ConfigError(f"the config has no {', '.join(missing)} section")
         parts = {s: component_from_dict(kind, data[s], s) for s, kind in required.items()}
+        resolution = getattr(parts["data"].cfg, "resolution", 0)
+        if isinstance(resolution, int) and not 0 <= resolution <= MAX_RESOLUTION:
+            raise ConfigError(f"data.resolution must be in [0, {MAX_RESOLUTION:,}], got {resolution:,}")
         options_cls = None
         if task == "generator":
             if data.get("objective") is not None:

@@ -178,7 +178,7 @@ class Demo:
     KEEP_OUTPUTS = 8  # request folders kept in the private temporary folder (Gradio copies them to its cache)
 
     def run(self, name) -> Run:
-        if name not in self.runs:
+        if not isinstance(name, str) or name not in self.runs:  # an API client may send a list or a dict
             raise _refused(f"unknown model {name!r}; this demo serves: {', '.join(self.runs)}")
         return self.runs[name]
 
@@ -187,8 +187,12 @@ class Demo:
     ):
         """Images for each chosen class (``n`` per class, image i from seed ``seed + i``), a grid and a command."""
         run, lim = self.run(model), self.limits
-        if isinstance(classes, str):
+        if isinstance(classes, (str, int)) and not isinstance(classes, bool):
             classes = [classes]
+        if not isinstance(classes, (list, tuple)) or not all(
+            isinstance(c, (str, int)) and not isinstance(c, bool) for c in classes
+        ):  # fmt: skip
+            raise _refused(f"classes must be a list of class names or ids, got {type(classes).__name__}")
         if not classes:
             raise _refused("choose at least one class")
         names = run.pipe.class_names
@@ -199,7 +203,7 @@ class Demo:
         n = _number(images_per_class, "images per class", 1, lim.max_images, integer=True)
         if n * len(ids) > lim.max_images:
             raise _refused(f"{n} images x {len(ids)} classes = {n * len(ids)}; at most {lim.max_images} per request")
-        if run.has_sampler and sampler not in self.samplers:
+        if run.has_sampler and (not isinstance(sampler, str) or sampler not in self.samplers):
             raise _refused(f"unknown sampler {sampler!r}; samplers: {', '.join(self.samplers)}")
         steps = _number(steps, "steps", 1, lim.max_steps, integer=True)
         guidance = _number(guidance, "guidance scale", 0, lim.max_guidance, integer=False)
@@ -242,8 +246,12 @@ class Demo:
         run = self.run(model)
         if image is None:
             raise _refused("upload an image first")
+        if isinstance(image, dict) and isinstance(image.get("path"), str):  # a FileData payload
+            image = image["path"]
         if isinstance(image, (str, Path)):  # an upload's path: its size is read from the header, then it is decoded
             image = _read_upload(Path(image), self.limits.max_upload_pixels)
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise _refused(f"the upload must be an image file, got {type(image).__name__}")
         if image.shape[0] * image.shape[1] > self.limits.max_upload_pixels:
             raise _refused(
                 f"the image is {image.shape[1]}×{image.shape[0]}; at most {self.limits.max_upload_pixels:,} pixels"
@@ -402,9 +410,10 @@ def build_app(runs: list[Run], limits: Limits = Limits()):
             with gr.Tab("Reconstruct"):
                 recon_note = gr.Markdown(reconstruct_note(first))
                 with gr.Row():
-                    upload = gr.Image(label=f"Upload (center-cropped, resized to the run's resolution; "
-                                      f"≤ {limits.max_upload_size})", type="filepath", image_mode=None,
-                                      sources=["upload", "clipboard"])  # fmt: skip
+                    # a File, not an Image: Gradio's Image input decodes every upload (a non-image or a
+                    # decompression bomb is a console traceback); Demo.reconstruct reads the header first
+                    upload = gr.File(label=f"Upload an image (center-cropped, resized to the run's resolution; "
+                                     f"≤ {limits.max_upload_size})", type="filepath", file_count="single")  # fmt: skip
                     seen = gr.Image(label="Input at the run's resolution", interactive=False, format="png",
                                     elem_classes=["pixelated"])  # fmt: skip
                     recon = gr.Image(label="Reconstruction", interactive=False, format="png",

@@ -29,8 +29,11 @@ def _font(height: int):
         return ImageFont.load_default()
 
 
-def save_grid(images: Tensor, path: Path | str, nrow: int, row_labels: Sequence[str] | None = None) -> None:
-    """Save (B, 3, H, W) images in [-1, 1] as one PNG grid, ``nrow`` images per row.
+def save_grid(
+    images: Tensor, path: Path | str, nrow: int, row_labels: Sequence[str] | None = None, *, fmt: str | None = None
+) -> None:
+    """Save (B, 3, H, W) images in [-1, 1] as one PNG grid, ``nrow`` images per row (``fmt``: Pillow's format name,
+    default from the file's extension).
 
     ``row_labels``: one text per row (``ceil(B / nrow)`` of them), drawn in black at the left of its row."""
     from PIL import Image, ImageDraw
@@ -60,4 +63,4 @@ def save_grid(images: Tensor, path: Path | str, nrow: int, row_labels: Sequence[
             draw.text((LABEL_MARGIN, y), str(text), fill=(0, 0, 0), font=font)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    image.save(path, format=fmt)

@@ -22,9 +22,10 @@ from genlab import registry
 from genlab.config import Component, ConfigError, RunConfig, coerce, to_dict
 from genlab.generators.base import Generator, SampleOptions, build_generator
 from genlab.grids import save_grid
+from genlab.runs.limits import check_build
 from genlab.runs.store import RunError, RunFolder, load_tokenizer, save_tokenizer, spec_from_dict, spec_to_dict
 from genlab.tokenizers.base import Tokenizer
-from genlab.tokenizers.saved import tokenizer_spec
+from genlab.tokenizers.saved import fingerprint, tokenizer_spec
 
 # load_tokenizer, save_tokenizer, spec_from_dict and spec_to_dict live in the run store (re-exported here)
 __all__ = ["Generated", "Pipeline", "RunError", "class_grid", "load_tokenizer", "save_grid", "save_tokenizer",
@@ -71,6 +72,11 @@ class Pipeline(nn.Module):
         resolution, num_classes = dataset_info(cfg)
         if class_names is not None:
             num_classes = len(class_names)
+        real = torch.device(device or "cpu").type != "meta"  # counted on the meta device first (runs/limits.py)
+        tok = tokenizer
+        if tok is None:
+            tok = check_build(lambda: cfg.tokenizer.build(resolution=resolution), "tokenizer", allocate=real)
+        check_build(lambda: _build(cfg.generator, cfg.objective, tok, num_classes), "generator", allocate=real)
         with torch.device(device or "cpu"):
             tokenizer = tokenizer if tokenizer is not None else cfg.tokenizer.build(resolution=resolution)
             generator = _build(cfg.generator, cfg.objective, tokenizer, num_classes)
@@ -97,6 +103,9 @@ class Pipeline(nn.Module):
             "objective": to_dict(self.cfg.objective) if self.cfg.objective is not None else None,
             "token_spec": spec_to_dict(self.tokenizer.token_spec),
             "num_classes": len(self.class_names),
+            # which tokenizer the generator was trained with (config + weights, as a token cache records it):
+            # a run whose tokenizer/ folder was swapped for another one's is refused when it loads
+            "tokenizer_fingerprint": fingerprint(self.tokenizer, tokenizer_spec(self.tokenizer, self.cfg.tokenizer)),
         }
 
     def save(self, run_dir: Path) -> None:

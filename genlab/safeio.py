@@ -70,10 +70,12 @@ def load_safetensors_checked(
     expected_shapes: Mapping[str, tuple[int, ...]] | None = None,
     *,
     device: str = "cpu",
+    finite: bool = True,
 ) -> dict[str, Tensor]:
     """The tensors of a safetensors file, or ``CorruptFileError`` naming the file: a bad or truncated header, keys
     other than ``expected_keys`` (when given: missing and unexpected ones are listed), shapes other than
-    ``expected_shapes`` (when given, for the keys it names)."""
+    ``expected_shapes`` (when given, for the keys it names), a floating tensor holding NaN or infinity (the first
+    one in key order is named; ``finite=False`` skips this check)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -100,7 +102,20 @@ def load_safetensors_checked(
                 f"{path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, expected {tuple(shape)}; "
                 "was it written for another model or config?"
             )
+    if finite:
+        bad = first_non_finite(tensors)
+        if bad is not None:
+            raise CorruptFileError(f"{path}: tensor {bad!r} holds NaN or infinite values; restore the file or retrain")
     return tensors
+
+
+def first_non_finite(tensors: Mapping[str, Tensor]) -> str | None:
+    """The first key (sorted) whose floating tensor holds NaN or +-inf, or None."""
+    for key in sorted(tensors):
+        t = tensors[key]
+        if (t.is_floating_point() or t.is_complex()) and t.numel() and not bool(torch.isfinite(t).all()):
+            return key
+    return None
 
 
 def safetensors_metadata(path: Path | str) -> dict[str, str]:

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny import DATA, TINY, generator_run
 
-from genlab import threads
+from genlab import registry, threads
+from genlab.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / "genlab" / "cli" / "__init__.py"
@@ -110,36 +112,113 @@ def test_idle_cpu_reader(tmp_path):
     assert threads.idle_cpu_reader(str(tmp_path / "missing")) is None
 
 
+class Alternate:
+    """A governor that switches between 2 and 1 threads after every optimizer step (in place of the real one)."""
+
+    threads = 2
+
+    def step(self, seconds):
+        self.threads = 3 - self.threads
+        torch.set_num_threads(self.threads)
+        return self.threads
+
+
+TRAIN = {"steps": 3, "batch_size": 8, "lr": 1e-3, "warmup_steps": 0, "checkpoint_every": 0, "log_every": 100,
+         "tensorboard": False, "ema_decay": 0.0}  # fmt: skip
+
+
+def trainable_tokenizers() -> list[str]:
+    """Every registered tokenizer class that trains on its own (``trainable``); the ``run`` loader is a saved one."""
+    from genlab.tokenizers.base import Tokenizer
+
+    names = registry.names("tokenizer")
+    return [n for n in names if isinstance(c := registry.get("tokenizer", n), type) and issubclass(c, Tokenizer)
+            and c.trainable]  # fmt: skip
+
+
+def registry_run(kind: str, name: str) -> RunConfig:
+    if kind == "generator":
+        data = generator_run(name)
+    else:
+        data = {"task": "tokenizer", "data": DATA, "tokenizer": {"name": name, **TINY["tokenizer"][name]}}
+    return RunConfig.from_dict({**data, "train": TRAIN})
+
+
+def train_in_process(kind: str, name: str, out: Path, governor, num_threads: int) -> dict[str, torch.Tensor]:
+    """Train the tiny ``name`` a few steps at ``num_threads`` (``governor``: None, or one that changes them)."""
+    from genlab.pipeline import Pipeline
+    from genlab.tasks.base import training_data
+    from genlab.tasks.generator import GeneratorTraining
+    from genlab.tasks.tokenizer import TokenizerTraining
+    from genlab.train import Hooks, Trainer
+
+    cfg = registry_run(kind, name)
+    before = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    real = threads.training_governor
+    threads.training_governor = lambda *a, **k: governor
+    try:
+        dataset = training_data(cfg)
+        if kind == "generator":
+            pipe = Pipeline.from_config(cfg, dataset.class_names)
+            model = GeneratorTraining(pipe.tokenizer, pipe.generator)
+        else:
+            model = TokenizerTraining(cfg.tokenizer.build(resolution=cfg.data.cfg.resolution))
+        Trainer(cfg.train, model, dataset, out, Hooks()).fit()
+    finally:
+        threads.training_governor = real
+        torch.set_num_threads(before)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# the conv tokenizers are not there yet: oneDNN's convolution weight gradient (and some 1x1 forwards) split the
+# batch over the threads, so their weights change with the thread count (torch.backends.mkldnn disabled, torch's
+# own kernels are equal at 1 and 2 threads, at a cost in speed not yet measured; issue 27, left for a follow-up)
+ONEDNN = pytest.mark.xfail(strict=True, reason="oneDNN convolution backward depends on the thread count")
+CASES = [("generator", n) for n in registry.names("generator")] + [
+    pytest.param("tokenizer", n, marks=ONEDNN) for n in trainable_tokenizers()
+]
+
+
+def test_the_thread_count_cases_follow_the_registry():
+    cases = [getattr(c, "values", c) for c in CASES]
+    assert {n for k, n in cases if k == "generator"} == set(registry.names("generator"))
+    assert {"vqgan", "msvq-vae", "kl-vae"} <= {n for k, n in cases if k == "tokenizer"}
+
+
+@pytest.mark.parametrize("kind,name", CASES)
+def test_weights_do_not_depend_on_the_thread_count(kind, name, tmp_path):
+    one = train_in_process(kind, name, tmp_path / "one", None, 1)
+    two = train_in_process(kind, name, tmp_path / "two", None, 2)
+    switching = train_in_process(kind, name, tmp_path / "switch", Alternate(), 2)
+    assert one.keys() == two.keys() == switching.keys()
+    differ = [k for k, w in one.items() if not (torch.equal(w, two[k]) and torch.equal(w, switching[k]))]
+    assert not differ, f"{kind} {name}: {len(differ)} of {len(one)} tensors depend on the thread count: {differ[:5]}"
+
+
 def _train(preset: str, out: Path, threads_env: str | None, steps: int, switching: bool = False) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
     env.pop("OMP_NUM_THREADS", None)
     if threads_env:
         env["OMP_NUM_THREADS"] = threads_env
-    # switching: a governor that alternates 2 and 1 threads every step, in place of the real one
-    code = (
-        (
-            "import sys, torch, genlab.threads as t\n"
-            "class Alternate:\n"
-            "    threads = 2\n"
-            "    def step(self, s):\n"
-            "        self.threads = 3 - self.threads; torch.set_num_threads(self.threads); return self.threads\n"
-            "t.training_governor = lambda *a, **k: Alternate()\n"
-            "from genlab.cli import main\n"
-            "sys.exit(main(sys.argv[1:]))\n"
+    code = "import sys\nfrom genlab.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    if switching:  # the alternating governor in place of the real one
+        code = (
+            "import test_threads as t, genlab.threads as g\ng.training_governor = lambda *a, **k: t.Alternate()\n"
+            + code
         )
-        if switching
-        else "import sys\nfrom genlab.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    )
+        env["PYTHONPATH"] += os.pathsep + str(ROOT / "tests")
     args = ["train", "--preset", preset, f"train.steps={steps}", "train.checkpoint_every=0", "--out", str(out)]
     done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return load_file(str(out / "generator" / "model.safetensors"))
 
 
-@pytest.mark.parametrize("preset", ["smoke", "smoke-var"])
-def test_weights_do_not_depend_on_the_thread_count(preset, tmp_path):
-    one = _train(preset, tmp_path / "one", "1", 12)
-    two = _train(preset, tmp_path / "two", "2", 12)
-    switching = _train(preset, tmp_path / "switch", None, 12, switching=True)
+def test_smoke_maskgit_through_the_cli_does_not_depend_on_the_thread_count(tmp_path):
+    # issue 27: every one of smoke-maskgit's 36 tensors differed at 1 and 2 threads (LayerNorm's fused CPU
+    # backward reduced d(weight), d(bias) in per-thread buffers; genlab.nn.LayerNorm)
+    one = _train("smoke-maskgit", tmp_path / "one", "1", 8)
+    two = _train("smoke-maskgit", tmp_path / "two", "2", 8)
+    switching = _train("smoke-maskgit", tmp_path / "switch", None, 8, switching=True)
     for name, w in one.items():
         assert torch.equal(w, two[name]) and torch.equal(w, switching[name]), name

@@ -20,8 +20,11 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", "OMP_NUM_THRE
 ARGS = ["--preset", "smoke", "train.steps=300", "train.checkpoint_every=50", "train.keep_checkpoints=10"]
 
 
-def genlab(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "genlab", *args], env=ENV, capture_output=True, text=True, **kw)
+DEFAULT_THREADS = {k: v for k, v in ENV.items() if k != "OMP_NUM_THREADS"}  # the thread governor on
+
+
+def genlab(*args, env=ENV, **kw):
+    return subprocess.run([sys.executable, "-m", "genlab", *args], env=env, capture_output=True, text=True, **kw)
 
 
 def weights(run: Path) -> dict:
@@ -45,14 +48,22 @@ def test_checkpoint_validity_and_pruning(tmp_path):
     assert checkpoint.latest_checkpoint(root) == root / "step_0000020"
 
 
+MASKGIT_ARGS = ["--preset", "smoke-maskgit", "train.steps=40", "train.checkpoint_every=10", "train.keep_checkpoints=10"]
+
+
 @pytest.mark.slow
-def test_kill_9_and_resume_is_bitwise_identical(tmp_path):
+@pytest.mark.parametrize(
+    "args,env",
+    [(ARGS, ENV), (MASKGIT_ARGS, DEFAULT_THREADS)],  # issue 27: smoke-maskgit resumed unequal under the governor
+    ids=["smoke-1-thread", "smoke-maskgit-default-threads"],
+)
+def test_kill_9_and_resume_is_bitwise_identical(tmp_path, args, env):
     ref, run = tmp_path / "ref", tmp_path / "run"
-    done = genlab("train", *ARGS, "--out", str(ref))
+    done = genlab("train", *args, "--out", str(ref), env=env)
     assert done.returncode == 0, done.stderr
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "genlab", "train", *ARGS, "--out", str(run)], env=ENV,
+        [sys.executable, "-m", "genlab", "train", *args, "--out", str(run)], env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.time() + 300
@@ -64,9 +75,9 @@ def test_kill_9_and_resume_is_bitwise_identical(tmp_path):
     killed_at = json.loads((checkpoint.latest_checkpoint(run / "checkpoints") / "trainer_state.json").read_text())[
         "step"
     ]
-    assert 0 < killed_at < 300
+    assert 0 < killed_at < int(args[2].split("=")[1])
 
-    resumed = genlab("train", *ARGS, "--out", str(run), "--resume", "auto")
+    resumed = genlab("train", *args, "--out", str(run), "--resume", "auto", env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert f"at step {killed_at}" in resumed.stdout + resumed.stderr
     a, b = weights(ref), weights(run)

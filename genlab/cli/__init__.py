@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"genlab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:  # what a size within every bound still asked of this machine
+        print(f"genlab {args.command}: error: out of memory; use a smaller batch size, resolution or model",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     except BrokenPipeError:  # the reader went away (`genlab info --list | head`): nothing left to say
         import os
 

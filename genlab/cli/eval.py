@@ -71,10 +71,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     sources = [a for a in ("run", "images", "tokenizer") if getattr(args, a)]
     if len(sources) != 1:
         raise EvalError("give exactly one of --run DIR, --images DIR_OR_NPZ or --tokenizer RUN_OR_NAME")
-    if args.n is not None and args.n <= 0:
-        raise EvalError(f"--n must be positive, got {args.n}")
-    if args.batch_size <= 0:
-        raise EvalError(f"--batch-size must be positive, got {args.batch_size}")
+    from genlab import inputs
+
+    try:  # bounded as `genlab sample`'s counts are, before any work
+        if args.n is not None:
+            inputs.check_count(args.n, "--n")
+        inputs.check_count(args.batch_size, "--batch-size", 4096)
+    except ValueError as e:
+        raise EvalError(str(e)) from None
     if args.tokenizer:
         return cmd_eval_tokenizer(args)
     from genlab import evals

@@ -48,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
         if cfg is not None and not isinstance(cfg, config.RunConfig):
             cfg = None  # a refiner run: Pipeline.load brings its base run
     if cfg is not None and cfg.task == "tokenizer":  # a tokenizer run: the tokenizer alone, counted on the meta device
-        with torch.device("meta"):
-            tokenizer = cfg.tokenizer.build(resolution=cfg.data.cfg.resolution)
+        from genlab.runs.limits import check_build
+
+        tokenizer = check_build(lambda: cfg.tokenizer.build(resolution=cfg.data.cfg.resolution), "tokenizer",
+                                allocate=False)  # fmt: skip
         params = {"tokenizer": sum(p.numel() for p in tokenizer.parameters())}
     elif args.preset:
         params = Pipeline.from_config(cfg, device=torch.device("meta")).param_counts()

@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
         inputs.check_count(args.batch_size, "--batch-size", 4096)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    out = Path(args.out)
+    if out.is_dir():  # before any work: a folder is no file to write
+        raise UsageError(f"--out {out} is a directory; name the file to write (e.g. {out / 'samples.png'})")
     given = given_options(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if given.get("compile") and device == "cpu":
@@ -61,19 +64,24 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     labels = [c for c in classes for _ in range(args.n)]
-    out = Path(args.out)
     fmt = args.format or ("npz" if out.suffix == ".npz" else "png")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    known = out.suffix.lower() in Image.registered_extensions() and args.format is None  # x.jpg stays a JPEG
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "npz":  # batch by batch as uint8, shared over the processes of torchrun / accelerate launch
             result = write_npz(pipe, labels, out, seed=args.seed, options=options, batch_size=args.batch_size)
             if result is None:  # not the main process
                 return 0
         else:
             result = pipe.generate(labels, seed=args.seed, options=options, batch_size=args.batch_size)
-            save_grid(result.images, out, nrow=args.n, row_labels=[pipe.class_names[c] for c in classes])
+            rows = [pipe.class_names[c] for c in classes]
+            save_grid(result.images, out, nrow=args.n, row_labels=rows, fmt=None if known else "PNG")
     except ValueError as e:  # options that only the generator can check (FlowTurbo R steps without a refiner, ...)
         raise UsageError(str(e)) from None
+    except OSError as e:  # a full disk (/dev/full), a read-only or vanished folder: the path and why
+        raise UsageError(f"{out}: {e.strerror or e}") from None
     refined = "".join(f" + {k} {name} evaluation{'s' * (k != 1)}" for name, k in result.extra_networks().items() if k)
     print(f"{len(labels)} images, {result.nfe} NFE{refined}, {result.seconds:.1f}s -> {out}")
     return 0

@@ -45,6 +45,10 @@ _NP = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint1
        "I16": np.int16, "U8": np.uint8, "BOOL": np.bool_}  # fmt: skip
 
 
+INT_KINDS = ("I64", "I32")  # what `genlab cache` writes for ids and labels (int32 on disk)
+FLOAT_KINDS = ("F32", "F16", "BF16", "F64")  # continuous tokens (`genlab cache --dtype`)
+
+
 def shard_name(i: int) -> str:
     return f"shard_{i:05d}.safetensors"
 
@@ -250,7 +254,7 @@ class _Shard:
         if "label" not in self.tensors:
             raise DataError(f"{path}: no 'label' tensor; make the cache again with `genlab cache`")
 
-    def take(self, name: str, rows: np.ndarray) -> Tensor:
+    def verify(self) -> None:
         if not self.verified:
             if _sha256(self.path) != self.sha256:
                 raise DataError(
@@ -258,6 +262,33 @@ class _Shard:
                     "`genlab cache` wrote it); make the cache again"
                 )
             self.verified = True
+
+    def check(self, name: str, kinds: tuple[str, ...], shape: tuple[int, ...], high: int | None) -> None:
+        """DataError unless tensor ``name`` has a dtype in ``kinds``, per-row ``shape`` and values in [0, high)
+        (ids), or finite values (``high`` None: continuous tokens). Read in blocks of rows: memory stays small."""
+        self.verify()
+        if name not in self.tensors:
+            raise DataError(f"{self.path}: no tensor {name!r}; this run's tokens need it (make the cache again)")
+        arr, kind = self.tensors[name]
+        if kind not in kinds:
+            raise DataError(f"{self.path}: tensor {name!r} is {kind}; this run's tokens need {' or '.join(kinds)}")
+        if tuple(arr.shape[1:]) != tuple(shape):
+            raise DataError(f"{self.path}: tensor {name!r} has rows of shape {list(arr.shape[1:])}, this run's "
+                            f"tokens are {list(shape)}")  # fmt: skip
+        step = max(1, (1 << 22) // max(1, int(np.prod(shape))))
+        for lo in range(0, arr.shape[0], step):
+            block = np.asarray(arr[lo : lo + step])
+            if kind == "BF16":
+                block = torch.from_numpy(block.copy()).view(torch.bfloat16).float().numpy()
+            if high is None:
+                if not np.isfinite(block).all():
+                    raise DataError(f"{self.path}: tensor {name!r} holds NaN or infinite values")
+            elif block.size and (block.min() < 0 or block.max() >= high):
+                raise DataError(f"{self.path}: tensor {name!r} holds ids {block.min()}..{block.max()}, outside "
+                                f"0..{high - 1}")  # fmt: skip
+
+    def take(self, name: str, rows: np.ndarray) -> Tensor:
+        self.verify()
         if name not in self.tensors:
             raise DataError(f"{self.path}: no tensor {name!r} (every shard of a cache holds the same ones)")
         arr, kind = self.tensors[name]
@@ -314,7 +345,37 @@ class TokenCacheDataset(torch.utils.data.Dataset):
         self.keys = sorted((k for k in names if k.startswith("tokens")), key=_key_order)
         self.has_lengths = "lengths" in names
         self.use_flips = cfg.flips and bool(m.get("flips"))
+        for shard in self.shards:  # the null class (id = number of classes) is never a sample's label
+            shard.check("label", INT_KINDS, (), len(self.class_names))
         self.labels = torch.cat([s.take("label", np.arange(c)) for s, c in zip(self.shards, counts)])
+
+    def check_tokens(self, spec) -> None:
+        """DataError naming the file unless every shard holds exactly the tensors a ``spec`` (TokenSpec) run reads,
+        with its dtype, per-sample shape and value range (ids 0 .. vocab_size - 1, finite latents), and the manifest
+        records that spec. Reads every shard once; called before training reads any sample."""
+        f = self.root / MANIFEST
+        saved = self.manifest.get("token_spec")
+        if not isinstance(saved, dict):
+            raise DataError(f"{f}: no token_spec; make the cache again with `genlab cache`")
+        mine = {"kind": spec.kind, "shape": list(spec.shape), "vocab_size": spec.vocab_size,
+                "scales": list(spec.scales)}  # fmt: skip
+        differ = [k for k, v in mine.items() if k in saved and saved[k] != v]  # the shards are checked below
+        if differ:
+            raise DataError(f"{f}: its tokens ({', '.join(f'{k} {saved.get(k)}' for k in differ)}) are not this "
+                            f"run's ({', '.join(f'{k} {mine[k]}' for k in differ)})")  # fmt: skip
+        if spec.kind == "multiscale":
+            expected = {f"tokens.{k}": (s, s) for k, s in enumerate(spec.scales)}
+        else:
+            expected = {"tokens": tuple(spec.shape)}
+        if self.manifest.get("flips"):
+            expected |= {f"flip.{k}": v for k, v in expected.items()}
+        kinds, high = (FLOAT_KINDS, None) if spec.kind == "continuous" else (INT_KINDS, spec.vocab_size)
+        for shard in self.shards:
+            extra = sorted(set(shard.tensors) - set(expected) - {"label"})
+            if extra:
+                raise DataError(f"{shard.path}: tensors {extra} are not tokens of this run ({spec.describe()})")
+            for name, shape in expected.items():
+                shard.check(name, kinds, shape, high)
 
     @property
     def tokenizer(self) -> dict:

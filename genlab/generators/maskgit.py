@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from genlab.generators.base import Generator, GeneratorError, Sampled, TokenCodes, TokenSpec, option
 from genlab.generators.base import SampleOptions as BaseSampleOptions
-from genlab.nn import Attention, LabelEmbedder, Mlp, per_sample_rand
+from genlab.nn import Attention, LabelEmbedder, LayerNorm, Mlp, per_sample_rand
 from genlab.nn.sampling import drop_labels, guide_logits, gumbel, sample_tokens
 from genlab.registry import register
 
@@ -92,9 +92,9 @@ class Block(nn.Module):
 
     def __init__(self, hidden: int, num_heads: int, mlp_hidden: int):
         super().__init__()
-        self.norm1 = nn.LayerNorm(hidden, eps=1e-6)
+        self.norm1 = LayerNorm(hidden, eps=1e-6)
         self.attn = Attention(hidden, num_heads)
-        self.norm2 = nn.LayerNorm(hidden, eps=1e-6)
+        self.norm2 = LayerNorm(hidden, eps=1e-6)
         self.mlp = Mlp(hidden, mlp_hidden)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, 1 + N, D)
@@ -109,7 +109,7 @@ class MlmHead(nn.Module):
     def __init__(self, hidden: int, vocab_size: int):
         super().__init__()
         self.dense = nn.Linear(hidden, hidden)
-        self.norm = nn.LayerNorm(hidden, eps=1e-6)
+        self.norm = LayerNorm(hidden, eps=1e-6)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def forward(self, h: Tensor, embeddings: Tensor) -> Tensor:  # h (B, N, D), embeddings (V + 1, D)
@@ -187,9 +187,9 @@ class MaskGIT(Generator):
         self.tok_embedder = nn.Embedding(spec.vocab_size + 1, D)
         self.y_embedder = LabelEmbedder(num_classes, D)  # the class token; row num_classes = null class
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + N, D))  # class position first, then tokens in raster order
-        self.embed_norm = nn.LayerNorm(D, eps=1e-6)
+        self.embed_norm = LayerNorm(D, eps=1e-6)
         self.blocks = nn.ModuleList(Block(D, cfg.num_heads, int(D * cfg.mlp_ratio)) for _ in range(cfg.depth))
-        self.norm = nn.LayerNorm(D, eps=1e-6)
+        self.norm = LayerNorm(D, eps=1e-6)
         self.head = MlmHead(D, spec.vocab_size)
         self.initialize_weights()
 

@@ -17,10 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Protocol
 
-
-class CheckpointError(ValueError):
-    """A file that is not the checkpoint it should be; the message (one line) says what was found."""
-
+# one class: raised by the shared checks (genlab/imports/checks.py) and by every importer
 
 class Importer(Protocol):
     help: str

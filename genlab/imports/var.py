@@ -29,18 +29,17 @@ one out (config.yaml, class_names.json, tokenizer/ and, for "var", generator/ wi
 from __future__ import annotations
 
 import argparse
-import json
 import pickle
 import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
 from genlab.config import component_from_dict, load_preset_dict, to_dict
 from genlab.generators.var import VAR_SCALES, var_spec
-from genlab.imports.base import CheckpointError
+from genlab.imports.checks import CheckpointError, check_state, check_tokens_fit, converting, finite, read_component
+from genlab.imports.checks import tensor as _tensor
 from genlab.registry import register
 from genlab.runs.store import RunFolder
 
@@ -69,25 +68,22 @@ def load_state_dict(path: Path | str) -> dict[str, Tensor]:
     return dict(obj)
 
 
-def _need(sd: dict[str, Tensor], key: str, what: str) -> Tensor:
-    if key not in sd:
-        raise CheckpointError(f"not a {what} checkpoint: it has no {key!r}")
-    return sd[key]
+def _need(sd: dict[str, Tensor], key: str, what: str, ndim: int | None = None) -> Tensor:
+    return _tensor(sd, key, what, ndim=ndim)
+
+
+def _levels(sd: dict[str, Tensor], pattern: str, what: str) -> int:
+    found = [int(m.group(1)) for k in sd if (m := re.match(pattern, k))]
+    if not found:
+        raise CheckpointError(f"not a {what} checkpoint: no tensor matches {pattern!r}")
+    return 1 + max(found)
 
 
 def _fill_and_check(model: torch.nn.Module, mapped: dict[str, Tensor], what: str, optional: tuple[str, ...]):
     """``mapped`` completed with the model's own values for the ``optional`` entries (usage buffers), after checking
     that every other key exists with the model's shape."""
     own = model.state_dict()
-    extra = sorted(set(mapped) - set(own))
-    if extra:
-        raise CheckpointError(f"{what}: {len(extra)} tensors fit no genlab parameter (e.g. {extra[0]!r})")
-    missing = sorted(k for k in set(own) - set(mapped) if not k.endswith(optional))
-    if missing:
-        raise CheckpointError(f"{what}: {len(missing)} genlab parameters are missing (e.g. {missing[0]!r})")
-    for k, v in mapped.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointError(f"{what}: {k} is {tuple(v.shape)}, genlab expects {tuple(own[k].shape)}")
+    check_state(own, mapped, what, optional)
     return {**{k: v for k, v in own.items() if k not in mapped}, **mapped}
 
 
@@ -97,13 +93,16 @@ def _fill_and_check(model: torch.nn.Module, mapped: dict[str, Tensor], what: str
 def vqvae_config(sd: dict[str, Tensor], *, scales=VAR_SCALES, norm_groups: int = 32, phi_ratio: float = 0.5) -> dict:
     """genlab's ``msvq-vae`` config of a VAR VQVAE state dict. What the weights do not hold comes from the
     arguments, at VAR's values: the scales (patch_nums), the GroupNorm groups, phi's blend ratio (quant_resi)."""
-    ch = _need(sd, "encoder.conv_in.weight", "VAR VQVAE").shape[0]
-    levels = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down\.(\d+)\.", k)))
-    widths = [sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels)]
-    blocks = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k)))
+    what = "VAR VQVAE"
+    ch = _need(sd, "encoder.conv_in.weight", what, ndim=4).shape[0]
+    levels = _levels(sd, r"encoder\.down\.(\d+)\.", what)
+    widths = [_need(sd, f"encoder.down.{i}.block.0.conv1.weight", what, ndim=4).shape[0] for i in range(levels)]
+    if any(w % ch for w in widths):
+        raise CheckpointError(f"not a {what} checkpoint: its widths {widths} are not multiples of conv_in's {ch}")
+    blocks = _levels(sd, r"encoder\.down\.0\.block\.(\d+)\.", what)
     attn = [i - levels for i in range(levels) if f"encoder.down.{i}.attn.0.qkv.weight" in sd]  # from the end, as VAR
-    codebook = _need(sd, "quantize.embedding.weight", "VAR VQVAE")
-    quant_conv = _need(sd, "quant_conv.weight", "VAR VQVAE")
+    codebook = _need(sd, "quantize.embedding.weight", what, ndim=2)
+    quant_conv = _need(sd, "quant_conv.weight", what, ndim=4)
     phis = sorted({m.group(1) for k in sd if (m := re.match(r"quantize\.quant_resi\.(?:qresi_ls\.)?(\d+|qresi)\.", k))})
     return {
         "name": "msvq-vae",
@@ -113,7 +112,7 @@ def vqvae_config(sd: dict[str, Tensor], *, scales=VAR_SCALES, norm_groups: int =
             "num_res_blocks": blocks,
             "attn_levels": attn,
             "mid_attn": "encoder.mid.attn_1.qkv.weight" in sd,
-            "z_channels": sd["encoder.conv_out.weight"].shape[0],
+            "z_channels": _need(sd, "encoder.conv_out.weight", what, ndim=4).shape[0],
             "norm_groups": norm_groups,
         },
         "embed_dim": quant_conv.shape[0],
@@ -217,13 +216,13 @@ _VAR_DROPPED = re.compile(r"(lvl_1L|attn_bias_for_masking|blocks\.\d+\.attn\.zer
 def var_config(sd: dict[str, Tensor], *, num_heads: int = 0) -> dict:
     """genlab's ``var`` config of a VAR state dict: depth, width, heads (from the l2-norm scales, else VAR's rule
     heads = depth unless ``num_heads`` says), MLP ratio and whether attention is l2-normalised."""
-    width = _need(sd, "class_emb.weight", "VAR").shape[1]
+    width = _need(sd, "class_emb.weight", "VAR", ndim=2).shape[1]
     if any(k.endswith("ada_gss") for k in sd) or "shared_ada_lin.1.weight" in sd:
         raise CheckpointError("this VAR uses shared adaLN (VAR-d36's saln), which genlab's var does not implement")
-    depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k)))
+    depth = _levels(sd, r"blocks\.(\d+)\.", "VAR")
     l2 = "blocks.0.attn.scale_mul_1H11" in sd
-    heads = sd["blocks.0.attn.scale_mul_1H11"].shape[1] if l2 else (num_heads or depth)
-    hidden = _need(sd, "blocks.0.ffn.fc1.weight", "VAR").shape[0]
+    heads = _need(sd, "blocks.0.attn.scale_mul_1H11", "VAR", ndim=4).shape[1] if l2 else (num_heads or depth)
+    hidden = _need(sd, "blocks.0.ffn.fc1.weight", "VAR", ndim=2).shape[0]
     return {
         "name": "var",
         "depth": depth,
@@ -249,7 +248,9 @@ def convert_var(sd: dict[str, Tensor], *, scales=VAR_SCALES, num_heads: int = 0)
                 break
         else:
             raise CheckpointError(f"not a VAR checkpoint: unexpected tensor {k!r}")
-    L = _need(sd, "pos_1LC", "VAR").shape[1]
+    L = _need(sd, "pos_1LC", "VAR", ndim=3).shape[1]
+    for key in ("lvl_embed.weight", "head.weight", "word_embed.weight"):
+        _need(sd, key, "VAR", ndim=2)
     if L != sum(s * s for s in scales) or sd["lvl_embed.weight"].shape[0] != len(scales):
         raise CheckpointError(
             f"this VAR has {L} positions; the scales {tuple(scales)} give {sum(s * s for s in scales)}"
@@ -269,8 +270,21 @@ def _tokenizer_from(vae: Path | str, **config) -> tuple[dict, dict[str, Tensor]]
     vae = Path(vae)
     folder = vae / "tokenizer" if (vae / "tokenizer" / "config.json").is_file() else vae
     if (folder / "config.json").is_file():
-        return json.loads((folder / "config.json").read_text()), load_file(str(folder / "model.safetensors"))
-    return convert_vqvae(load_state_dict(vae), **config)
+        cfg, state = read_component(folder)
+        if cfg.get("name") != "msvq-vae" or not isinstance(cfg.get("quantizer"), dict):
+            raise CheckpointError(
+                f"{folder / 'config.json'}: a {cfg.get('name')!r} tokenizer, not VAR's multi-scale VQVAE (msvq-vae)"
+            )
+        with converting("genlab msvq-vae tokenizer", folder / "config.json"):
+            comp = component_from_dict("tokenizer", cfg, "tokenizer")
+            with torch.device("meta"):
+                own = comp.build(resolution=2 ** (len(comp.cfg.net.ch_mult) - 1) * int(cfg["quantizer"]["scales"][-1]))
+            check_state(own.state_dict(), state, str(folder / "model.safetensors"))
+        return cfg, state
+    with converting("VAR VQVAE", vae):
+        cfg, state = convert_vqvae(load_state_dict(vae), **config)
+        finite(state, str(vae))
+    return cfg, state
 
 
 def import_var(kind: str, path: Path | str, out_dir: Path | str, *, vae: Path | str | None = None,
@@ -289,13 +303,17 @@ def import_var(kind: str, path: Path | str, out_dir: Path | str, *, vae: Path | 
     if kind == "var" and vae is None:
         raise ValueError("importing VAR needs its tokenizer: pass the VQVAE (vae_ch160v4096z32.pth or its import)")
     if kind == "var-vqvae":
-        tok_cfg, tok_state = convert_vqvae(load_state_dict(path), scales=scales, norm_groups=norm_groups)
+        with converting("VAR VQVAE", path):
+            tok_cfg, tok_state = convert_vqvae(load_state_dict(path), scales=scales, norm_groups=norm_groups)
+            finite(tok_state, str(path))  # after the mapping: VAR's dropped buffers hold -inf by design
         config = load_preset_dict("imagenet256/var-vqvae")
         tok_cfg = {**tok_cfg, "loss": config["tokenizer"]["loss"]}  # the preset's training losses, for fine-tuning
         tok_cfg = to_dict(component_from_dict("tokenizer", tok_cfg, "tokenizer"))
         config["tokenizer"] = tok_cfg
     else:
-        gen_cfg, gen_state, num_classes = convert_var(load_state_dict(path), scales=scales, num_heads=num_heads)
+        with converting("VAR", path):
+            gen_cfg, gen_state, num_classes = convert_var(load_state_dict(path), scales=scales, num_heads=num_heads)
+            finite(gen_state, str(path))  # after the mapping: attn_bias_for_masking holds -inf by design
         tok_cfg, tok_state = _tokenizer_from(vae, scales=scales, norm_groups=norm_groups)
         if list(tok_cfg["quantizer"]["scales"]) != list(scales):
             raise CheckpointError(
@@ -313,6 +331,9 @@ def import_var(kind: str, path: Path | str, out_dir: Path | str, *, vae: Path | 
     if kind == "var":
         with torch.device("meta"):
             spec = tok_comp.build(resolution=config["data"]["resolution"]).token_spec
+        trained_on = var_spec(tuple(scales), vocab_size=gen_state["head.linear.weight"].shape[0],
+                              code_dim=gen_state["word_embed.weight"].shape[1])  # fmt: skip
+        check_tokens_fit(trained_on, spec, f"the VAR in {path}")  # before anything is written
         generator = {"generator": to_dict(component_from_dict("generator", config["generator"], "generator")),
                      "objective": None, "token_spec": spec.to_dict(), "num_classes": n}  # fmt: skip
         run.write_component("generator", generator, gen_state)

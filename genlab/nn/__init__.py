@@ -2,7 +2,7 @@
 
 from genlab.nn.attention import Attention, Mlp, SwiGLU
 from genlab.nn.embeddings import LabelEmbedder, TimestepEmbedder, sincos_pos_embed_2d
-from genlab.nn.norms import NORMS, RMSNorm, make_norm
+from genlab.nn.norms import NORMS, LayerNorm, RMSNorm, make_norm
 from genlab.nn.rng import per_sample_rand, per_sample_randn, sample_seeds
 from genlab.nn.rope import apply_rope, rope_1d, rope_2d
 
@@ -10,6 +10,7 @@ __all__ = [
     "NORMS",
     "Attention",
     "LabelEmbedder",
+    "LayerNorm",
     "Mlp",
     "RMSNorm",
     "SwiGLU",

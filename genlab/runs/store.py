@@ -9,6 +9,7 @@
     samples/step_XXXXXXX.png
     metrics.jsonl                     one JSON object per log/eval event
     recon.json                        a tokenizer run's reconstruction metrics
+    genlab_run.json                   the run manifest: this is a genlab run, and these names are genlab's (OWN)
 
 A run is self-contained: its components load from their own folders, whatever moved since. Every malformed
 file is a ``RunError`` naming the file and what to do, never a traceback.
@@ -24,14 +25,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 CONFIG, CLASS_NAMES, METRICS, RECON = "config.yaml", "class_names.json", "metrics.jsonl", "recon.json"
 COMPONENT_CONFIG, COMPONENT_WEIGHTS = "config.json", "model.safetensors"
 RUN_FILES = (CONFIG, CLASS_NAMES, "generator/model.safetensors", "tokenizer/config.json")
 TOKENIZER_RUN_FILES = (CONFIG, "tokenizer/config.json", "tokenizer/model.safetensors")
+MANIFEST = "genlab_run.json"  # marks a folder as a genlab run and lists the names genlab writes in it
+COMPONENTS = ("generator", "tokenizer", "refiner")
+# what genlab writes in a run folder (``fnmatch`` patterns relative to it; a pattern matching a folder owns it
+# whole): ``genlab train --overwrite`` deletes only these, and only in a folder whose manifest lists them
+OWN = (
+    CONFIG, CLASS_NAMES, METRICS, RECON, f".{CONFIG}.tmp",
+    *(f"{part}/{name}" for part in COMPONENTS for name in (COMPONENT_CONFIG, COMPONENT_WEIGHTS)),
+    "checkpoints/step_*", "checkpoints/.tmp-step_*", "checkpoints/.old-step_*", "samples/step_*.png",
+    "tensorboard/genlab", "tensorboard/events.out.tfevents.*",
+)  # fmt: skip
 
 
 class RunError(RuntimeError):
@@ -66,14 +76,36 @@ def spec_to_dict(spec: Any) -> dict:
     return spec.to_dict()
 
 
-def spec_from_dict(data: dict) -> Any:
-    """The ``TokenSpec`` generator/config.json stored (a RunError when malformed)."""
-    from genlab.tokenizers.base import TokenSpec
+def spec_from_dict(data: Any, where: str = "a saved token spec") -> Any:
+    """The ``TokenSpec`` a JSON mapping describes, its fields checked as data first (a RunError naming ``where``)."""
+    import dataclasses
+    import typing
 
+    from genlab.tokenizers.base import Kind, TokenSpec
+
+    kinds = typing.get_args(Kind)
+    if not isinstance(data, dict):
+        raise RunError(f"{where}: token_spec must be a JSON object, got {type(data).__name__}")
+    if data.get("kind") not in kinds:
+        raise RunError(f"{where}: token_spec.kind must be one of {', '.join(kinds)}, got {data.get('kind')!r}")
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(TokenSpec)})
+    if unknown:
+        raise RunError(f"{where}: token_spec has unknown fields {unknown}")
+    for key in ("shape", "scales"):
+        v = data.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in v):
+            raise RunError(f"{where}: token_spec.{key} must be a list of integers, got {v!r}")
+    for key in ("vocab_size", "code_dim"):
+        v = data.get(key, 0)
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 2**40:
+            raise RunError(f"{where}: token_spec.{key} must be an integer in 0..2**40, got {v!r}")
+    for key in ("variable_length", "stochastic_decoder"):
+        if not isinstance(data.get(key, False), bool):
+            raise RunError(f"{where}: token_spec.{key} must be true or false, got {data.get(key)!r}")
     try:
         return TokenSpec.from_dict(data)
     except (TypeError, ValueError, AttributeError) as e:
-        raise RunError(f"a saved token spec is malformed ({e})") from None
+        raise RunError(f"{where}: the token spec is malformed ({e})") from None
 
 
 class RunFolder:
@@ -172,15 +204,16 @@ class RunFolder:
         return spec
 
     def read_weights(self, part: str) -> dict[str, Tensor]:
+        """``part/model.safetensors`` through the one checked loader (header, finiteness: ``genlab.safeio``)."""
+        from genlab.safeio import CorruptFileError, load_safetensors_checked
+
         path = self.path / part / COMPONENT_WEIGHTS
+        if not path.exists():
+            raise RunError(f"{path} is missing; finish or resume the run's training (`genlab train ... --resume auto`)")
         try:
-            return load_file(str(path))
-        except FileNotFoundError:
-            raise RunError(
-                f"{path} is missing; finish or resume the run's training (`genlab train ... --resume auto`)"
-            ) from None
-        except (SafetensorError, OSError, ValueError) as e:
-            raise RunError(f"{path} is not a readable safetensors file ({e}); restore it or retrain the run") from None
+            return load_safetensors_checked(path)
+        except CorruptFileError as e:
+            raise RunError(f"{e}; restore it or retrain the run") from None
 
     def read_metrics(self) -> list[dict]:
         """Every record of metrics.jsonl; lines that are not JSON objects are skipped."""
@@ -211,11 +244,14 @@ class RunFolder:
     def load_tokenizer(self, cfg: Any) -> nn.Module:
         """The run's own copy of its tokenizer (tokenizer/config.json + weights), whatever moved since training."""
         from genlab.config import ConfigError, component_from_dict
+        from genlab.runs.limits import check_build
         from genlab.tokenizers.base import TokenizerError
 
         spec = self.read_component_config("tokenizer")
+        where = f"{self.path}/tokenizer/{COMPONENT_CONFIG}"
         try:
             comp = component_from_dict("tokenizer", spec, "tokenizer")
+            check_build(lambda: comp.build(resolution=cfg.data.cfg.resolution), where)  # on the meta device first
             tokenizer = comp.build(resolution=cfg.data.cfg.resolution)
         except ConfigError as e:
             raise RunError(f"{self.path}/tokenizer/config.json: {e}") from None
@@ -237,12 +273,30 @@ class RunFolder:
         tokenizer = self.load_tokenizer(cfg)
         gen_spec = self.read_component_config("generator")
         if "token_spec" in gen_spec:  # self-contained: rebuilt from generator/config.json
-            if spec_from_dict(gen_spec["token_spec"]) != tokenizer.token_spec:
+            where = f"{self.path}/generator/{COMPONENT_CONFIG}"
+            if spec_from_dict(gen_spec["token_spec"], where) != tokenizer.token_spec:
                 raise RunError(f"{self.path}/generator was trained on other tokens than {self.path}/tokenizer makes")
             if gen_spec.get("num_classes") != len(class_names):
                 raise RunError(f"{self.path}/generator/config.json and {CLASS_NAMES} disagree on the class count")
             cfg.generator, cfg.objective = self._component_pair(gen_spec)
+        self._check_tokenizer_fingerprint(gen_spec, tokenizer)
         return Assembled(cfg, class_names, tokenizer)
+
+    def _check_tokenizer_fingerprint(self, gen_spec: dict, tokenizer: nn.Module) -> None:
+        """RunError unless the run's tokenizer is the one its generator recorded (runs saved before the fingerprint
+        was recorded have none, and load as they did)."""
+        from genlab.tokenizers.saved import fingerprint
+
+        saved = gen_spec.get("tokenizer_fingerprint")
+        if saved is None:
+            return
+        mine = fingerprint(tokenizer, tokenizer.source)
+        if saved != mine:
+            raise RunError(
+                f"{self.path}/tokenizer is not the tokenizer {self.path}/generator was trained with (fingerprint "
+                f"{str(saved)[:12]} recorded in generator/config.json, {mine[:12]} found); restore the run's own "
+                "tokenizer folder"
+            )
 
     def _component_pair(self, spec: dict) -> tuple[Any, Any]:
         from genlab.config import ConfigError, component_from_dict
@@ -266,20 +320,40 @@ class RunFolder:
 
     # ------------------------------------------------------------------ writing
 
+    def claim(self) -> None:
+        """Write the run manifest (``genlab_run.json``: the names genlab owns here) unless it is there."""
+        f = self.file(MANIFEST)
+        if not f.is_file():
+            self.path.mkdir(parents=True, exist_ok=True)
+            f.write_text(json.dumps({"genlab_run": 1, "own": list(OWN)}, indent=2))
+
+    def owned(self) -> list[str] | None:
+        """The patterns the run manifest lists as genlab's, or None when the folder has no valid manifest."""
+        f = self.file(MANIFEST)
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        own = data.get("own") if isinstance(data, dict) and data.get("genlab_run") == 1 else None
+        if not isinstance(own, list) or not all(isinstance(p, str) for p in own):
+            return None
+        return [p for p in own if p in OWN]  # a manifest can only narrow what genlab deletes, never widen it
+
     def write_config(self, data: dict) -> None:
         self._config = None
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.claim()
         tmp = self.file(f".{CONFIG}.tmp")  # then renamed: a crash leaves the old config or the new one, never half
         tmp.write_text(yaml.safe_dump(data, sort_keys=False))
         os.replace(tmp, self.file(CONFIG))
 
     def write_class_names(self, names: list[str]) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.claim()
         self.file(CLASS_NAMES).write_text(json.dumps(list(names), indent=2))
 
     def write_component(self, part: str, spec: dict, weights: nn.Module | dict[str, Tensor]) -> None:
         """``part/config.json`` and ``part/model.safetensors`` (a module's state, or a state dict)."""
         folder = self.path / part
+        self.claim()
         folder.mkdir(parents=True, exist_ok=True)
         state = state_of(weights) if isinstance(weights, nn.Module) else {k: v.detach().cpu().contiguous()
                                                                           for k, v in weights.items()}  # fmt: skip
@@ -287,7 +361,7 @@ class RunFolder:
         (folder / COMPONENT_CONFIG).write_text(json.dumps(spec, indent=2))
 
     def append_metrics(self, record: dict) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.claim()
         with open(self.file(METRICS), "a") as f:
             f.write(json.dumps(record) + "\n")
 

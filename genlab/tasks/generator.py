@@ -114,3 +114,4 @@ def check_token_cache(dataset, tokenizer: torch.nn.Module, component) -> None:
     if dataset.manifest["token_spec"]["shape"] != shape:  # same weights, built for another resolution
         raise ConfigError(f"the token cache {dataset.root} holds tokens of shape "
                           f"{dataset.manifest['token_spec']['shape']}, this run's tokenizer makes {shape}")  # fmt: skip
+    dataset.check_tokens(tokenizer.token_spec)  # every shard's contents, before training reads one

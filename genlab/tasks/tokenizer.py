@@ -20,6 +20,7 @@ from genlab.config import RunConfig
 from genlab.evals.recon import reconstruction_metrics
 from genlab.grids import save_grid
 from genlab.registry import register
+from genlab.runs.limits import check_build
 from genlab.runs.store import RunFolder, save_tokenizer
 from genlab.tasks.base import first_images, fit, init_from, not_sampleable, training_data
 from genlab.tokenizers.base import Tokenizer
@@ -115,6 +116,7 @@ class TokenizerRun:
     @staticmethod
     def train(cfg: RunConfig, out: Path, *, resume: str | None = None) -> Path:
         dataset = training_data(cfg)
+        check_build(lambda: cfg.tokenizer.build(resolution=cfg.data.cfg.resolution), "tokenizer")  # on meta first
         tokenizer = cfg.tokenizer.build(resolution=cfg.data.cfg.resolution)
         init_from(cfg.train, {"tokenizer": tokenizer})
         model = TokenizerTraining(tokenizer)

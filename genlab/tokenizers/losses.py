@@ -93,9 +93,12 @@ class LPIPS(nn.Module):
                 "lpips.LPIPS(net='vgg').state_dict() once, or use perceptual: random-conv (a stand-in) or none"
             )
         if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
+            from genlab.safeio import CorruptFileError, load_safetensors_checked
 
-            state = load_file(path)
+            try:
+                state = load_safetensors_checked(path)
+            except CorruptFileError as e:
+                raise TokenizerError(f"perceptual: {e}") from None
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
         model = cls()

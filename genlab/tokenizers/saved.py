@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from genlab.config import component_from_dict, to_dict
+from genlab.config import ConfigError, component_from_dict, to_dict
 from genlab.registry import register
+from genlab.runs.limits import check_build
+from genlab.safeio import CorruptFileError, load_safetensors_checked, read_json_checked
 from genlab.tokenizers.base import Tokenizer, TokenizerError
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
@@ -39,7 +40,10 @@ def tokenizer_folder(path: Path | str) -> Path:
 
 
 def _saved_spec(folder: Path) -> dict:
-    spec = json.loads((folder / CONFIG).read_text())
+    try:
+        spec = read_json_checked(folder / CONFIG)
+    except CorruptFileError as e:
+        raise TokenizerError(f"{e}; it should hold the tokenizer's config (a JSON object with a name)") from None
     if spec.get("name") == "run":
         raise TokenizerError(f"{folder / CONFIG} names another run instead of a tokenizer")
     return spec
@@ -49,15 +53,21 @@ def load_tokenizer_folder(path: Path | str, *, resolution: int) -> Tokenizer:
     """The tokenizer saved in a run (or tokenizer folder), with its weights, in eval mode."""
     folder = tokenizer_folder(path)
     spec = _saved_spec(folder)
-    tok = component_from_dict("tokenizer", spec, "tokenizer").build(resolution=resolution)
+    try:
+        comp = component_from_dict("tokenizer", spec, "tokenizer")
+        check_build(lambda: comp.build(resolution=resolution), str(folder / CONFIG))
+    except ConfigError as e:
+        raise TokenizerError(f"{folder / CONFIG}: {e}") from None
+    tok = comp.build(resolution=resolution)
     weights = folder / WEIGHTS
     if any(True for _ in tok.state_dict()):
         if not weights.is_file():
             raise TokenizerError(f"{folder} has no {WEIGHTS}: the tokenizer's training did not finish")
+        own = tok.state_dict()
         try:
-            tok.load_state_dict(load_file(str(weights)))
-        except RuntimeError as e:
-            raise TokenizerError(f"{weights} does not fit the tokenizer in {folder / CONFIG}: {e}") from None
+            tok.load_state_dict(load_safetensors_checked(weights, own, {k: tuple(v.shape) for k, v in own.items()}))
+        except CorruptFileError as e:
+            raise TokenizerError(f"{e} (the tokenizer in {folder / CONFIG})") from None
     tok.source = spec  # what a generator run saves as its tokenizer's config
     return tok.eval()
 

@@ -5,18 +5,20 @@
   (``RESUMABLE``) and in the preview-sampling section; anything else (``generator.depth=3``) is refused, so a failed
   resume never rewrites ``config.yaml`` of a finished run;
 - without ``--resume``, a folder that holds checkpoints or another config is refused unless ``--overwrite``, which
-  deletes the old run's checkpoints and outputs (only the names genlab writes) first.
+  deletes the old run's checkpoints and outputs first: only the names the folder's run manifest
+  (``genlab_run.json``) lists as genlab's, never a file of the user's; a folder without a manifest is refused.
 
 ``config.yaml`` is written (``RunFolder.write_config``) only once a resume has loaded: ``Trainer.fit(on_start=...)``.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
 from pathlib import Path
 from typing import Any
 
-from genlab.runs.store import RunFolder
+from genlab.runs.store import COMPONENTS, MANIFEST, OWN, RunFolder
 from genlab.train import checkpoint
 from genlab.train.trainer import TrainError
 
@@ -84,7 +86,7 @@ def check_run_folder(out: Path | str, config_data: dict, *, resume: str | None, 
         raise TrainError(f"--out {out} is a file, not a run directory")
     if overwrite or not out.is_dir():
         return
-    held = [n for n in OUTPUTS if (out / n).exists()]
+    held = genlab_names(out)
     if not held:
         return
     if not (out / "config.yaml").is_file():
@@ -113,20 +115,57 @@ def check_run_folder(out: Path | str, config_data: dict, *, resume: str | None, 
         )
 
 
-def clear_run_outputs(out: Path | str) -> list[str]:
-    """Delete what genlab wrote into ``out`` (only ``OUTPUTS``; other files stay). Returns the names removed."""
-    out = Path(out)
-    removed = []
+def genlab_names(out: Path) -> list[str]:
+    """The top-level names in ``out`` holding something by a name genlab writes (``OWN``): a ``generator/`` folder
+    holding only a user's notes is not a run."""
+    found = []
     for name in OUTPUTS:
         p = out / name
         if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
-        else:
-            continue
-        removed.append(name)
-    return removed
+            if any(_owned(c.relative_to(out).as_posix(), OWN) for c in p.iterdir()):
+                found.append(name)
+        elif (p.exists() or p.is_symlink()) and _owned(name, OWN):
+            found.append(name)
+    return found
+
+
+def _owned(rel: str, patterns) -> bool:
+    return any(fnmatch.fnmatchcase(rel, pattern) for pattern in patterns)
+
+
+def clear_run_outputs(out: Path | str) -> list[str]:
+    """Delete what genlab wrote into ``out``: only the names its run manifest (``genlab_run.json``) lists as
+    genlab's; a user's file beside them (also inside ``generator/`` or ``samples/``) stays. Refused (``TrainError``,
+    nothing deleted) when ``out`` holds any of genlab's names but no manifest: a folder genlab did not make, or a
+    run of a genlab older than the manifest. Returns the top-level names something was removed from."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    run = RunFolder(out)
+    own = run.owned()
+    if own is None:
+        held = genlab_names(out)
+        if not held:
+            return []
+        raise TrainError(
+            f"--overwrite: {out} holds {', '.join(held)} but no genlab run manifest ({MANIFEST}), so genlab does not "
+            "know them as its own and deletes nothing; choose another --out, or delete them yourself"
+        )
+    removed: dict[str, None] = {}
+    for path in sorted(out.rglob("*"), key=lambda p: len(p.parts)):
+        rel = path.relative_to(out).as_posix()
+        if path.exists() or path.is_symlink():
+            if _owned(rel, own):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed[rel.split("/")[0]] = None
+    for name in ("checkpoints", "samples", "tensorboard", *COMPONENTS):  # folders left empty by the removal
+        if name in removed and (out / name).is_dir() and not any((out / name).iterdir()):
+            (out / name).rmdir()
+    (out / MANIFEST).unlink(missing_ok=True)  # nothing of genlab's is left; the next run writes its own
+    return [n for n in OUTPUTS if n in removed] + [n for n in removed if n not in OUTPUTS]
 
 
 def _few(items: list[str], n: int = 3) -> str:

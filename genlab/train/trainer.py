@@ -271,6 +271,7 @@ class Trainer:
         """Train to ``cfg.steps``. ``on_start`` (main process) runs once the checkpoint, if any, has loaded and
         before anything is written to the run folder: a failed resume leaves the folder as it was."""
         cfg, acc = self.cfg, self.acc
+        seed_host_rngs(cfg.seed, acc.process_index)
         start = self.resume(resume)
         if on_start is not None and acc.is_main_process:
             on_start()
@@ -411,6 +412,19 @@ class Trainer:
                 self.on_log(step, extra or {})
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def seed_host_rngs(seed: int, rank: int) -> None:
+    """Seed numpy's and Python's global RNGs from ``train.seed`` (and the process), before a resume restores them.
+
+    genlab draws nothing from them (every draw comes from per-sample seeds or torch's generators), but a library
+    might; seeded, the states a checkpoint saves (``rng_R.safetensors``) are the same in two identical runs."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed * 1_000_003 + rank)
+    np.random.seed((seed * 1_000_003 + rank) % 2**32)
 
 
 def _to(value, device):
