@@ -17,7 +17,11 @@ import argparse
 from pathlib import Path
 from typing import Protocol
 
-# one class: raised by the shared checks (genlab/imports/checks.py) and by every importer
+# one class, raised by the shared checks (genlab/imports/checks.py) and by every importer
+from genlab.imports.checks import CheckpointError
+
+__all__ = ["CheckpointError", "Importer"]
+
 
 class Importer(Protocol):
     help: str
