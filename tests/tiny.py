@@ -72,6 +72,11 @@ TINY: dict[str, dict[str, dict | None]] = {
             "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
             "sample": {"steps": 4, "cfg": 2.0},
         },  # fmt: skip
+        "enat": {
+            "tokenizer": VQ_TOKENIZER,
+            "generator": {"encoder_depth": 1, "decoder_depth": 1, "hidden_size": 32, "num_heads": 2},
+            "sample": {"steps": 4, "cfg": 2.0},
+        },  # fmt: skip
         "gpt": {
             "tokenizer": VQ_TOKENIZER,
             "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
