@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from genlab.config import ConfigError, component_from_dict, to_dict
 from genlab.registry import register
-from genlab.tokenizers.base import Tokenizer, TokenizerError, TokenSpec
+from genlab.tokenizers.base import TokenCodes, Tokenizer, TokenizerError, TokenSpec
 from genlab.tokenizers.convnet import ConvNetConfig, Decoder, Encoder
 from genlab.tokenizers.losses import LossConfig, TokenizerCriterion
 from genlab.tokenizers.quantizers import Quantized
@@ -137,6 +137,25 @@ class RQVAETokenizer(VQGANTokenizer):
     def decode(self, tokens: Tensor, depth: int | None = None) -> Tensor:
         """Images from the first ``depth`` (default: all) codes per position."""
         return self.decode_codes(self.quantizer.indices_to_codes(tokens, depth=depth))
+
+    def codes(self) -> ResidualCodes:
+        return ResidualCodes(self)
+
+
+class ResidualCodes(TokenCodes):
+    """The code protocol of residual tokens: ``TokenCodes`` plus each depth's codebook and nearest-code lookup
+    (ResGen embeds the codes and re-quantizes its predicted cumulative embeddings depth by depth)."""
+
+    def codebook(self, d: int) -> Tensor:
+        """Depth d's code vectors (K, code_dim) in the latent space, without gradients."""
+        vq = self._tok.quantizer.vq_at(d)
+        return vq.out_proj(vq.embeddings()).detach()
+
+    @torch.no_grad()
+    def nearest(self, d: int, residual: Tensor) -> Tensor:
+        """Depth d's code ids (M,) nearest to residual vectors (M, code_dim), as the quantizer chooses them."""
+        vq = self._tok.quantizer.vq_at(d)
+        return vq.lookup(vq.project_in(residual))
 
 
 @register("tokenizer", "msvq-vae")
