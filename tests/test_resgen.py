@@ -107,3 +107,25 @@ def test_loss_trains_and_is_per_sample():
 def test_imagenet_size():
     # 28 layers of width 1152 over 8x8x16 stacks of 256-d codes (the preset imagenet256/resgen; unverified size)
     assert resgen_param_count("imagenet256") == 457_340_688
+
+
+def test_depth_flattened_view_of_the_same_tokenizer():
+    tok = tokenizer(3)
+    flat = component_from_dict(
+        "tokenizer",
+        {
+            "name": "rqvae",
+            "net": NET,
+            "embed_dim": 4,
+            "flatten_depth": True,
+            "quantizer": {"name": "rvq", "depth": 3, "vq": {"codebook_size": 16}},
+        },
+        "tokenizer",
+    )
+    flat = flat.build(resolution=16).eval()  # fmt: skip
+    flat.load_state_dict(tok.state_dict())
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert flat.token_spec.kind == "discrete" and flat.token_spec.shape == (8 * 8 * 3,)
+    ids = flat.encode(images)
+    assert torch.equal(ids, tok.encode(images).reshape(2, -1))
+    assert torch.equal(flat.decode(ids), tok.decode(tok.encode(images)))
