@@ -48,6 +48,7 @@ from genlab.generators.maskgit import (
     gumbel,
     ranks,
     sample_categorical,
+    start_ids,
 )  # fmt: skip
 from genlab.nn import LabelEmbedder, per_sample_rand
 from genlab.nn.attention import attention
@@ -340,11 +341,8 @@ class ENAT(Generator):
         options.validate()
         self.check_options(options)
         N, T = self.spec.num_positions, int(options.steps)
-        B, device = labels.shape[0], labels.device
-        ids = torch.full((B, N), self.mask_id, dtype=torch.long, device=device)
-        if tokens is not None:
-            given = known.reshape(B, N).to(device) if known is not None else torch.ones_like(ids, dtype=torch.bool)
-            ids = torch.where(given, tokens.reshape(B, N).to(device).long(), ids)
+        B = labels.shape[0]
+        ids = start_ids(B, N, self.mask_id, labels.device, tokens, known)
         unknown0, cache = (ids == self.mask_id).sum(1), None
         if options.cfg != 1.0:  # the guided pair runs from the first step, so its cache has one batch size
             labels = torch.cat([labels, torch.full_like(labels, self.num_classes)])

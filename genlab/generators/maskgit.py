@@ -90,6 +90,15 @@ def sample_categorical(logits: Tensor, u: Tensor) -> Tensor:
     return idx.squeeze(-1).clamp_(max=logits.shape[-1] - 1)
 
 
+def start_ids(B: int, N: int, mask_id: int, device, tokens: Tensor | None, known: Tensor | None) -> Tensor:
+    """(B, N) decoding input: [MASK] everywhere, or ``tokens`` where ``known`` (default: everywhere) is True."""
+    ids = torch.full((B, N), mask_id, dtype=torch.long, device=device)
+    if tokens is None:
+        return ids
+    given = known.reshape(B, N).to(device) if known is not None else torch.ones_like(ids, dtype=torch.bool)
+    return torch.where(given, tokens.reshape(B, N).to(device).long(), ids)
+
+
 def gumbel(u: Tensor) -> Tensor:
     """Standard Gumbel noise from uniforms in [0, 1)."""
     return -torch.log(-torch.log(u.clamp(1e-10, 1 - 1e-7)))
@@ -279,11 +288,8 @@ class MaskGIT(Generator):
         options.validate()
         self.check_options(options)
         N, T = self.spec.num_positions, int(options.steps)
-        B, device = labels.shape[0], labels.device
-        ids = torch.full((B, N), self.mask_id, dtype=torch.long, device=device)
-        if tokens is not None:
-            given = known.reshape(B, N).to(device) if known is not None else torch.ones_like(ids, dtype=torch.bool)
-            ids = torch.where(given, tokens.reshape(B, N).to(device).long(), ids)
+        B = labels.shape[0]
+        ids = start_ids(B, N, self.mask_id, labels.device, tokens, known)
         unknown0 = (ids == self.mask_id).sum(1)  # (B,) masked at the start
         for i in range(T):
             ids = self.decode_step(ids, labels, seeds, options, i, unknown0)

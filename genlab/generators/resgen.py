@@ -29,15 +29,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.generators.base import Generator, GeneratorError, Sampled, TokenCodes, TokenSpec, option
-from genlab.generators.base import SampleOptions as BaseSampleOptions
-from genlab.generators.maskgit import CFG_SCHEDULES, Block, decode_schedule, gumbel, ranks, sample_categorical
+from genlab.generators.maskgit import Block, MaskGIT, decode_schedule, gumbel, ranks, sample_categorical
 from genlab.nn import LabelEmbedder, per_sample_rand, per_sample_randn
 from genlab.registry import register
 
@@ -108,23 +106,12 @@ class ResGen(Generator):
                 raise ValueError(f"class_dropout must be in [0, 1), got {self.class_dropout}")
 
     @dataclass
-    class SampleOptions(BaseSampleOptions):
-        steps: int = option(8, "decoding steps = network evaluations, whatever the RVQ depth", low=1)
-        cfg: float = option(1.0, "classifier-free guidance scale w (1: none)", low=0.0, high=100.0)
-        cfg_schedule: Literal["constant", "linear"] = option(
-            "linear", "guidance over the steps: constant w, or linear: 1 + (w - 1)(1 - mask ratio of the step's input)"
-        )
+    class SampleOptions(MaskGIT.SampleOptions):
+        """MaskGIT's options (steps, guidance and its schedule, choice temperature, mask schedule); ``temperature``
+        scales the mixture's sigma."""
+
         temperature: float = option(1.0, "scale of the mixture's sigma in the draws (0: the component's mean)",
                                     low=0.0, high=100.0)  # fmt: skip
-        choice_temperature: float = option(
-            4.5, "Gumbel noise on the confidences, annealed by 1 - (i+1)/T", low=0.0, high=100.0
-        )
-
-        def check(self) -> None:
-            if isinstance(self.steps, bool) or int(self.steps) != self.steps:
-                raise ValueError(f"steps must be an integer, got {self.steps}")
-            if self.cfg_schedule not in CFG_SCHEDULES:
-                raise ValueError(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, got {self.cfg_schedule!r}")
 
     def __init__(self, cfg: Config, *, spec: TokenSpec, num_classes: int, codes: TokenCodes | None = None):
         super().__init__()
@@ -252,7 +239,7 @@ class ResGen(Generator):
                     i: int) -> tuple[Tensor, Tensor]:  # fmt: skip
         """Step i of T: draw every masked stack's cumulative embedding, re-quantize, reveal the confident slots."""
         T, o, (B, N, Dr) = int(options.steps), options, ids.shape
-        r_in = decode_schedule("cosine", i / T)
+        r_in = decode_schedule(o.mask_schedule, i / T)
         w = o.cfg if o.cfg_schedule == "constant" else 1.0 + (o.cfg - 1.0) * (1.0 - r_in)
         visible_sum, _ = self.split_sum(ids, n_masked)
         logits, mu, log_sigma = self.guided_mixture(visible_sum, n_masked, labels, w)
@@ -269,7 +256,7 @@ class ResGen(Generator):
         j = torch.arange(Dr, device=ids.device)
         slots = torch.where(j < n_masked.unsqueeze(-1), slots, -torch.inf).sort(-1, descending=True).values
         total, masked = N * Dr, n_masked.sum(1)  # slot j of a position reveals its j-th masked depth, coarse first
-        keep = torch.floor(torch.full((B,), total * decode_schedule("cosine", (i + 1) / T), dtype=torch.float64))
+        keep = torch.floor(torch.full((B,), total * decode_schedule(o.mask_schedule, (i + 1) / T), dtype=torch.float64))
         keep = torch.minimum(keep.long().to(ids.device), masked - 1).clamp(min=0)
         if i == T - 1:
             keep = torch.zeros_like(keep)
