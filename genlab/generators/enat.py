@@ -31,6 +31,7 @@ cfg_scale); 8 steps. One network evaluation per step; the guided pair is batched
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -40,7 +41,6 @@ from torch import Tensor, nn
 
 from genlab.generators.base import Generator, Sampled, TokenCodes, TokenSpec, option
 from genlab.generators.maskgit import (
-    DECODE_SCHEDULES,
     TRAIN_SCHEDULES,
     MaskGIT,
     MlmHead,
@@ -221,13 +221,12 @@ class ENAT(Generator):
                                            low=0.0, high=100.0)  # fmt: skip
         no_reuse: bool = option(False, "turn temporal reuse off: encode every visible token at every step")
 
-        def check(self) -> None:
-            if isinstance(self.steps, bool) or int(self.steps) != self.steps:
-                raise ValueError(f"steps must be an integer, got {self.steps}")
+        def check(self) -> None:  # MaskGIT's rules, with ENAT's "step" guidance schedule added
+            if self.cfg_schedule == "step":
+                return MaskGIT.SampleOptions.check(dataclasses.replace(self, cfg_schedule="constant"))
             if self.cfg_schedule not in CFG_SCHEDULES:
                 raise ValueError(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, got {self.cfg_schedule!r}")
-            if self.mask_schedule not in DECODE_SCHEDULES:
-                raise ValueError(f"mask_schedule must be one of {', '.join(DECODE_SCHEDULES)}")
+            return super().check()
 
     def __init__(self, cfg: Config, *, spec: TokenSpec, num_classes: int, codes: TokenCodes | None = None):
         super().__init__()

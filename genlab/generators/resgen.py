@@ -129,12 +129,7 @@ class ResGen(Generator):
         self.blocks = nn.ModuleList(Block(D, cfg.num_heads, int(D * cfg.mlp_ratio)) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(D, eps=1e-6)
         self.head = MoGHead(D, C, cfg.components)
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Embedding)):
-                nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)
-            if isinstance(m, nn.Linear) and m.bias is not None:
-                nn.init.zeros_(m.bias)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02, a=-0.04, b=0.04)
+        MaskGIT.initialize_weights(self)  # truncated N(0, 0.02) weights and embeddings, zero biases
 
     # -- embeddings and the network
 
