@@ -18,6 +18,8 @@ MSVQ_TOKENIZER = {"name": "msvq-vae", "net": NET, "embed_dim": 4,
                   "loss": {"perceptual": "none", "disc_weight": 0.0}}  # fmt: skip
 FLEXVQ_TOKENIZER = {"name": "flexvq", "net": NET, "embed_dim": 4, "quantizer": {"name": "vq", "codebook_size": 32},
                     "scales": [1, 2, 4, 8], "loss": {"perceptual": "none", "disc_weight": 0.0}}  # fmt: skip
+RQ_TOKENIZER = {"name": "rqvae", "net": NET, "embed_dim": 4, "quantizer": {"name": "rvq", "depth": 2, "vq": {"codebook_size": 16}},
+                "loss": {"perceptual": "none", "disc_weight": 0.0}}  # fmt: skip
 DATA = {"name": "digits", "resolution": 16}
 VIT = {"width": 32, "depth": 1, "num_heads": 2}
 TITOK_TOKENIZER = {"name": "titok", "patch_size": 4, "num_tokens": 8, "encoder": VIT, "decoder": VIT, "token_size": 4,
@@ -38,12 +40,7 @@ TINY: dict[str, dict[str, dict | None]] = {
     "tokenizer": {
         "pixels": {"patch": 2},
         "vqgan": {k: v for k, v in VQ_TOKENIZER.items() if k != "name"},
-        "rqvae": {
-            "net": NET,
-            "embed_dim": 4,
-            "quantizer": {"name": "rvq", "depth": 2, "vq": {"codebook_size": 16}},
-            "loss": {"perceptual": "none", "disc_weight": 0.0},
-        },  # fmt: skip
+        "rqvae": {k: v for k, v in RQ_TOKENIZER.items() if k != "name"},
         "msvq-vae": {k: v for k, v in MSVQ_TOKENIZER.items() if k != "name"},
         "flexvq": {k: v for k, v in FLEXVQ_TOKENIZER.items() if k != "name"},
         "kl-vae": {"net": {**NET, "ch_mult": [1, 2, 2]}, "embed_dim": 4, "loss": {"perceptual": "none"}},
@@ -82,10 +79,20 @@ TINY: dict[str, dict[str, dict | None]] = {
             "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
             "sample": {"steps": 4, "cfg": 2.0},
         },  # fmt: skip
+        "enat": {
+            "tokenizer": VQ_TOKENIZER,
+            "generator": {"encoder_depth": 1, "decoder_depth": 1, "hidden_size": 32, "num_heads": 2},
+            "sample": {"steps": 4, "cfg": 2.0},
+        },  # fmt: skip
         "gpt": {
             "tokenizer": VQ_TOKENIZER,
             "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},
             "sample": {"cfg": 2.0, "top_k": 8},
+        },  # fmt: skip
+        "resgen": {
+            "tokenizer": RQ_TOKENIZER,
+            "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2, "components": 2},
+            "sample": {"steps": 4, "cfg": 2.0},
         },  # fmt: skip
         "var": {
             "tokenizer": MSVQ_TOKENIZER,

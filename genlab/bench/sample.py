@@ -5,7 +5,8 @@ A flow run sweeps its continuous samplers; any other generator sweeps its own ``
 timed once at its defaults. The proxy and the diffusers peer below exist for flow runs only.
 
 For each (sampler, NFE) it generates the same N images (image i: seed i, class i mod K) at batch 8 and reports
-ms per image, NFE (base-model evaluations; FlowTurbo's refiner evaluations separately) and quality:
+ms per image, NFE (base-model evaluations; FlowTurbo's refiner evaluations separately), GFLOPs per image (counted
+over a 2-image run at the row's options, ``genlab.bench.cost``) and quality:
 
 - FID, when ``metric`` is given or ``genlab.evals`` provides ``fid_metric_for_run(run_dir, *, n, device)``
   returning ``metric(images)``: uint8 (N, 3, H, W) -> float (the offline Inception, reference stats cached);
@@ -32,6 +33,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from genlab.bench.cost import count_sampling
 from genlab.config import ConfigError
 from genlab.data import to_uint8
 from genlab.data.cache import training_images
@@ -211,6 +213,9 @@ def bench_sample(
                 if p is None:
                     continue
                 out, sec = _generate(pipe, labels, sampler=name, batch=batch_size, cfg=cfg, **p)
+                given = {
+                    k: v for k, v in {"sampler": name, "cfg": cfg, **p}.items() if k in pipe.options_class.fields()
+                }
                 row = {
                     "sampler": name,
                     "budget": nfe,  # the NFE column it was planned for; Heun's Euler last step spends one less
@@ -219,6 +224,7 @@ def bench_sample(
                     **{k: v for k, v in p.items() if k != "steps"},
                     "nfe_by_network": out.nfe_by_network,
                     "ms_per_image": 1000 * sec / n,
+                    "gflops_per_image": count_sampling(pipe, options=given)["gflops_per_image"],  # counted
                     "proxy_rmse": _rmse(out.images, ref.images) if ref is not None else None,
                     "fid": float(metric(to_uint8(out.images))) if metric else None,
                 }
@@ -307,7 +313,8 @@ def _format_row(r: dict) -> str:
     others = list(r.get("nfe_by_network", {}).items())[1:]
     extra = f" {r['blocks']}" + "".join(f" +{k} {name}" for name, k in others) if "blocks" in r else ""
     proxy = f"  proxy {r['proxy_rmse']:.4f}" if r.get("proxy_rmse") is not None else ""
-    return f"{r['sampler']:>9} {r['nfe']:>3} NFE {r['ms_per_image']:8.2f} ms/img{proxy}  FID {fid}{extra}"
+    cost = f" {r['gflops_per_image']:8.4g} GFLOPs/img" if r.get("gflops_per_image") is not None else ""
+    return f"{r['sampler']:>9} {r['nfe']:>3} NFE {r['ms_per_image']:8.2f} ms/img{cost}{proxy}  FID {fid}{extra}"
 
 
 def format_table(result: dict) -> str:

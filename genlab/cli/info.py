@@ -1,4 +1,5 @@
-"""``genlab info``: a preset's or a run's resolved config and parameter counts; ``--list`` the registry."""
+"""``genlab info``: a preset's or a run's resolved config, parameter counts and counted sampling cost (GFLOPs per
+image, ``genlab.bench.cost``); ``--list`` the registry."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ def add_parser(sub) -> None:
     i.add_argument("--run", help="run directory")
     i.add_argument("--json", action="store_true", help='one JSON object: {"params": {...}, "config": {...}}')
     i.add_argument("--list", action="store_true", help="list the shipped presets and registered components")
+    cost = i.add_mutually_exclusive_group()
+    cost.add_argument("--cost", action="store_true", help="count the sampling GFLOPs/image even for a big preset")
+    cost.add_argument("--no-cost", action="store_true", help="skip counting the sampling GFLOPs/image")
     i.add_argument("overrides", nargs="*", metavar="key=value")
     i.set_defaults(fn=run)
 
@@ -27,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from genlab import config
+    from genlab.bench import cost as bench_cost
     from genlab.pipeline import Pipeline, RunError
 
     if args.list:
@@ -47,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = run.read_config() if run.has("config.yaml") else None
         if cfg is not None and not isinstance(cfg, config.RunConfig):
             cfg = None  # a refiner run: Pipeline.load brings its base run
+    cost = None
     if cfg is not None and cfg.task == "tokenizer":  # a tokenizer run: the tokenizer alone, counted on the meta device
         from genlab.runs.limits import check_build
 
@@ -55,15 +61,21 @@ def run(args: argparse.Namespace) -> int:
         params = {"tokenizer": sum(p.numel() for p in tokenizer.parameters())}
     elif args.preset:
         params = Pipeline.from_config(cfg, device=torch.device("meta")).param_counts()
+        cost = None if args.no_cost else bench_cost.preset_cost(cfg, force=args.cost)
     else:
         pipe = Pipeline.load(run)  # the same RunFolder: config.yaml is read once
         cfg, params = pipe.cfg, pipe.param_counts()
+        cost = None if args.no_cost else bench_cost.count_sampling(pipe)
     info = {"params": params, "config": cfg.to_dict()}
+    if cost is not None:
+        info["cost"] = cost
     if args.json:
         print(json.dumps(info))
     else:
         for part, n in info["params"].items():
             print(f"{part:>10}: {n:,} parameters ({n / 1e6:.2f}M)")
+        if cost is not None:
+            print(f"{'cost':>10}: {bench_cost.describe(cost)}")
         print(yaml.safe_dump(info["config"], sort_keys=False), end="")
     return 0
 

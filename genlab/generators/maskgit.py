@@ -84,6 +84,15 @@ def ranks(scores: Tensor) -> Tensor:
     )
 
 
+def start_ids(B: int, N: int, mask_id: int, device, tokens: Tensor | None, known: Tensor | None) -> Tensor:
+    """(B, N) decoding input: [MASK] everywhere, or ``tokens`` where ``known`` (default: everywhere) is True."""
+    ids = torch.full((B, N), mask_id, dtype=torch.long, device=device)
+    if tokens is None:
+        return ids
+    given = known.reshape(B, N).to(device) if known is not None else torch.ones_like(ids, dtype=torch.bool)
+    return torch.where(given, tokens.reshape(B, N).to(device).long(), ids)
+
+
 # ----------------------------------------------------------------------------- blocks
 
 
@@ -267,11 +276,8 @@ class MaskGIT(Generator):
         options.validate()
         self.check_options(options)
         N, T = self.spec.num_positions, int(options.steps)
-        B, device = labels.shape[0], labels.device
-        ids = torch.full((B, N), self.mask_id, dtype=torch.long, device=device)
-        if tokens is not None:
-            given = known.reshape(B, N).to(device) if known is not None else torch.ones_like(ids, dtype=torch.bool)
-            ids = torch.where(given, tokens.reshape(B, N).to(device).long(), ids)
+        B = labels.shape[0]
+        ids = start_ids(B, N, self.mask_id, labels.device, tokens, known)
         unknown0 = (ids == self.mask_id).sum(1)  # (B,) masked at the start
         for i in range(T):
             ids = self.decode_step(ids, labels, seeds, options, i, unknown0)

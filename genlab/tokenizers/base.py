@@ -223,6 +223,14 @@ class ResidualCodes(TokenCodes):
         the nearest code of depth d's codebook (RQ-VAE eq. 2: k_d = Q(r_{d-1}))."""
         return self._tok.quantize_at(d, residual)
 
+    def codebook(self, d: int) -> Tensor:
+        """Depth d's code vectors (K, code_dim) in the latent space, without gradients."""
+        return self._tok.depth_codebook(d)
+
+    def nearest(self, d: int, residual: Tensor) -> Tensor:
+        """Depth d's code ids (M,) nearest to residual vectors (M, code_dim), as the quantizer chooses them."""
+        return self._tok.nearest_at(d, residual)
+
 
 CODE_PROTOCOLS: dict[str, type[TokenCodes]] = {
     "ids": TokenCodes, "multiscale": MultiScaleCodes, "residual": ResidualCodes,

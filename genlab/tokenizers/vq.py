@@ -2,7 +2,7 @@
 
 - ``vqgan``: one code per position (VQ, FSQ or LFQ): tokens (B, h, w). LlamaGen's VQ-16, MaskGIT's VQGAN.
 - ``rqvae``: D residual codes per position (RQ-VAE, Lee et al. 2022; ResGen's tokenizer): tokens (B, h, w, D);
-  decodes from the first d depths too.
+  decodes from the first d depths too; ``flatten_depth``: the same tokens as one (B, h*w*D) discrete sequence.
 - ``msvq-vae``: VAR's multi-scale VQVAE (Tian et al. 2024): tokens are a list of (B, s_k, s_k) maps, coarse to
   fine; decodes from any prefix of scales, from its own or from ground-truth maps.
 
@@ -122,16 +122,28 @@ class RQVAETokenizer(VQGANTokenizer):
     @dataclass
     class Config(VQGANTokenizer.Config):
         quantizer: dict[str, Any] = field(default_factory=lambda: {"name": "rvq", "depth": 4})
+        # the depth-flattened view: one discrete sequence of h*w*depth ids (raster order, depth fastest) that any
+        # model of 1-D discrete tokens (MaskGIT, GPT) takes; same network and weights
+        flatten_depth: bool = False
         quantizers: ClassVar[tuple[str, ...]] = ("rvq",)
 
     def make_token_spec(self) -> TokenSpec:
-        depth = self.quantizer.cfg.depth
-        return TokenSpec(
-            self.KIND,
-            (self.grid, self.grid, depth),
-            vocab_size=self.quantizer.codebook_size,
-            code_dim=self.cfg.embed_dim,
-        )
+        depth, K, e = self.quantizer.cfg.depth, self.quantizer.codebook_size, self.cfg.embed_dim
+        if self.cfg.flatten_depth:
+            return TokenSpec("discrete", (self.grid * self.grid * depth,), vocab_size=K, code_dim=e)
+        return TokenSpec(self.KIND, (self.grid, self.grid, depth), vocab_size=K, code_dim=e)
+
+    def stacks(self, tokens: Tensor) -> Tensor:
+        """Tokens (flattened or not) -> (B, h, w, depth) stacks."""
+        return tokens.reshape(tokens.shape[0], self.grid, self.grid, self.quantizer.cfg.depth)
+
+    @torch.no_grad()
+    def encode(self, images: Tensor) -> Tensor:
+        ids = self.quantize(images).indices  # (B, h, w, depth)
+        return ids.reshape(ids.shape[0], -1) if self.cfg.flatten_depth else ids
+
+    def indices_to_codes(self, tokens: Tensor) -> Tensor:
+        return self.quantizer.indices_to_codes(self.stacks(tokens))
 
     def depth_codes(self, d: int, ids: Tensor) -> Tensor:
         """Depth d's code vectors (B, embed_dim, h, w) of ids (B, h, w)."""
@@ -145,10 +157,21 @@ class RQVAETokenizer(VQGANTokenizer):
         e, idx, _ = vq.quantize_rows(vq.project_in(to_rows(residual.float())))
         return idx.reshape(B, h, w), from_rows(e, (B, h, w))
 
+    def depth_codebook(self, d: int) -> Tensor:
+        """Depth d's code vectors (K, code_dim) in the latent space, without gradients."""
+        vq = self.quantizer.vq_at(d)
+        return vq.out_proj(vq.embeddings()).detach()
+
+    @torch.no_grad()
+    def nearest_at(self, d: int, residual: Tensor) -> Tensor:
+        """Depth d's code ids (M,) nearest to residual vectors (M, code_dim), as the quantizer chooses them."""
+        vq = self.quantizer.vq_at(d)
+        return vq.lookup(vq.project_in(residual))
+
     @torch.no_grad()
     def decode(self, tokens: Tensor, seeds: Tensor | None = None, *, depth: int | None = None) -> Tensor:
         """Images from the first ``depth`` (default: all) codes per position (a deterministic decoder: no seeds)."""
-        return self.decode_codes(self.quantizer.indices_to_codes(tokens, depth=depth))
+        return self.decode_codes(self.quantizer.indices_to_codes(self.stacks(tokens), depth=depth))
 
 
 @register("tokenizer", "msvq-vae")
