@@ -205,12 +205,12 @@ def test_config_refuses_bad_values():
 
 def preset_parts(name: str):
     """The preset's generator Config and SampleOptions, checked as the config loader checks components."""
-    from genlab.config import from_dict, load_preset_dict
+    from genlab.config import SampleSection, from_dict, load_preset_dict
 
     data = load_preset_dict(name)
     gen = dict(data["generator"])
     assert gen.pop("name") == "maskgit" and "objective" not in data
-    sample = {k: v for k, v in data["sample"].items() if k not in ("per_class", "seed")}
+    sample = {k: v for k, v in data["sample"].items() if k not in SampleSection.GRID_KEYS}
     options = from_dict(MaskGIT.SampleOptions, sample, "sample")
     options.validate()
     return data, from_dict(MaskGIT.Config, gen, "generator"), options
