@@ -7,7 +7,7 @@ them.
 """
 
 from genlab import registry
-from genlab.samplers import dpm_solver, euler, flowturbo, heun  # noqa: F401  (register the built-ins)
+from genlab.samplers import dpm_solver, euler, flowturbo, heun, rfpp  # noqa: F401  (register the built-ins)
 from genlab.samplers.base import Counted, SampleResult, integrate, timesteps
 from genlab.samplers.flowturbo import Blocks
 from genlab.samplers.guidance import GUIDANCE_SCHEDULES, guided
