@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from genlab import registry
-from genlab.tasks import generator, refiner, tokenizer  # noqa: F401  (register the built-ins)
+from genlab.tasks import ctm, generator, refiner, reflow, tokenizer  # noqa: F401  (register the built-ins)
 
 
 def train_run(cfg: Any, out_dir: Path | str, *, resume: str | None = None) -> Path:
