@@ -54,7 +54,7 @@ def test_pseudo_huber_is_l2_like_near_zero_and_l1_like_far():
 
 def test_rfpp_sampler_is_exact_on_a_straight_flow_and_euler_at_one_step():
     noise = torch.randn(64, 1, 1, 1, dtype=torch.float64)
-    straight = lambda x, t: (noise - gaussian_exact(noise))  # noqa: E731  (the 2-RF of the Gaussian: constant)
+    straight = lambda x, t: noise - gaussian_exact(noise)  # noqa: E731  (the 2-RF of the Gaussian: constant)
     for steps in (1, 2, 5):
         assert torch.allclose(integrate("rfpp", straight, noise, steps=steps).x, gaussian_exact(noise))
     v = lambda x, t: torch.sin(3 * x) + t.view(-1, 1, 1, 1)  # noqa: E731

@@ -19,7 +19,14 @@ import torch
 from torch import Tensor, nn
 
 from genlab.config import (
-    Component, ConfigError, SampleSection, TrainConfig, component_from_dict, from_dict, sample_options_class, to_dict,
+    Component,
+    ConfigError,
+    SampleSection,
+    TrainConfig,
+    component_from_dict,
+    from_dict,
+    sample_options_class,
+    to_dict,
 )  # fmt: skip
 from genlab.generators.objectives.flow import RectifiedFlow
 from genlab.pipeline import Pipeline, class_grid, save_grid

@@ -32,7 +32,6 @@ from genlab.data.base import DataError
 from genlab.data.pairs import PairDataset, write_pairs
 from genlab.nn import per_sample_rand, per_sample_randn
 from genlab.registry import register
-from genlab.samplers import integrate
 from genlab.tasks.base import fit
 from genlab.tasks.fewstep import FewStepRunConfig, PerceptualDistance, Teacher, _load_teacher, build_student, preview
 from genlab.train import Hooks

@@ -46,8 +46,6 @@ NOISE, TIME, DROP, TARGET, SOLVER = 0, 1, 2, 3, 4
 RENOISE = 16  # γ-sampling's step i draws from stream RENOISE + i
 
 
-
-
 def gamma_times(t_next: float, gamma: float) -> float:
     """The time s a γ-sampling jump lands on before re-noising to ``t_next``: sqrt(1 - γ²) times t_next's
     noise-to-signal ratio σ = t / (1 - t) (CTM's s = sqrt(1 - γ²) t_{n+1} in EDM's σ)."""

@@ -131,4 +131,3 @@ class ImprovedRectifiedFlow(RectifiedFlow):
         if cfg.lpips_divt:
             lp = lp / t.float().clamp_min(T_MIN)
         return ((1 - t.float()) * huber + lp).mean()
-
