@@ -10,7 +10,6 @@ sha256, so ``genlab sample --run OUT`` (``Pipeline.load``) reads the new run lik
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,6 +30,7 @@ from genlab.config import (
 from genlab.generators.objectives.flow import RectifiedFlow
 from genlab.pipeline import Pipeline, class_grid, save_grid
 from genlab.runs.store import RunError
+from genlab.safeio import sha256_file
 
 STUDENT_SECTIONS = {"data": "dataset", "tokenizer": "tokenizer", "generator": "generator", "objective": "objective"}
 
@@ -61,14 +61,6 @@ class Teacher:
                               f"{num_classes}")  # fmt: skip
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _load_teacher(cfg: TeacherConfig, *, device=None) -> Teacher:  # merge: genlab.tasks.teacher.load_teacher
     """The frozen flow run ``cfg.run`` (its files verified by the run store), eval mode, no gradients."""
     if not cfg.run:
@@ -82,7 +74,7 @@ def _load_teacher(cfg: TeacherConfig, *, device=None) -> Teacher:  # merge: genl
         raise ConfigError(f"teacher.run: {path} is not a flow run (objective flow or rfpp); few-step methods "
                           "distil flow models")  # fmt: skip
     pipe.eval().requires_grad_(False)
-    return Teacher(pipe, path, _sha256(path / "generator" / "model.safetensors"))
+    return Teacher(pipe, path, sha256_file(path / "generator" / "model.safetensors"))
 
 
 # ----------------------------------------------------------------------------- the run config
