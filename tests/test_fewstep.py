@@ -193,3 +193,26 @@ def test_teacher_errors_are_one_line(smoke_run, tmp_path, capsys):
         train_run(cfg, tmp_path / "y")
     assert main(["train", "--preset", "smoke-reflow", "--out", str(tmp_path / "z"), "teacher.run="]) == 2
     assert "teacher.run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", ["smoke-ctm"])  # reflow's loss: the batch-split check of test_objective_contract
+def test_student_weights_do_not_depend_on_the_thread_count(preset, smoke_run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from safetensors.torch import load_file
+
+    def trained(threads: str):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": threads}
+        out = tmp_path / f"t{threads}"
+        args = ["train", "--preset", preset, "--out", str(out), f"teacher.run={smoke_run}", "train.steps=3",
+                "train.batch_size=8", "reflow.n=8" if preset == "smoke-reflow" else "objective.solver_steps=4"]  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "genlab", *args], env=env, capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        return load_file(str(out / "generator" / "model.safetensors"))
+
+    one, two = trained("1"), trained("2")
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
