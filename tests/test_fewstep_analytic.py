@@ -111,8 +111,8 @@ def test_ctm_on_the_exact_teacher_learns_the_jumps():
             errors[step + 1] = jump_error(ctm, points)
 
     errors[0] = jump_error(ctm, points)
-    print("jump error by step", errors)
     train(ctm, 300, 64, data, on_step=on_step)
+    print("CTM jump error |G(x_t, t, s) - exact| by training step:", errors)
     assert errors[25] < errors[0] and errors[300] < 0.5 * errors[25], errors
     assert errors[300] < 0.1, errors
 
