@@ -150,6 +150,19 @@ def test_reflow_trains_a_two_rectified_flow_from_the_teacher(smoke_run, tmp_path
     assert Pipeline.load(dist).cfg.reflow.distill
 
 
+def test_reflow_with_the_lpips_huber_premetric_decodes_through_the_perceptual_network(smoke_run, tmp_path, capsys):
+    cfg = quick("smoke-reflow", smoke_run, "reflow.n=4", "reflow.steps=2", "objective.premetric=lpips_huber",
+                "reflow.perceptual=random-conv", "reflow.perceptual_resize=32", "reflow.distill=true")  # fmt: skip
+    out = train_run(cfg, tmp_path / "lp")
+    assert Pipeline.load(out).cfg.objective.cfg.premetric == "lpips_huber"
+    auto = quick("smoke-reflow", smoke_run, "reflow.n=4", "reflow.steps=2", "objective.premetric=lpips_huber",
+                 "reflow.lpips_path=/nonexistent", "reflow.perceptual_resize=0")  # fmt: skip
+    assert auto.reflow.perceptual == "auto"  # the offline fallback is chosen (and said) at train time
+    capsys.readouterr()
+    assert main(["reflow", "--run", str(smoke_run), "--n", "0", "--out", str(tmp_path / "p")]) == 2
+    assert "--n" in capsys.readouterr().err
+
+
 def test_ctm_starts_as_the_teachers_euler_jump_and_samples_with_gamma(smoke_run, tmp_path):
     from genlab.tasks.fewstep import _load_teacher, build_student
 
