@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch from the local wheel cache where pip has one; pinned by the range in pyproject.toml
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: quickstart quickstart-latent quickstart-maskgit quickstart-var quickstart-titok quickstart-flextok test lint venv clean-runs
+.PHONY: quickstart quickstart-latent quickstart-maskgit quickstart-var quickstart-titok quickstart-flextok quickstart-fewstep test lint venv clean-runs
 
 # extra `genlab train` arguments, e.g. a short run: make quickstart QUICKSTART_ARGS="train.steps=20" (what CI runs)
 QUICKSTART_ARGS ?=
@@ -91,6 +91,10 @@ runs/quickstart-flextok-cache/manifest.json: runs/quickstart-flextok/tokenizer/m
 quickstart-flextok: runs/quickstart-flextok-cache/manifest.json
 	$(BIN)/genlab train --preset quickstart-flextok-gpt --out runs/quickstart-flextok-gpt --resume auto
 	$(call final_grid,runs/quickstart-flextok-gpt)
+# a one-step student of the quickstart run (reflow, docs/fewstep.md); the quickstart first, if it is not done
+quickstart-fewstep: quickstart
+	$(BIN)/genlab train --preset quickstart-fewstep teacher.run=runs/quickstart --out runs/quickstart-fewstep --resume auto
+	$(call final_grid,runs/quickstart-fewstep)
 
 CHROMIUM_NOTE = "make test: chromium is not on the PATH, so the demo's browser test is skipped; to run it: sudo apt-get install chromium (Debian/Ubuntu), then make test again"
 

@@ -105,8 +105,8 @@ TINY: dict[str, dict[str, dict | None]] = {
             "sample": {"cfg": 1.5, "top_k": 8},
         },  # fmt: skip
     },
-    "objective": {"flow": {}},  # exercised through the dit entry
-    "sampler": {name: {} for name in ("euler", "heun", "dpm++", "unipc", "flowturbo", "diffusers-euler")},
+    "objective": {"flow": {}, "rfpp": {}, "ctm": {"solver_steps": 4}},  # flow: exercised through the dit entry
+    "sampler": {name: {} for name in ("euler", "heun", "dpm++", "unipc", "flowturbo", "diffusers-euler", "rfpp")},
     "evaluator": {"fid": {}, "kid": {}, "pr": {}, "is": {}},
     "refiner": {"flowturbo": {"depth": 1, "hidden_size": 16, "num_heads": 2, "patch_size": 2}},
     "task": {
@@ -114,6 +114,9 @@ TINY: dict[str, dict[str, dict | None]] = {
         "tokenizer": {"preset": "smoke-vq"},
         "flowturbo-refiner": {"preset": "flowturbo-refiner"},
         "titok": {"preset": "imagenet256/titok-s-128"},
+        "reflow": {"preset": "smoke-reflow"},
+        "slimflow": {"preset": "smoke-slimflow"},
+        "ctm": {"preset": "smoke-ctm"},
     },  # fmt: skip
     # importers and benchmarks: the arguments their parser must accept (their runs are tested in their own files)
     "importer": {

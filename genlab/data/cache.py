@@ -114,9 +114,30 @@ def write_token_cache(
         "class_names": list(dataset.class_names),
     }  # fmt: skip
     _claim(out, plan)
+
+    def make(idx: Tensor) -> dict[str, Tensor]:
+        batch = batch_by_index(dataset, idx)
+        x = batch["image"].to(device)
+        named = {"label": batch["label"].long(), **_encoded(encode(x), "")}
+        if flips:
+            named |= _encoded(encode(x.flip(-1)), "flip.")
+        return named
+
+    return write_shards(out, plan, make, shard_size=shard_size, batch_size=batch_size, dtype=dtype, desc="cache")
+
+
+def write_shards(
+    out: Path, plan: dict, make: Callable[[Tensor], dict[str, Tensor]], *, shard_size: int, batch_size: int,
+    dtype: torch.dtype | None = None, desc: str = "cache", unit: str = "img",
+) -> dict:  # fmt: skip
+    """Fill the claimed directory ``out`` with ``plan["count"]`` rows in shards: ``make(indices)`` returns the
+    named CPU tensors of rows ``indices`` (a "label" among them). Shards already there are kept (resume); the manifest
+    (``plan`` + each shard's sha256 + one checksum) is written last. Token caches and reflow's pair datasets
+    (``genlab.data.pairs``) are both written here."""
+    n = plan["count"]
     shards = (n + shard_size - 1) // shard_size
     done = sum(min(shard_size, n - i * shard_size) for i in range(shards) if (out / shard_name(i)).is_file())
-    bar = tqdm(total=n, initial=done, desc="cache", unit="img", dynamic_ncols=True)
+    bar = tqdm(total=n, initial=done, desc=desc, unit=unit, dynamic_ncols=True)
     for i in range(shards):
         path = out / shard_name(i)
         if path.is_file():
@@ -125,12 +146,7 @@ def write_token_cache(
         parts: dict[str, list[Tensor]] = {}
         for start in range(lo, hi, batch_size):
             idx = torch.arange(start, min(hi, start + batch_size))
-            batch = batch_by_index(dataset, idx)
-            x = batch["image"].to(device)
-            named = {"label": batch["label"].long(), **_encoded(encode(x), "")}
-            if flips:
-                named |= _encoded(encode(x.flip(-1)), "flip.")
-            for k, v in named.items():
+            for k, v in make(idx).items():
                 if dtype is not None and v.is_floating_point():
                     v = v.to(dtype)
                 parts.setdefault(k, []).append(v)

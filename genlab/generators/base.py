@@ -190,11 +190,18 @@ def build_generator(
 ) -> Generator:
     """The Generator of a run config's ``generator`` (and ``objective``) sections (``config.Component``s):
     a backbone wrapped by its objective, or a self-contained generator. ValueError (GeneratorError) when the
-    tokens or sizes do not fit."""
+    tokens or sizes do not fit.
+
+    An objective class may declare ``backbone_overrides(objective_cfg, spec) -> dict`` of backbone config fields it
+    needs (CTM: ``{"time_inputs": 2}``); they replace the generator section's values when the backbone is built."""
     cls = registry.get("generator", generator.name)
     check_spec(cls, spec)
     check_codes(cls, codes)
     if cls.ROLE == "backbone":
-        backbone = cls(generator.cfg, spec=spec, num_classes=num_classes)
-        return registry.get("objective", objective.name)(objective.cfg, backbone)
+        obj_cls = registry.get("objective", objective.name)
+        hook = getattr(obj_cls, "backbone_overrides", None)
+        overrides = hook(objective.cfg, spec) if hook is not None else {}
+        cfg = dataclasses.replace(generator.cfg, **overrides) if overrides else generator.cfg
+        backbone = cls(cfg, spec=spec, num_classes=num_classes)
+        return obj_cls(objective.cfg, backbone)
     return cls(generator.cfg, spec=spec, num_classes=num_classes, codes=codes)

@@ -47,12 +47,17 @@ class DiT(nn.Module):
         rope: bool = False  # 2-D axial RoPE on q and k, on top of the sin-cos absolute embedding
         qk_norm: bool = False  # normalise each head's q and k (LightningDiT's use_qknorm; off in its release)
         adaln: Literal["shift_scale_gate", "scale_gate"] = "shift_scale_gate"  # scale_gate: LightningDiT's wo_shift
+        # 2: a second time input s, embedded like t and added to the conditioning (CTM's G(x_t, t, s)); objectives
+        # that need it request it through ``backbone_overrides``. 1: DiT as published (no extra weights)
+        time_inputs: int = 1
 
         def validate(self) -> None:
             if min(self.depth, self.hidden_size, self.num_heads, self.patch_size) <= 0:
                 raise ValueError("depth, hidden_size, num_heads and patch_size must be positive")
             if self.hidden_size % self.num_heads:
                 raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+            if self.time_inputs not in (1, 2):
+                raise ValueError(f"time_inputs must be 1 or 2, got {self.time_inputs}")
             if self.rope and (self.hidden_size // self.num_heads) % 4:
                 raise ValueError(
                     f"rope needs a head dimension (hidden_size / num_heads = {self.hidden_size // self.num_heads}) "
@@ -74,6 +79,7 @@ class DiT(nn.Module):
         D = cfg.hidden_size
         self.x_embedder = nn.Conv2d(in_channels, D, kernel_size=p, stride=p)
         self.t_embedder = TimestepEmbedder(D)
+        self.s_embedder = TimestepEmbedder(D) if cfg.time_inputs == 2 else None  # CTM's target time s
         self.y_embedder = LabelEmbedder(num_classes, D)
         self.register_buffer("pos_embed", sincos_pos_embed_2d(D, self.grid).unsqueeze(0), persistent=False)
         rope = rope_2d(D // cfg.num_heads, self.grid) if cfg.rope else None  # (2, T, Dh) cos and sin
@@ -94,6 +100,9 @@ class DiT(nn.Module):
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        if self.s_embedder is not None:  # zero output: with s added, the network starts as the one-time DiT
+            nn.init.normal_(self.s_embedder.mlp[0].weight, std=0.02)
+            nn.init.zeros_(self.s_embedder.mlp[2].weight)
         for block in [*self.blocks, self.final_layer]:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
@@ -106,11 +115,16 @@ class DiT(nn.Module):
         x = x.view(B, g, g, p, p, C).permute(0, 5, 1, 3, 2, 4)  # (B, C, g, p, g, p)
         return x.reshape(B, C, g * p, g * p)
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        """x (B, C, H, W), t (B,) in [0, 1], y (B,) class ids (``num_classes`` = null) -> (B, C, H, W)."""
+    def forward(self, x: Tensor, t: Tensor, y: Tensor, s: Tensor | None = None) -> Tensor:
+        """x (B, C, H, W), t (B,) in [0, 1], y (B,) class ids (``num_classes`` = null) -> (B, C, H, W).
+        ``s`` (B,): the second time input of a ``time_inputs: 2`` backbone (default: s = t)."""
         h = self.x_embedder(x).flatten(2).transpose(1, 2)  # (B, T, D)
         h = h + self.pos_embed.to(h.dtype)  # keep the residual stream in the compute dtype (bf16 under autocast)
         c = self.t_embedder(t) + self.y_embedder(y)  # (B, D)
+        if self.s_embedder is not None:
+            c = c + self.s_embedder(t if s is None else s)
+        elif s is not None:
+            raise ValueError("this DiT has one time input (time_inputs: 1); it takes no s")
         for block in self.blocks:
             h = block(h, c, self.rope)
         return self.unpatchify(self.final_layer(h, c))

@@ -8,7 +8,7 @@ never import a model; guidance wraps the network callable before it reaches them
 """
 
 from genlab import registry
-from genlab.samplers import dpm_solver, euler, flowturbo, heun  # noqa: F401  (register the built-ins)
+from genlab.samplers import dpm_solver, euler, flowturbo, heun, rfpp  # noqa: F401  (register the built-ins)
 from genlab.samplers.base import Counted, SampleResult, declared_networks, integrate, option_names, sampler, timesteps
 from genlab.samplers.flowturbo import Blocks
 from genlab.samplers.guidance import GUIDANCE_SCHEDULES, guided

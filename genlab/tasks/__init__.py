@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from genlab import registry
-from genlab.tasks import generator, refiner, titok, tokenizer  # noqa: F401  (register the built-ins)
+from genlab.tasks import ctm, generator, refiner, reflow, titok, tokenizer  # noqa: F401  (register the built-ins)
 from genlab.train import runfolder_guard
 
 
