@@ -23,7 +23,7 @@ from genlab.generators.objectives.ctm import ConsistencyTrajectory
 from genlab.registry import register
 from genlab.tasks.base import fit
 from genlab.tasks.fewstep import FewStepRunConfig, _load_teacher, build_student, preview
-from genlab.tasks.generator import GeneratorTraining
+from genlab.tasks.generator import GeneratorRun, GeneratorTraining
 from genlab.train import Hooks
 
 
@@ -61,6 +61,11 @@ class CTMRunConfig(FewStepRunConfig):
 @register("task", "ctm")
 class CTMRun:
     Config = CTMRunConfig
+
+    @staticmethod
+    def load(run, *, device=None):
+        """A student run is a generator run: its tokenizer, its backbone under its objective, EMA weights."""
+        return GeneratorRun.load(run, device=device)
 
     @staticmethod
     def train(cfg: CTMRunConfig, out: Path, *, resume: str | None = None) -> Path:

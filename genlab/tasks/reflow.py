@@ -34,6 +34,7 @@ from genlab.nn import per_sample_rand, per_sample_randn
 from genlab.registry import register
 from genlab.tasks.base import fit
 from genlab.tasks.fewstep import FewStepRunConfig, PerceptualDistance, Teacher, _load_teacher, build_student, preview
+from genlab.tasks.generator import GeneratorRun
 from genlab.train import Hooks
 
 ANNEAL, GUIDE = 5, 6  # per-sample streams (the flow objectives use 0..3)
@@ -196,6 +197,11 @@ class ReflowRun:
     def train(cfg: ReflowRunConfig, out: Path, *, resume: str | None = None) -> Path:
         return train_on_pairs(cfg, out, resume, slim=False)
 
+    @staticmethod
+    def load(run, *, device=None):
+        """A student run is a generator run: its tokenizer, its backbone under its objective, EMA weights."""
+        return GeneratorRun.load(run, device=device)
+
 
 @register("task", "slimflow")
 class SlimFlowRun:
@@ -204,3 +210,8 @@ class SlimFlowRun:
     @staticmethod
     def train(cfg: SlimFlowRunConfig, out: Path, *, resume: str | None = None) -> Path:
         return train_on_pairs(cfg, out, resume, slim=True)
+
+    @staticmethod
+    def load(run, *, device=None):
+        """A student run is a generator run: its tokenizer, its backbone under its objective, EMA weights."""
+        return GeneratorRun.load(run, device=device)
