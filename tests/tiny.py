@@ -67,6 +67,12 @@ TINY: dict[str, dict[str, dict | None]] = {
             "objective": {"name": "flow"},
             "sample": {"steps": 3, "cfg": 2.0},
         },  # fmt: skip
+        "lamamba": {
+            "tokenizer": {"name": "pixels", "patch": 2},
+            "generator": {"dim": 8, "depths": [1, 1], "bottleneck_depth": 1, "num_heads": 2, "window_size": 4},
+            "objective": {"name": "flow"},
+            "sample": {"steps": 3, "cfg": 2.0},
+        },  # fmt: skip
         "maskgit": {
             "tokenizer": VQ_TOKENIZER,
             "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2},

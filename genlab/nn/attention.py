@@ -16,15 +16,17 @@ def attention(
 ) -> Tensor:
     """softmax(q k^T * scale) v over (B, H, N, Dh) queries and (B, H, S, Dh) keys (scale default 1 / sqrt(Dh)).
     ``is_causal``: query i sees keys 0..i (N = S); ``mask``: a boolean (N, S) (or broadcastable) of what each query may
-    see. PyTorch's fused SDPA everywhere except bf16/fp16 on the CPU, where its kernel is slower than the explicit
-    product at DiT's sequence lengths (measured with ``genlab bench train``: attention forward+backward 1.6-1.9x
+    see, or a float one added to the scores (Swin's relative position bias). PyTorch's fused SDPA everywhere except
+    bf16/fp16 on the CPU, where its kernel is slower than the explicit product at DiT's sequence lengths (measured with ``genlab bench train``: attention forward+backward 1.6-1.9x
     faster at 64-256 tokens; 2.7x under VAR's block-causal mask at 130 tokens)."""
     if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
         scores = (q * (q.shape[-1] ** -0.5 if scale is None else scale)) @ k.transpose(-2, -1)  # (B, H, N, S)
         if is_causal:
             mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
-        if mask is not None:
+        if mask is not None and mask.dtype == torch.bool:
             scores = scores.masked_fill(~mask, float("-inf"))
+        elif mask is not None:  # an additive bias (Swin's relative positions and shifted-window mask)
+            scores = scores + mask.to(scores.dtype)
         return scores.softmax(dim=-1) @ v
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale)
 

@@ -34,7 +34,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 log = logging.getLogger(__name__)
 
-CHUNK = 32  # steps per chunk of the pure-PyTorch scan: the (T, T) decay matrix costs T^2 per channel and state
+CHUNK = 16  # steps per chunk of the pure-PyTorch scan: the (T, T) decay matrix costs T^2 per channel and state
 _PATH_LOGGED: set[str] = set()
 
 
