@@ -23,6 +23,7 @@ from genlab.nn import (
     LabelEmbedder,
     Mlp,
     SwiGLU,
+    TDNorm,
     TimestepEmbedder,
     make_norm,
     rope_2d,
@@ -52,10 +53,18 @@ def swiglu_hidden(hidden: int, mlp_ratio: float) -> int:
 
 
 class DiTBlock(nn.Module):
-    """Self-attention + MLP, each branch modulated (shift, scale; or scale alone) and gated by the conditioning."""
+    """Self-attention + MLP, each branch modulated (shift, scale; or scale alone) and gated by the conditioning;
+    or, with ``conditioning="tdln"``, ``x + branch(TDNorm(x, tau))`` with no modulation MLP (DiMR's TD-LN)."""
 
     def __init__(self, hidden: int, num_heads: int, cfg: DiT.Config):
         super().__init__()
+        self.tdln = cfg.conditioning == "tdln"
+        if self.tdln:
+            self.norm1, self.norm2 = TDNorm(cfg.norm, hidden), TDNorm(cfg.norm, hidden)
+            self.attn = Attention(hidden, num_heads, qk_norm=cfg.norm if cfg.qk_norm else None)
+            self.mlp = SwiGLU(hidden, swiglu_hidden(hidden, cfg.mlp_ratio)) if cfg.mlp == "swiglu" else (
+                Mlp(hidden, int(hidden * cfg.mlp_ratio)))  # fmt: skip
+            return
         self.norm1 = block_norm(cfg.norm, hidden)
         self.attn = Attention(hidden, num_heads, qk_norm=cfg.norm if cfg.qk_norm else None)
         self.norm2 = block_norm(cfg.norm, hidden)
@@ -67,6 +76,9 @@ class DiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, self.n_mod * hidden))
 
     def forward(self, x: Tensor, c: Tensor, rope: Tensor | None = None) -> Tensor:  # x (B, T, D), c (B, D)
+        if self.tdln:  # c is tau (B,)
+            x = x + self.attn(self.norm1(x, c), rope)
+            return x + self.mlp(self.norm2(x, c))
         mod = self.adaLN_modulation(c).chunk(self.n_mod, dim=1)  # each (B, D)
         if self.n_mod == 6:
             shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
@@ -78,15 +90,20 @@ class DiTBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    """Norm, (shift, scale) modulation and the linear to patches; LightningDiT keeps the shift here in every case."""
+    """Norm, (shift, scale) modulation and the linear to patches; LightningDiT keeps the shift here in every case.
+    ``tdln``: a TD-LN and the linear (c is then tau)."""
 
-    def __init__(self, hidden: int, patch_size: int, out_channels: int, norm: str = "layernorm"):
+    def __init__(self, hidden: int, patch_size: int, out_channels: int, norm: str = "layernorm", tdln: bool = False):
         super().__init__()
-        self.norm_final = block_norm(norm, hidden)
+        self.tdln = tdln
+        self.norm_final = TDNorm(norm, hidden) if tdln else block_norm(norm, hidden)
         self.linear = nn.Linear(hidden, patch_size * patch_size * out_channels)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
+        if not tdln:
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        if self.tdln:
+            return self.linear(self.norm_final(x, c))
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
         return self.linear(modulate(self.norm_final(x), shift, scale))  # (B, T, p*p*C)
 
@@ -111,6 +128,9 @@ class DiT(nn.Module):
         rope: bool = False  # 2-D axial RoPE on q and k, on top of the sin-cos absolute embedding
         qk_norm: bool = False  # normalise each head's q and k (LightningDiT's use_qknorm; off in its release)
         adaln: Literal["shift_scale_gate", "scale_gate"] = "shift_scale_gate"  # scale_gate: LightningDiT's wo_shift
+        # how t and y enter: adaLN-Zero (DiT), or DiMR's TD-LN (every norm's scale and shift a learned function of
+        # tau = 1 - 2t, no modulation MLPs; t enters only there, y as a class token in front of the patches)
+        conditioning: Literal["adaln", "tdln"] = "adaln"
 
         def validate(self) -> None:
             if min(self.depth, self.hidden_size, self.num_heads, self.patch_size) <= 0:
@@ -122,6 +142,8 @@ class DiT(nn.Module):
                     f"rope needs a head dimension (hidden_size / num_heads = {self.hidden_size // self.num_heads}) "
                     "divisible by 4: half of it for rows, half for columns, in pairs"
                 )
+            if self.conditioning == "tdln" and self.rope:
+                raise ValueError("conditioning tdln puts a class token in front of the patches; rope does not cover it")
 
     def __init__(self, cfg: Config, *, spec: TokenSpec, num_classes: int, out_channels: int = 0):
         super().__init__()
@@ -137,13 +159,14 @@ class DiT(nn.Module):
         self.grid = input_size // p
         D = cfg.hidden_size
         self.x_embedder = nn.Conv2d(in_channels, D, kernel_size=p, stride=p)
-        self.t_embedder = TimestepEmbedder(D)
+        self.tdln = cfg.conditioning == "tdln"
+        self.t_embedder = None if self.tdln else TimestepEmbedder(D)
         self.y_embedder = LabelEmbedder(num_classes, D)
         self.register_buffer("pos_embed", sincos_pos_embed_2d(D, self.grid).unsqueeze(0), persistent=False)
         rope = rope_2d(D // cfg.num_heads, self.grid) if cfg.rope else None  # (2, T, Dh) cos and sin
         self.register_buffer("rope", rope, persistent=False)
         self.blocks = nn.ModuleList(DiTBlock(D, cfg.num_heads, cfg) for _ in range(cfg.depth))
-        self.final_layer = FinalLayer(D, p, self.out_channels, cfg.norm)
+        self.final_layer = FinalLayer(D, p, self.out_channels, cfg.norm, tdln=self.tdln)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -156,9 +179,10 @@ class DiT(nn.Module):
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.x_embedder.bias)
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
-        for block in [*self.blocks, self.final_layer]:
+        if self.t_embedder is not None:
+            nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+            nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        for block in [*self.blocks, self.final_layer] if not self.tdln else []:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
         nn.init.zeros_(self.final_layer.linear.weight)
@@ -174,10 +198,20 @@ class DiT(nn.Module):
         """x (B, C, H, W), t (B,) in [0, 1], y (B,) class ids (``num_classes`` = null) -> (B, C, H, W)."""
         h = self.x_embedder(x).flatten(2).transpose(1, 2)  # (B, T, D)
         h = h + self.pos_embed.to(h.dtype)  # keep the residual stream in the compute dtype (bf16 under autocast)
+        if self.tdln:
+            return self.forward_tdln(h, t, y)
         c = self.t_embedder(t) + self.y_embedder(y)  # (B, D)
         for block in self.blocks:
             h = block(h, c, self.rope)
         return self.unpatchify(self.final_layer(h, c))
+
+    def forward_tdln(self, h: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        """TD-LN conditioning: (B, T, D) patches behind the class token; every norm reads tau = 1 - 2t."""
+        tau = 1 - 2 * t.float()
+        h = torch.cat([self.y_embedder(y).unsqueeze(1).to(h.dtype), h], dim=1)  # (B, 1 + T, D)
+        for block in self.blocks:
+            h = block(h, tau)
+        return self.unpatchify(self.final_layer(h[:, 1:], tau))
 
 
 def dit_param_count(size: str, *, in_channels: int = 4, input_size: int = 32, num_classes: int = 1000) -> int:

@@ -75,10 +75,14 @@ class SwiGLU(nn.Module):
     """w3(silu(x W1) * x W2). ``fused``: W1 and W2 in one linear ``w12`` (LightningDiT's / DINOv2's layout); else
     separate ``w1`` and ``w2`` (Llama's layout, and faster on the CPU: the fused backward concatenates the two
     gradients, 7% slower for a SwiGLU forward+backward at width 256 -> 1024). ``bias=False`` is Llama's (and
-    LlamaGen's) bias-free feed-forward."""
+    LlamaGen's) bias-free feed-forward. ``act="gelu"``: the gate through exact GELU instead (GEGLU, Shazeer 2020; DiMR's
+    feed-forward)."""
 
-    def __init__(self, dim: int, hidden: int, *, bias: bool = True, fused: bool = True):
+    def __init__(self, dim: int, hidden: int, *, bias: bool = True, fused: bool = True, act: str = "silu"):
         super().__init__()
+        if act not in ("silu", "gelu"):
+            raise ValueError(f"unknown gate activation {act!r}; choose silu or gelu")
+        self.act = F.silu if act == "silu" else F.gelu
         if fused:
             self.w12 = nn.Linear(dim, 2 * hidden, bias=bias)
         else:
@@ -90,4 +94,4 @@ class SwiGLU(nn.Module):
             gate, value = self.w12(x).chunk(2, dim=-1)  # (..., hidden) each
         else:
             gate, value = self.w1(x), self.w2(x)
-        return self.w3(F.silu(gate) * value)
+        return self.w3(self.act(gate) * value)
