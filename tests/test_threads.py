@@ -136,10 +136,10 @@ def _train(preset: str, out: Path, threads_env: str | None, steps: int, switchin
     return load_file(str(out / "generator" / "model.safetensors"))
 
 
-@pytest.mark.parametrize("preset", ["smoke", "smoke-var"])
-def test_weights_do_not_depend_on_the_thread_count(preset, tmp_path):
-    one = _train(preset, tmp_path / "one", "1", 12)
-    two = _train(preset, tmp_path / "two", "2", 12)
-    switching = _train(preset, tmp_path / "switch", None, 12, switching=True)
+@pytest.mark.parametrize("preset, steps", [("smoke", 12), ("smoke-var", 12), ("smoke-lamamba", 4), ("smoke-dimr", 6)])
+def test_weights_do_not_depend_on_the_thread_count(preset, steps, tmp_path):
+    one = _train(preset, tmp_path / "one", "1", steps)
+    two = _train(preset, tmp_path / "two", "2", steps)
+    switching = _train(preset, tmp_path / "switch", None, steps, switching=True)
     for name, w in one.items():
         assert torch.equal(w, two[name]) and torch.equal(w, switching[name]), name
