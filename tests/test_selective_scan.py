@@ -16,7 +16,7 @@ def inputs(b=2, K=4, D=6, N=3, L=70, dtype=torch.float32, seed=0):
     return r(b, K * D, L), r(b, K * D, L), A, r(b, K, N, L), r(b, K, N, L), r(K * D), r(K * D)
 
 
-@pytest.mark.parametrize("chunk", [1, 5, 32, 128])
+@pytest.mark.parametrize("chunk", [1, 5, 8, 32])
 @pytest.mark.parametrize("d_state", [1, 4])
 def test_chunked_scan_equals_the_recurrence(chunk, d_state):
     args = inputs(N=d_state)

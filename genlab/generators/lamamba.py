@@ -299,7 +299,7 @@ class LaMambaDiff(nn.Module):
         d_conv: int = 3  # SS2D depthwise conv kernel
         conv_bias: bool = False  # bias in that conv (the paper: none)
         scan: Literal["continuous", "raster"] = "continuous"  # the four scan orders (see ``scan_orders``)
-        scan_chunk: int = 16  # steps per chunk of the pure-PyTorch scan (numerics only; not the result)
+        scan_chunk: int = 8  # steps per chunk of the pure-PyTorch scan (numerics only; not the result)
 
         def validate(self) -> None:
             if len(self.depths) < 2 or min(self.depths) < 1:
