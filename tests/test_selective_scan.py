@@ -63,3 +63,13 @@ def test_flop_counter_counts_the_registered_formula_also_on_meta():
 
 def test_cpu_path_is_the_torch_scan():
     assert scan_path(torch.device("cpu")) == "torch"
+
+
+def test_says_once_which_path_it_uses(capsys, monkeypatch):
+    from genlab.nn import selective_scan as ss
+
+    monkeypatch.setattr(ss, "_PATH_LOGGED", set())
+    ss.selective_scan(*inputs(L=4))
+    ss.selective_scan(*inputs(L=4))
+    err = capsys.readouterr().err
+    assert err.count("selective scan: the pure-PyTorch chunked scan") == 1

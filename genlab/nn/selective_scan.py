@@ -15,6 +15,7 @@ Three ways to run it, one result:
   decay matrix (every exponent ≤ 0, so nothing overflows); the state h_T carries to the next chunk. Work is O(L T)
   per channel and state (T = 8 by default), memory O(L T) for autograd's recomputation in the backward;
 - on a GPU with ``mamba-ssm`` installed, its fused CUDA kernel (``selective_scan_fn``; ``pip install genlab[gpu]``).
+  The first scan of a process says on stderr which of the two runs.
   mamba-ssm is the maintained reference kernel (state-spaces/mamba, the one VMamba's and LaMamba-Diff's kernels
   derive from); ``mambapy`` is a pure-PyTorch parallel scan, i.e. no faster than the chunked scan here on a GPU.
 
@@ -26,14 +27,12 @@ of the elementwise work inside the chunked form, which the counter would not see
 
 from __future__ import annotations
 
-import logging
+import sys
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
-
-log = logging.getLogger(__name__)
 
 CHUNK = 8  # steps per chunk of the pure-PyTorch scan: the (T, T) decay matrix costs T per step, channel and state
 _PATH_LOGGED: set[str] = set()
@@ -115,7 +114,7 @@ def _log_path(path: str) -> None:
         _PATH_LOGGED.add(path)
         how = "mamba-ssm's CUDA kernel" if path == "mamba-ssm" else "the pure-PyTorch chunked scan"
         hint = "" if path == "mamba-ssm" else " (on a GPU, `pip install genlab[gpu]` adds mamba-ssm's kernel)"
-        log.info("selective scan: %s%s", how, hint)
+        print(f"genlab: selective scan: {how}{hint}", file=sys.stderr)
 
 
 @torch.library.custom_op("genlab::selective_scan", mutates_args=())
