@@ -45,7 +45,8 @@ def train(name: str, run: Path, steps: int) -> dict:
     t0 = time.time()
     if not (run / "generator" / "model.safetensors").is_file():
         overrides = [f"train.steps={steps}", f"train.warmup_steps={max(1, steps // 20)}",
-                     f"train.checkpoint_every={max(1, steps // 4)}", f"train.log_every={max(1, steps // 20)}"]  # fmt: skip
+                     f"train.checkpoint_every={max(1, steps // 4)}", f"train.log_every={max(1, steps // 20)}",
+                     "sample.per_class=1", "sample.steps=4"]  # the end-of-training preview only; FID sets its own  # fmt: skip
         done = genlab("train", "--preset", str(CONFIGS / f"miniature-{name}.yaml"), "--out", str(run),
                       "--resume", "auto", *overrides)  # fmt: skip
         if done.returncode:
@@ -66,23 +67,25 @@ def counted(pipe) -> tuple[float, int]:
     return round(counter.get_total_flops() / 1e9, 4), sum(p.numel() for p in net.parameters())
 
 
-def fid(run: Path, n: int) -> float | str:
-    done = genlab("eval", "--run", str(run), "--n", str(n), "--metrics", "fid", "--json", "--log", os.devnull)
+def fid(run: Path, n: int, steps: int) -> float | str:
+    done = genlab("eval", "--run", str(run), "--n", str(n), "--metrics", "fid", "--json", "--log", os.devnull,
+                  "--steps", str(steps), "--cfg", "3.0")  # fmt: skip
     if done.returncode:
         return f"genlab eval failed (exit {done.returncode})"
     return round(json.loads(done.stdout.strip().splitlines()[-1])["fid"], 2)
 
 
-def ms_per_image(pipes: dict, batch: int, repeats: int) -> dict:
-    """Sampling milliseconds per image at the runs' sampling settings, the models alternating in one process."""
+def ms_per_image(pipes: dict, batch: int, repeats: int, steps: int) -> dict:
+    """Sampling milliseconds per image (``steps`` Euler steps, cfg 3), the models alternating in one process."""
     labels = torch.arange(batch) % 9
     best = {k: float("inf") for k in pipes}
-    for p in pipes.values():  # warm-up
-        p.generate(labels[:2], seed=0)
+    opts = {k: p.sample_options({"steps": steps, "cfg": 3.0}) for k, p in pipes.items()}
+    for k, p in pipes.items():  # warm-up
+        p.generate(labels[:2], seed=0, options=opts[k])
     for _ in range(repeats):
         for k, p in pipes.items():
             t0 = time.perf_counter()
-            p.generate(labels, seed=0)
+            p.generate(labels, seed=0, options=opts[k])
             best[k] = min(best[k], time.perf_counter() - t0)
     return {k: round(1000 * v / batch, 2) for k, v in best.items()}
 
@@ -91,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=600, help="training steps of every run (batch 64)")
     p.add_argument("--n", type=int, default=500, help="generated images per FID")
+    p.add_argument("--sample-steps", type=int, default=16, help="Euler steps (cfg 3) of FID, grids and timing")
     p.add_argument("--speed-batch", type=int, default=18, help="images per timed sampling batch")
     p.add_argument("--runs-dir", default=str(ROOT / "runs"), help="where the miniature runs go")
     p.add_argument("--out", help="result file (default: benchmarks/results/lamamba_dimr-cpu.json)")
@@ -99,20 +103,23 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before, t0 = os.getloadavg(), time.time()
     runs = {k: Path(args.runs_dir) / f"miniature-{k}" for k in RUNS}
-    result: dict = {"benchmark": "lamamba_dimr", "steps": args.steps, "batch_size": 64, "n": args.n, "runs": {}}
+    result: dict = {"benchmark": "lamamba_dimr", "steps": args.steps, "batch_size": 64, "n": args.n,
+                    "sample": {"sampler": "euler", "steps": args.sample_steps, "cfg": 3.0}, "runs": {}}  # fmt: skip
     for k in RUNS:
         result["runs"][k] = train(k, runs[k], args.steps)
         print(json.dumps({k: result["runs"][k]}), file=sys.stderr, flush=True)
     pipes = {k: Pipeline.load(runs[k]).eval() for k in RUNS}
     for k in RUNS:
         gflops, params = counted(pipes[k])
-        result["runs"][k].update(gflops_counted=gflops, parameters=params, fid=fid(runs[k], args.n))
+        result["runs"][k].update(gflops_counted=gflops, parameters=params, fid=fid(runs[k], args.n, args.sample_steps))
         print(json.dumps({k: result["runs"][k]}), file=sys.stderr, flush=True)
         if k in ("dit-p8", "dimr", "dit-p4", "lamamba"):
             genlab("sample", "--run", str(runs[k]), "--classes", "all", "--n", "8", "--seed", "0",
-                   "--out", str(runs[k] / "grid.png"))  # fmt: skip
+                   "--steps", str(args.sample_steps), "--cfg", "3.0", "--out", str(runs[k] / "grid.png"))  # fmt: skip
     speed_load = os.getloadavg()
-    result["ms_per_image"] = ms_per_image({k: pipes[k] for k in ("dit-p4", "lamamba")}, args.speed_batch, 2)
+    result["ms_per_image"] = ms_per_image(
+        {k: pipes[k] for k in ("dit-p4", "lamamba")}, args.speed_batch, 2, args.sample_steps
+    )
     result["ms_per_image"].update(load_average=[round(x, 2) for x in speed_load], threads=torch.get_num_threads(),
                                   note="under load: compare the two side by side, not with other machines")  # fmt: skip
     r = result["runs"]
