@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from genlab.generators.dit import latent_spec
 from genlab.nn import Attention, LabelEmbedder, SwiGLU, TDNorm
+from genlab.nn.conv import DepthwiseConv2d, MatmulConv2d
 from genlab.registry import register
 from genlab.tokenizers.base import TokenSpec
 
@@ -65,7 +66,7 @@ class ConvNeXtBlock(nn.Module):
 
     def __init__(self, dim: int, hidden: int, kernel: int, norm: str):
         super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, kernel, padding=kernel // 2, groups=dim)
+        self.dwconv = DepthwiseConv2d(dim, kernel)
         self.ff = FeedForward(dim, hidden, norm)
 
     def forward(self, x: Tensor, tau: Tensor) -> Tensor:
@@ -99,7 +100,7 @@ class Branch(nn.Module):
         super().__init__()
         dim, hidden, depth, p = cfg.dims[i], cfg.hidden_dims[i], cfg.depths[i], cfg.patch_sizes[i]
         self.transformer = i == 0
-        self.input_layer = nn.Conv2d(in_channels, dim, p, stride=p)
+        self.input_layer = MatmulConv2d(in_channels, dim, p, stride=p)
         self.pos_embed = nn.Parameter(torch.zeros(1, res, res, dim))
         self.class_embed = LabelEmbedder(num_classes, dim) if self.transformer else None
         self.cascade = Cascade(low[0], dim, res // low[1]) if low else None
@@ -182,7 +183,7 @@ class DiMR(nn.Module):
         self.branches = nn.ModuleList(branches)
         self.norm_out = TDNorm("layernorm", cfg.dims[-1])
         k, self.final_patch = cfg.output_kernel, cfg.patch_sizes[-1]  # a finest branch on patches: p x p per token
-        self.conv_out = nn.Conv2d(cfg.dims[-1], self.out_channels * self.final_patch**2, k, padding=k // 2)
+        self.conv_out = MatmulConv2d(cfg.dims[-1], self.out_channels * self.final_patch**2, k, padding=k // 2)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:

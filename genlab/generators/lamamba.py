@@ -33,6 +33,8 @@ from torch import Tensor, nn
 from genlab.generators.dit import latent_spec, modulate
 from genlab.nn import LabelEmbedder, Mlp, TimestepEmbedder, sincos_pos_embed_2d
 from genlab.nn.attention import attention
+from genlab.nn.conv import DepthwiseConv2d, MatmulConv2d
+from genlab.nn.norms import LayerNorm
 from genlab.nn.selective_scan import selective_scan
 from genlab.registry import register
 from genlab.tokenizers.base import TokenSpec
@@ -105,13 +107,13 @@ class SS2D(nn.Module):
         self.d_inner, self.d_state, self.dt_rank, self.chunk = di, N, R, cfg.scan_chunk
         self.scan = cfg.scan
         self.in_proj = nn.Linear(dim, 2 * di, bias=False)
-        self.conv2d = nn.Conv2d(di, di, cfg.d_conv, padding=(cfg.d_conv - 1) // 2, groups=di, bias=cfg.conv_bias)
+        self.conv2d = DepthwiseConv2d(di, cfg.d_conv, bias=cfg.conv_bias)
         self.x_proj_weight = nn.Parameter(torch.empty(K, R + 2 * N, di))  # (K, R + 2N, di)
         self.dt_projs_weight = nn.Parameter(torch.empty(K, di, R))
         self.dt_projs_bias = nn.Parameter(torch.empty(K, di))
         self.A_logs = nn.Parameter(torch.empty(K * di, N))
         self.Ds = nn.Parameter(torch.empty(K * di))
-        self.out_norm = nn.LayerNorm(di)
+        self.out_norm = LayerNorm(di)
         self.out_proj = nn.Linear(di, dim, bias=False)
         self.reset_ssm_parameters()
 
@@ -215,12 +217,12 @@ class LaMambaBlock(nn.Module):
     def __init__(self, dim: int, cond_dim: int, resolution: int, shift: bool, project: bool, cfg: LaMambaDiff.Config):
         super().__init__()
         self.condition_projection = nn.Linear(cond_dim, dim) if project or cond_dim != dim else nn.Identity()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
         self.op = SS2D(dim, cfg)
-        self.norm_swin = nn.LayerNorm(dim)
+        self.norm_swin = LayerNorm(dim)
         self.attn = WindowAttention(dim, cfg.num_heads, cfg.window_size, cfg.window_size // 2 if shift else 0,
                                     resolution)  # fmt: skip
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 9 * dim))
 
@@ -240,7 +242,7 @@ class PatchMerge(nn.Module):
 
     def __init__(self, dim: int, out_dim: int):
         super().__init__()
-        self.norm = nn.LayerNorm(4 * dim)
+        self.norm = LayerNorm(4 * dim)
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, H, W, C) -> (B, H/2, W/2, out)
@@ -255,7 +257,7 @@ class PatchExpand(nn.Module):
         super().__init__()
         self.scale, self.out_dim = scale, out_dim
         self.expand = nn.Linear(dim, scale * scale * out_dim, bias=False)
-        self.norm = nn.LayerNorm(out_dim)
+        self.norm = LayerNorm(out_dim)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, H, W, C) -> (B, sH, sW, out)
         B, H, W, _ = x.shape
@@ -330,8 +332,8 @@ class LaMambaDiff(nn.Module):
         dims.append(dims[-1])
         res = [h // p // 2 ** min(i, n - 2) for i in range(n)]  # each stage's resolution
         cond = dims[-1]
-        self.patch_embed = nn.Conv2d(C, dims[0], p, stride=p)
-        self.patch_norm = nn.LayerNorm(dims[0])
+        self.patch_embed = MatmulConv2d(C, dims[0], p, stride=p)
+        self.patch_norm = LayerNorm(dims[0])
         self.pos_embed = nn.Parameter(torch.zeros(1, res[0], res[0], dims[0]))
         self.t_embedder = TimestepEmbedder(cond)
         self.y_embedder = LabelEmbedder(num_classes, cond)

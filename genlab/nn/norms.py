@@ -78,3 +78,18 @@ class TDNorm(nn.Module):
         if self.bias is not None:
             y = y + self.bias(tau).view(shape)
         return y.to(x.dtype)
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` (same parameters, names and init) whose scale and shift are applied as a separate multiply and
+    add. On the CPU, torch's fused LayerNorm backward sums the scale and shift gradients in per-thread pieces, so they
+    change with the thread count; these broadcast products reduce the same way at any thread count (genlab's weights
+    must not depend on it: tests/test_threads.py)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.layer_norm(x, self.normalized_shape, eps=self.eps)
+        if self.weight is not None:
+            y = y * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y
