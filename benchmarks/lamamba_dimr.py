@@ -29,6 +29,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this tree's genlab in this process too, as in the genlab commands it runs
 CONFIGS = Path(__file__).resolve().parent / "configs"
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = ("dit-p4", "lamamba", "dit-p8", "dimr", "dit-p4-tdln")
