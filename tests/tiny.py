@@ -68,9 +68,21 @@ TINY: dict[str, dict[str, dict | None]] = {
         "dinov2": None,  # needs DINOv2 weights on disk, which CI does not have
     },
     "generator": {
+        "dimr": {
+            "tokenizer": {"name": "pixels", "patch": 2},
+            "generator": {"dims": [16, 8], "hidden_dims": [32, 16], "depths": [1, 1], "num_heads": 2},
+            "objective": {"name": "flow"},
+            "sample": {"steps": 3, "cfg": 2.0},
+        },  # fmt: skip
         "dit": {
             "tokenizer": {"name": "pixels", "patch": 2},
             "generator": {"depth": 1, "hidden_size": 32, "num_heads": 2, "patch_size": 2},
+            "objective": {"name": "flow"},
+            "sample": {"steps": 3, "cfg": 2.0},
+        },  # fmt: skip
+        "lamamba": {
+            "tokenizer": {"name": "pixels", "patch": 2},
+            "generator": {"dim": 8, "depths": [1, 1], "bottleneck_depth": 1, "num_heads": 2, "window_size": 4},
             "objective": {"name": "flow"},
             "sample": {"steps": 3, "cfg": 2.0},
         },  # fmt: skip

@@ -50,6 +50,9 @@ class DiT(nn.Module):
         # 2: a second time input s, embedded like t and added to the conditioning (CTM's G(x_t, t, s)); objectives
         # that need it request it through ``backbone_overrides``. 1: DiT as published (no extra weights)
         time_inputs: int = 1
+        # how t and y enter: adaLN-Zero (DiT), or DiMR's TD-LN (every norm's scale and shift a learned function of
+        # tau = 1 - 2t, no modulation MLPs; t enters only there, y as a class token in front of the patches)
+        conditioning: Literal["adaln", "tdln"] = "adaln"
 
         def validate(self) -> None:
             if min(self.depth, self.hidden_size, self.num_heads, self.patch_size) <= 0:
@@ -63,6 +66,8 @@ class DiT(nn.Module):
                     f"rope needs a head dimension (hidden_size / num_heads = {self.hidden_size // self.num_heads}) "
                     "divisible by 4: half of it for rows, half for columns, in pairs"
                 )
+            if self.conditioning == "tdln" and self.rope:
+                raise ValueError("conditioning tdln puts a class token in front of the patches; rope does not cover it")
 
     def __init__(self, cfg: Config, *, spec: TokenSpec, num_classes: int, out_channels: int = 0):
         super().__init__()
@@ -78,14 +83,15 @@ class DiT(nn.Module):
         self.grid = input_size // p
         D = cfg.hidden_size
         self.x_embedder = nn.Conv2d(in_channels, D, kernel_size=p, stride=p)
-        self.t_embedder = TimestepEmbedder(D)
+        self.tdln = cfg.conditioning == "tdln"
+        self.t_embedder = None if self.tdln else TimestepEmbedder(D)
         self.s_embedder = TimestepEmbedder(D) if cfg.time_inputs == 2 else None  # CTM's target time s
         self.y_embedder = LabelEmbedder(num_classes, D)
         self.register_buffer("pos_embed", sincos_pos_embed_2d(D, self.grid).unsqueeze(0), persistent=False)
         rope = rope_2d(D // cfg.num_heads, self.grid) if cfg.rope else None  # (2, T, Dh) cos and sin
         self.register_buffer("rope", rope, persistent=False)
         self.blocks = nn.ModuleList(DiTBlock(D, cfg.num_heads, cfg) for _ in range(cfg.depth))
-        self.final_layer = FinalLayer(D, p, self.out_channels, cfg.norm)
+        self.final_layer = FinalLayer(D, p, self.out_channels, cfg.norm, tdln=self.tdln)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -98,12 +104,13 @@ class DiT(nn.Module):
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.x_embedder.bias)
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        if self.t_embedder is not None:
+            nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+            nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         if self.s_embedder is not None:  # zero output: with s added, the network starts as the one-time DiT
             nn.init.normal_(self.s_embedder.mlp[0].weight, std=0.02)
             nn.init.zeros_(self.s_embedder.mlp[2].weight)
-        for block in [*self.blocks, self.final_layer]:
+        for block in [*self.blocks, self.final_layer] if not self.tdln else []:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
         nn.init.zeros_(self.final_layer.linear.weight)
@@ -120,6 +127,8 @@ class DiT(nn.Module):
         ``s`` (B,): the second time input of a ``time_inputs: 2`` backbone (default: s = t)."""
         h = self.x_embedder(x).flatten(2).transpose(1, 2)  # (B, T, D)
         h = h + self.pos_embed.to(h.dtype)  # keep the residual stream in the compute dtype (bf16 under autocast)
+        if self.tdln:
+            return self.forward_tdln(h, t, y)
         c = self.t_embedder(t) + self.y_embedder(y)  # (B, D)
         if self.s_embedder is not None:
             c = c + self.s_embedder(t if s is None else s)
@@ -128,6 +137,14 @@ class DiT(nn.Module):
         for block in self.blocks:
             h = block(h, c, self.rope)
         return self.unpatchify(self.final_layer(h, c))
+
+    def forward_tdln(self, h: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        """TD-LN conditioning: (B, T, D) patches behind the class token; every norm reads tau = 1 - 2t."""
+        tau = 1 - 2 * t.float()
+        h = torch.cat([self.y_embedder(y).unsqueeze(1).to(h.dtype), h], dim=1)  # (B, 1 + T, D)
+        for block in self.blocks:
+            h = block(h, tau)
+        return self.unpatchify(self.final_layer(h[:, 1:], tau))
 
 
 def dit_param_count(size: str, *, in_channels: int = 4, input_size: int = 32, num_classes: int = 1000) -> int:

@@ -2,7 +2,7 @@
 
 from genlab.nn.attention import Attention, Mlp, SwiGLU
 from genlab.nn.embeddings import LabelEmbedder, TimestepEmbedder, sincos_pos_embed_2d
-from genlab.nn.norms import NORMS, LayerNorm, RMSNorm, make_norm
+from genlab.nn.norms import NORMS, LayerNorm, RMSNorm, TDNorm, TimeDependentParameter, make_norm
 from genlab.nn.rng import per_sample_rand, per_sample_randn, sample_seeds
 from genlab.nn.rope import apply_rope, rope_1d, rope_2d
 
@@ -14,6 +14,8 @@ __all__ = [
     "Mlp",
     "RMSNorm",
     "SwiGLU",
+    "TDNorm",
+    "TimeDependentParameter",
     "TimestepEmbedder",
     "apply_rope",
     "make_norm",

@@ -16,15 +16,17 @@ def attention(
 ) -> Tensor:
     """softmax(q k^T * scale) v over (B, H, N, Dh) queries and (B, H, S, Dh) keys (scale default 1 / sqrt(Dh)).
     ``is_causal``: query i sees keys 0..i (N = S); ``mask``: a boolean (N, S) (or broadcastable) of what each query may
-    see. PyTorch's fused SDPA everywhere except bf16/fp16 on the CPU, where its kernel is slower than the explicit
-    product at DiT's sequence lengths (measured with ``genlab bench train``: attention forward+backward 1.6-1.9x
+    see, or a float one added to the scores (Swin's relative position bias). PyTorch's fused SDPA everywhere except
+    bf16/fp16 on the CPU, where its kernel is slower than the explicit product at DiT's sequence lengths (measured with ``genlab bench train``: attention forward+backward 1.6-1.9x
     faster at 64-256 tokens; 2.7x under VAR's block-causal mask at 130 tokens)."""
     if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
         scores = (q * (q.shape[-1] ** -0.5 if scale is None else scale)) @ k.transpose(-2, -1)  # (B, H, N, S)
         if is_causal:
             mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
-        if mask is not None:
+        if mask is not None and mask.dtype == torch.bool:
             scores = scores.masked_fill(~mask, float("-inf"))
+        elif mask is not None:  # an additive bias (Swin's relative positions and shifted-window mask)
+            scores = scores + mask.to(scores.dtype)
         return scores.softmax(dim=-1) @ v
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale)
 
@@ -76,10 +78,14 @@ class SwiGLU(nn.Module):
     """w3(silu(x W1) * x W2). ``fused``: W1 and W2 in one linear ``w12`` (LightningDiT's / DINOv2's layout); else
     separate ``w1`` and ``w2`` (Llama's layout, and faster on the CPU: the fused backward concatenates the two
     gradients, 7% slower for a SwiGLU forward+backward at width 256 -> 1024). ``bias=False`` is Llama's (and
-    LlamaGen's) bias-free feed-forward."""
+    LlamaGen's) bias-free feed-forward. ``act="gelu"``: the gate through exact GELU instead (GEGLU, Shazeer 2020; DiMR's
+    feed-forward)."""
 
-    def __init__(self, dim: int, hidden: int, *, bias: bool = True, fused: bool = True):
+    def __init__(self, dim: int, hidden: int, *, bias: bool = True, fused: bool = True, act: str = "silu"):
         super().__init__()
+        if act not in ("silu", "gelu"):
+            raise ValueError(f"unknown gate activation {act!r}; choose silu or gelu")
+        self.act = F.silu if act == "silu" else F.gelu
         if fused:
             self.w12 = nn.Linear(dim, 2 * hidden, bias=bias)
         else:
@@ -91,4 +97,4 @@ class SwiGLU(nn.Module):
             gate, value = self.w12(x).chunk(2, dim=-1)  # (..., hidden) each
         else:
             gate, value = self.w1(x), self.w2(x)
-        return self.w3(F.silu(gate) * value)
+        return self.w3(self.act(gate) * value)
