@@ -15,10 +15,13 @@ from typing import Any
 
 KINDS = (
     "dataset", "tokenizer", "quantizer", "image_encoder", "generator", "objective", "sampler", "evaluator", "refiner",
-    "task",
+    "task", "importer",
 )  # fmt: skip
 # the subpackages whose __init__ registers the built-ins (imported on the first lookup)
-BUILTINS = ("genlab.data", "genlab.tokenizers", "genlab.generators", "genlab.samplers", "genlab.evals", "genlab.tasks")
+BUILTINS = (
+    "genlab.data", "genlab.tokenizers", "genlab.generators", "genlab.samplers", "genlab.evals", "genlab.tasks",
+    "genlab.imports",
+)  # fmt: skip
 
 _ENTRIES: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
 _loaded = False

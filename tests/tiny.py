@@ -88,10 +88,12 @@ TINY: dict[str, dict[str, dict | None]] = {
             "sample": {"cfg": 1.5, "top_k": 8},
         },  # fmt: skip
     },
-    "objective": {"flow": {}},  # exercised through the dit entry
+    "objective": {"flow": {}, "ddpm": {}},  # exercised over every continuous backbone (test_objectives.py)
     "sampler": {name: {} for name in ("euler", "heun", "dpm++", "unipc", "flowturbo", "diffusers-euler")},
     "evaluator": {"fid": {}, "kid": {}, "pr": {}, "is": {}},
     "refiner": {"flowturbo": {"depth": 1, "hidden_size": 16, "num_heads": 2, "patch_size": 2}},
+    # importers are tested against the public code's tensors in tests/test_*_import.py
+    "importer": {name: {} for name in ("dit", "diffusers-dit", "var", "var-vqvae")},
     "task": {
         "generator": {"preset": "smoke"},
         "tokenizer": {"preset": "smoke-vq"},

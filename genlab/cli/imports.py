@@ -1,4 +1,5 @@
-"""``genlab import``: a published checkpoint as a genlab run (tensors only: torch.load(weights_only=True))."""
+"""``genlab import KIND PATH --out RUN``: a published checkpoint as a genlab run (tensors only:
+torch.load(weights_only=True)). KIND is a registered ``importer``; each adds its own flags."""
 
 from __future__ import annotations
 
@@ -9,26 +10,30 @@ from genlab.cli.errors import UsageError
 
 
 def add_parser(sub) -> None:
+    from genlab import registry
+
     m = sub.add_parser("import", help="a published checkpoint as a genlab run",
                        description="Turn a published checkpoint into a genlab run that samples and evaluates like any "
                                    "other. Files are read with torch.load(weights_only=True): tensors only, no code.")  # fmt: skip
-    m.add_argument(
-        "kind", choices=["var-vqvae", "var"], help="var-vqvae: vae_ch160v4096z32.pth; var: var_d16.pth (any depth)"
-    )
-    m.add_argument("path", help="the checkpoint file")
-    m.add_argument("--out", required=True, help="the run directory to write (new or empty)")
-    m.add_argument("--vae", help="var: its tokenizer, the VQVAE .pth or the run `genlab import var-vqvae` wrote")
+    kinds = m.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for name in registry.names("importer"):
+        importer = registry.get("importer", name)
+        k = kinds.add_parser(name, help=importer.help, description=importer.help)
+        k.add_argument("path", help="the checkpoint file or folder, as released")
+        k.add_argument("--out", required=True, help="the run directory to write (new or empty)")
+        importer.add_arguments(k)
     m.set_defaults(fn=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Published checkpoints into a genlab run (loaded with torch.load(weights_only=True), never unpickled)."""
-    from genlab.imports.var import CheckpointError, import_var
+    """Published checkpoints into a genlab run; nothing is written to --out when the checkpoint is refused."""
+    from genlab import registry
+    from genlab.imports.var import CheckpointError
 
-    if not Path(args.path).is_file():
-        raise UsageError(f"{args.path}: no such file")
+    if not Path(args.path).exists():
+        raise UsageError(f"{args.path}: no such file or folder")
     try:
-        out = import_var(args.kind, args.path, args.out, vae=args.vae)
+        out = registry.get("importer", args.kind).run(Path(args.path), Path(args.out), args)
     except (CheckpointError, ValueError, FileExistsError) as e:
         raise UsageError(str(e)) from None
     print(f"{args.kind} {args.path} -> run {out}")
