@@ -28,13 +28,14 @@ from genlab.registry import register
 DIT_HEADS = {384: 6, 768: 12, 1024: 16, 1152: 16}  # width -> heads of DiT's S, B, L, XL (paper Table 4)
 # the paper's FID-50K setting (DiT README / sample_ddp.py): 250 DDPM steps, cfg 1.5 on the first 3 channels
 DIT_SAMPLE = {"sampler": "ddpm", "steps": 250, "spacing": "iddpm", "cfg": 1.5, "guidance_channels": 3}
-_DIT_KEY = re.compile(
-    r"(t_embedder\.mlp\.[02]|y_embedder\.embedding_table|final_layer\.(linear|adaLN_modulation\.1)"
-    r"|blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12]|adaLN_modulation\.1))\.(weight|bias)"
+_DIT_KEY = re.compile(  # DiT's names (and LightningDiT's: RMSNorm scales, QK-norm, SwiGLU)
+    r"(t_embedder\.mlp\.[02]|y_embedder\.embedding_table|final_layer\.(linear|adaLN_modulation\.1|norm_final)"
+    r"|blocks\.\d+\.(attn\.(qkv|proj|q_norm|k_norm)|mlp\.(fc[12]|w12|w3)|adaLN_modulation\.1|norm[12]))"
+    r"\.(weight|bias)"
 )
 
 
-def dit_config(sd: dict[str, Tensor], *, num_heads: int = 0) -> tuple[dict, dict]:
+def dit_config(sd: dict[str, Tensor], *, num_heads: int = 0, table: dict | None = None) -> tuple[dict, dict]:
     """(genlab ``dit`` generator config, facts: in_channels, input_size, num_classes, learn_sigma) of a DiT
     state dict."""
     if "x_embedder.proj.weight" not in sd or "final_layer.linear.weight" not in sd:
@@ -42,7 +43,7 @@ def dit_config(sd: dict[str, Tensor], *, num_heads: int = 0) -> tuple[dict, dict
     w = sd["x_embedder.proj.weight"]  # (D, C, p, p)
     hidden, in_channels, patch = w.shape[0], w.shape[1], w.shape[-1]
     depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k)))
-    heads = num_heads or DIT_HEADS.get(hidden, 0)
+    heads = num_heads or (table or DIT_HEADS).get(hidden, 0)
     if not heads or hidden % heads:
         raise CheckpointError(f"DiT width {hidden} is not one of DiT's sizes: give its heads with --num-heads")
     out_channels = sd["final_layer.linear.weight"].shape[0] // (patch * patch)
@@ -52,16 +53,18 @@ def dit_config(sd: dict[str, Tensor], *, num_heads: int = 0) -> tuple[dict, dict
     grid = int(round(tokens**0.5))
     if grid * grid != tokens or tokens == 0:
         raise CheckpointError("not a DiT checkpoint: its pos_embed is not a square grid")
-    cfg = {"name": "dit", "depth": depth, "hidden_size": hidden, "num_heads": heads, "patch_size": patch,
-           "mlp_ratio": sd["blocks.0.mlp.fc1.weight"].shape[0] / hidden}  # fmt: skip
+    cfg = {"name": "dit", "depth": depth, "hidden_size": hidden, "num_heads": heads, "patch_size": patch}
+    if "blocks.0.mlp.fc1.weight" in sd:
+        cfg["mlp_ratio"] = sd["blocks.0.mlp.fc1.weight"].shape[0] / hidden
     facts = {"in_channels": in_channels, "input_size": grid * patch, "learn_sigma": out_channels == 2 * in_channels,
              "num_classes": sd["y_embedder.embedding_table.weight"].shape[0] - 1}  # fmt: skip
     return cfg, facts
 
 
-def convert_dit(sd: dict[str, Tensor], *, num_heads: int = 0) -> tuple[dict, dict, dict[str, Tensor]]:
-    """(genlab dit config, facts, genlab state dict) of a DiT state dict; CheckpointError for anything else."""
-    cfg, facts = dit_config(sd, num_heads=num_heads)
+def convert_dit(sd: dict[str, Tensor], *, num_heads: int = 0, table: dict | None = None) -> tuple[dict, dict, dict]:
+    """(genlab dit config, facts, genlab state dict) of a DiT state dict (``table``: width -> heads of the family's
+    sizes, DiT's by default); CheckpointError for anything else."""
+    cfg, facts = dit_config(sd, num_heads=num_heads, table=table)
     out: dict[str, Tensor] = {}
     for k, v in sd.items():
         if k == "pos_embed":
