@@ -93,7 +93,10 @@ TINY: dict[str, dict[str, dict | None]] = {
     "evaluator": {"fid": {}, "kid": {}, "pr": {}, "is": {}},
     "refiner": {"flowturbo": {"depth": 1, "hidden_size": 16, "num_heads": 2, "patch_size": 2}},
     # importers are tested against the public code's tensors in tests/test_*_import.py
-    "importer": {name: {} for name in ("dit", "diffusers-dit", "lightningdit", "sd-vae", "sit", "var", "var-vqvae")},
+    "importer": {
+        name: {}
+        for name in ("dit", "diffusers-dit", "lightningdit", "llamagen-gpt", "sd-vae", "sit", "var", "var-vqvae")
+    },
     "task": {
         "generator": {"preset": "smoke"},
         "tokenizer": {"preset": "smoke-vq"},

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genlab.imports import diffusers_dit, dit, sdvae, sit  # noqa: F401  (dit, diffusers-dit, sd-vae, sit, lightningdit)
+from genlab.imports import diffusers_dit, dit, llamagen, sdvae, sit  # noqa: F401  (register the importers)
 from genlab.imports.var import CheckpointError, import_var
 from genlab.registry import register
 
