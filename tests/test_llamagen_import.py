@@ -95,3 +95,29 @@ def test_genlab_import_llamagen_gpt_and_a_wrong_file(fx, tmp_path):
     torch.save({"model": {"x_embedder.proj.weight": torch.zeros(2, 2)}}, tmp_path / "dit.pt")
     r = genlab("import", "llamagen-gpt", tmp_path / "dit.pt", "--vq", tmp_path / "vq", "--out", tmp_path / "bad")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+def test_llamagen_vq_tokens_exactly_and_decoding_match_llamagen(tmp_path):
+    """``tests/fixtures/llamagen_vq_tiny.safetensors``: LlamaGen's VQModel (ce98ec4) with codebook 64 x 8 (l2), its
+    Encoder/Decoder rebuilt at ch=32, ch_mult (1, 1), 1 res block, z 32; weights + N(0, 0.05); 2 images 8x8 uniform
+    in [-1, 1]; outputs the code ids and ``decode_code`` of them."""
+    from test_dit_import import genlab
+
+    from genlab.imports.llamagen import convert_llamagen_vq
+    from genlab.pipeline import load_tokenizer
+
+    fx = load_file(str(Path(__file__).parent / "fixtures" / "llamagen_vq_tiny.safetensors"))
+    sd = {k[3:]: v for k, v in fx.items() if k.startswith("vq.")}
+    cfg, state = convert_llamagen_vq(sd)
+    assert cfg["net"]["attn_levels"] == [-1] and cfg["quantizer"]["l2_norm"]
+    torch.save({"model": sd}, tmp_path / "vq.pt")
+    r = genlab("import", "llamagen-vq", tmp_path / "vq.pt", "--resolution", 8, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    _, tok = load_tokenizer(tmp_path / "run")
+    with torch.no_grad():
+        ids = tok.encode(fx["in.image"])
+        assert torch.equal(ids, fx["out.ids"])
+        decoded = tok.decode(ids)
+    assert (decoded - fx["out.decoded"]).abs().max() <= 1e-5
+    r = genlab("import", "llamagen-vq", tmp_path / "nothing.pt", "--out", tmp_path / "bad")
+    assert r.returncode == 2 and not (tmp_path / "bad").exists()

@@ -95,7 +95,17 @@ TINY: dict[str, dict[str, dict | None]] = {
     # importers are tested against the public code's tensors in tests/test_*_import.py
     "importer": {
         name: {}
-        for name in ("dit", "diffusers-dit", "lightningdit", "llamagen-gpt", "sd-vae", "sit", "var", "var-vqvae")
+        for name in (
+            "dit",
+            "diffusers-dit",
+            "lightningdit",
+            "llamagen-gpt",
+            "llamagen-vq",
+            "sd-vae",
+            "sit",
+            "var",
+            "var-vqvae",
+        )
     },
     "task": {
         "generator": {"preset": "smoke"},

@@ -1,5 +1,11 @@
 """LlamaGen's class-conditional GPTs (FoundationVision/LlamaGen ``c2i_B_256.pt``, ``c2i_L_256.pt``, ...) as genlab
-``gpt`` runs.
+``gpt`` runs, and its VQ tokenizer (``vq_ds16_c2i.pt``) as a ``vqgan`` tokenizer run.
+
+VQ: LlamaGen's taming-style ``encoder.conv_blocks.i.res.j`` / ``.attn.j`` -> genlab's ``encoder.down.i.blocks.n``
+(res and attention blocks interleaved in one list), ``.downsample`` / ``.upsample`` keep their names under
+``down.i`` / ``up.i`` (both decoders list their stages in decoding order), ``mid.0-2`` as they are,
+``quantize.embedding`` -> ``quantizer.codebook`` (l2-normalised lookup, LlamaGen's ``codebook_l2_norm``); GroupNorm
+with 32 groups and eps 1e-6 on both sides.
 
 The file holds ``{"model": state_dict}`` (or ``module`` / ``state_dict``), read with ``torch.load(weights_only=True)``.
 genlab's GPT keeps LlamaGen's module names (``cls_embedding``, ``tok_embeddings``, ``layers.i.attention.wqkv/wo``,
@@ -86,6 +92,69 @@ def convert_llamagen_gpt(sd: dict[str, Tensor], *, num_heads: int = 0) -> tuple[
     return cfg, facts, out
 
 
+def vq_config(sd: dict[str, Tensor], *, l2_norm: bool = True) -> dict:
+    """genlab's ``vqgan`` config of a LlamaGen VQModel state dict (what the weights do not hold: LlamaGen's values)."""
+    if "encoder.conv_in.weight" not in sd or "quantize.embedding.weight" not in sd:
+        raise CheckpointError("not a LlamaGen VQ checkpoint: it has no 'encoder.conv_in' / 'quantize.embedding'")
+    ch = sd["encoder.conv_in.weight"].shape[0]
+    levels = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"encoder\.conv_blocks\.(\d+)\.", k)))
+    blocks = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"encoder\.conv_blocks\.0\.res\.(\d+)\.", k)))
+    widths = [sd[f"encoder.conv_blocks.{i}.res.0.conv1.weight"].shape[0] for i in range(levels)]
+    attn = [i - levels for i in range(levels) if f"encoder.conv_blocks.{i}.attn.0.q.weight" in sd]
+    codebook = sd["quantize.embedding.weight"]
+    return {"name": "vqgan",
+            "net": {"ch": ch, "ch_mult": [w // ch for w in widths], "num_res_blocks": blocks, "attn_levels": attn,
+                    "mid_attn": "encoder.mid.1.q.weight" in sd, "z_channels": sd["encoder.conv_out.weight"].shape[0],
+                    "norm_groups": 32},
+            "embed_dim": sd["quant_conv.weight"].shape[0], "quant_conv_kernel": sd["quant_conv.weight"].shape[-1],
+            "quantizer": {"name": "vq", "codebook_size": codebook.shape[0], "l2_norm": l2_norm, "beta": 0.25}}  # fmt: skip
+
+
+def convert_llamagen_vq(sd: dict[str, Tensor], *, l2_norm: bool = True) -> tuple[dict, dict[str, Tensor]]:
+    """(genlab vqgan config, its state dict without the usage buffers) of a LlamaGen VQModel state dict."""
+    cfg = vq_config(sd, l2_norm=l2_norm)
+    out: dict[str, Tensor] = {}
+    pattern = re.compile(r"(encoder|decoder)\.conv_blocks\.(\d+)\.(res|attn)\.(\d+)\.(.+)")
+    has_attn = {}
+    for k in sd:
+        if (m := pattern.fullmatch(k)) and m.group(3) == "attn":
+            has_attn[(m.group(1), m.group(2))] = True
+    for k, v in sd.items():
+        if m := pattern.fullmatch(k):
+            side, i, kind, j, rest = m.groups()
+            step = 2 if has_attn.get((side, i)) else 1
+            n = int(j) * step + (kind == "attn")
+            out[f"{side}.{'down' if side == 'encoder' else 'up'}.{i}.blocks.{n}.{rest}"] = v
+        elif m := re.fullmatch(r"(encoder|decoder)\.conv_blocks\.(\d+)\.(downsample|upsample)\.(.+)", k):
+            side, i, what, rest = m.groups()
+            out[f"{side}.{'down' if side == 'encoder' else 'up'}.{i}.{what}.{rest}"] = v
+        elif re.fullmatch(r"(encoder|decoder)\.(conv_in|conv_out|norm_out|mid\.\d+\..+)\.(weight|bias)|"
+                          r"(post_)?quant_conv\.(weight|bias)", k):  # fmt: skip
+            out[k] = v
+        elif k == "quantize.embedding.weight":
+            out["quantizer.codebook"] = v
+        elif k.startswith("quantize.codebook_used"):
+            continue  # LlamaGen's usage statistics
+        else:
+            raise CheckpointError(f"not a LlamaGen VQ checkpoint: unexpected tensor {k!r}")
+    return cfg, out
+
+
+def import_llamagen_vq(path: Path | str, out: Path | str, *, l2_norm: bool = True, resolution: int = 256) -> Path:
+    from genlab.config import component_from_dict, to_dict
+    from genlab.imports.runs import fill_and_check, write_tokenizer_run
+
+    cfg, state = convert_llamagen_vq(load_checkpoint(path), l2_norm=l2_norm)
+    config = load_preset_dict("imagenet256/vq-f16")
+    cfg = {**cfg, "loss": config["tokenizer"].get("loss", {})}  # the preset's losses, for fine-tuning
+    comp = component_from_dict("tokenizer", cfg, "tokenizer")
+    state = fill_and_check(comp.build(resolution=resolution), state, "LlamaGen VQ",
+                           ("cluster_size", "num_updates", "reseeded", "embed_sum"))  # fmt: skip
+    config["tokenizer"], config["data"]["resolution"] = to_dict(comp), resolution
+    config["preset"] = f"imported from {Path(path).name}"
+    return write_tokenizer_run(Path(out), config, to_dict(comp), state)
+
+
 def import_llamagen_gpt(path: Path | str, out: Path | str, *, vq: str | None, num_heads: int = 0,
                         names_file: str | None = None) -> Path:  # fmt: skip
     cfg, facts, state = convert_llamagen_gpt(load_checkpoint(path), num_heads=num_heads)
@@ -123,3 +192,17 @@ class LlamaGenGPTImporter:
     @staticmethod
     def run(path: Path, out: Path, args: argparse.Namespace) -> Path:
         return import_llamagen_gpt(path, out, vq=args.vq, num_heads=args.num_heads, names_file=args.class_names)
+
+
+@register("importer", "llamagen-vq")
+class LlamaGenVQImporter:
+    help = "LlamaGen's VQ tokenizers (vq_ds16_c2i.pt, vq_ds8_c2i.pt) as a vqgan tokenizer run"
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--no-l2", action="store_true", help="a codebook trained without l2-normalised lookup")
+        parser.add_argument("--resolution", type=int, default=256, help="the image size the run encodes (256)")
+
+    @staticmethod
+    def run(path: Path, out: Path, args: argparse.Namespace) -> Path:
+        return import_llamagen_vq(path, out, l2_norm=not args.no_l2, resolution=args.resolution)

@@ -120,6 +120,24 @@ def write_generator_run(out: Path, config: dict, generator: dict, objective: dic
     return out
 
 
+def write_tokenizer_run(out: Path, config: dict, tokenizer: dict, state: dict[str, Tensor]) -> Path:
+    """A tokenizer run (task: tokenizer) at ``out``, written to a temporary folder and renamed into place."""
+    out = check_out(out)
+    tmp = out.parent / f".{out.name}.importing"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        run = RunFolder(tmp)
+        run.write_component("tokenizer", tokenizer, state)
+        run.write_class_names([str(i) for i in range(config["data"].get("num_classes", 1000))])
+        run.write_config({**config, "task": "tokenizer"})
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def sample_section(base: dict[str, Any], **defaults: Any) -> dict[str, Any]:
     """The run's ``sample:`` section: the paper's FID sampling settings over the preset's."""
     return {**base, **defaults}

@@ -6,17 +6,14 @@ config, so the run encodes z' = (z - shift) * scale whatever folder it came from
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from genlab.config import load_preset_dict
-from genlab.imports.runs import CheckpointError, check_out, sd_vae_tokenizer
+from genlab.imports.runs import CheckpointError, check_out, sd_vae_tokenizer, write_tokenizer_run
 from genlab.registry import register
 
 
 def import_sd_vae(folder: Path | str, out: Path | str, *, resolution: int = 256) -> Path:
-    from genlab.runs.store import RunFolder
-
     folder = Path(folder)
     if not list(folder.glob("*.safetensors")):
         raise CheckpointError(f"{folder}: no .safetensors weights (genlab reads no pickled .bin)")
@@ -28,19 +25,7 @@ def import_sd_vae(folder: Path | str, out: Path | str, *, resolution: int = 256)
     config["tokenizer"] = tok
     config["data"]["resolution"] = resolution
     config["preset"] = f"imported from {folder.name} (diffusers AutoencoderKL)"
-    tmp = out.parent / f".{out.name}.importing"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        run = RunFolder(tmp)
-        run.write_component("tokenizer", tok, state)
-        run.write_class_names([str(i) for i in range(config["data"].get("num_classes", 1000))])
-        run.write_config(config)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return write_tokenizer_run(out, config, tok, state)
 
 
 @register("importer", "sd-vae")
