@@ -37,13 +37,11 @@ def export_diffusers(run_dir: Path | str, out: Path | str) -> tuple[Path, str]:
     """Write a DiT/DDPM run as a diffusers folder (``DiTPipeline.from_pretrained(out)`` loads it when the run's
     tokenizer is an SD/KL VAE); returns (out, a note for the user, or "")."""
     import dataclasses
-    import os
-    import shutil
 
     from diffusers import DDIMScheduler, DiTPipeline, DiTTransformer2DModel
 
     from genlab.imports.diffusers_dit import SCHEDULER, to_diffusers
-    from genlab.imports.runs import CheckpointError, check_out
+    from genlab.imports.runs import CheckpointError, atomic_folder
     from genlab.pipeline import Pipeline
 
     pipe = Pipeline.load(run_dir)
@@ -61,11 +59,8 @@ def export_diffusers(run_dir: Path | str, out: Path | str) -> tuple[Path, str]:
     scheduler = DDIMScheduler(**{**{k: v for k, v in SCHEDULER.items() if k != "_class_name"},
                                  "num_train_timesteps": ocfg.num_steps, "beta_start": ocfg.beta_start,
                                  "beta_end": ocfg.beta_end})  # fmt: skip
-    out = check_out(out)
-    tmp = out.parent / f".{out.name}.exporting"
-    shutil.rmtree(tmp, ignore_errors=True)
     notes = []
-    try:
+    with atomic_folder(out) as tmp:
         if pipe.tokenizer.cfg.__class__.__qualname__.startswith("SDVAETokenizer"):
             vae = pipe.tokenizer.vae
             vae.register_to_config(scaling_factor=pipe.tokenizer.scaling_factor)
@@ -79,16 +74,11 @@ def export_diffusers(run_dir: Path | str, out: Path | str) -> tuple[Path, str]:
         side = {"time_freq_shift": cfg["time_freq_shift"], "class_names": pipe.class_names,
                 "sample": _jsonable(dataclasses.asdict(pipe.sample_options({})))}  # fmt: skip
         (tmp / "genlab.json").write_text(json.dumps(side, indent=2))
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     if cfg["time_freq_shift"] != 1.0:
         notes.append(f"diffusers embeds time with downscale_freq_shift=1, this run with {cfg['time_freq_shift']:g}: "
                      f"in diffusers its outputs differ by up to {_probe(backbone, transformer):.3g} on a probe; "
                      "`genlab import diffusers-dit` restores the run exactly")  # fmt: skip
-    return out, "; ".join(notes)
+    return Path(out), "; ".join(notes)
 
 
 def _jsonable(d: dict) -> dict:

@@ -4,12 +4,12 @@ failed import leaves nothing at ``--out``)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -103,41 +103,37 @@ def write_generator_run(out: Path, config: dict, generator: dict, objective: dic
     if obj_comp is not None:
         config["objective"] = to_dict(obj_comp)
     config["data"] = {**config["data"], "num_classes": len(names)}
-    out = check_out(out)
-    tmp = out.parent / f".{out.name}.importing"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_folder(out) as tmp:
         run = RunFolder(tmp)
         run.write_component("generator", spec_json, gen_state)
         run.write_component("tokenizer", to_dict(tok_comp), tok_state)
         run.write_class_names(names)
         run.write_config(config)
+    return Path(out)
+
+
+@contextlib.contextmanager
+def atomic_folder(out: Path | str):
+    """A temporary folder beside ``out`` to write into; renamed to ``out`` (new or empty) when the block succeeds,
+    removed when it fails, so a failed import or export leaves nothing at ``out``."""
+    out = check_out(out)
+    tmp = out.parent / f".{out.name}.writing"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 def write_tokenizer_run(out: Path, config: dict, tokenizer: dict, state: dict[str, Tensor]) -> Path:
     """A tokenizer run (task: tokenizer) at ``out``, written to a temporary folder and renamed into place."""
-    out = check_out(out)
-    tmp = out.parent / f".{out.name}.importing"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_folder(out) as tmp:
         run = RunFolder(tmp)
         run.write_component("tokenizer", tokenizer, state)
         run.write_class_names([str(i) for i in range(config["data"].get("num_classes", 1000))])
         run.write_config({**config, "task": "tokenizer"})
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def sample_section(base: dict[str, Any], **defaults: Any) -> dict[str, Any]:
-    """The run's ``sample:`` section: the paper's FID sampling settings over the preset's."""
-    return {**base, **defaults}
+    return Path(out)
