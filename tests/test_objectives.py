@@ -54,3 +54,18 @@ def test_backbone_overrides_reach_the_backbone():
     assert pipe.generator.backbone.out_channels == 2 * C
     run["objective"] = {"name": "ddpm", "learn_sigma": False}
     assert Pipeline.from_config(RunConfig.from_dict(run), CLASSES).generator.backbone.out_channels == C
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_a_samples_loss_does_not_depend_on_its_batch(objective):
+    run = generator_run("dit")
+    run["objective"] = {"name": objective, **TINY["objective"][objective]}
+    torch.manual_seed(0)
+    gen = Pipeline.from_config(RunConfig.from_dict(run), CLASSES).generator
+    batch = digits(4)
+    tokens = Pipeline.from_config(RunConfig.from_dict(run), CLASSES).tokenizer.encode(batch["image"])
+    seeds = torch.tensor([11, 12, 13, 14])
+    with torch.no_grad():
+        whole = gen.loss(tokens, batch["label"], seeds)["loss"]
+        parts = [gen.loss(tokens[i : i + 1], batch["label"][i : i + 1], seeds[i : i + 1])["loss"] for i in range(4)]
+    torch.testing.assert_close(whole, torch.stack(parts).mean(), atol=1e-6, rtol=1e-5)
