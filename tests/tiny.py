@@ -117,10 +117,11 @@ TINY: dict[str, dict[str, dict | None]] = {
             "sample": {"cfg": 1.5, "top_k": 8},
         },  # fmt: skip
     },
-    "objective": {"flow": {}, "rfpp": {}, "ctm": {"solver_steps": 4}},  # flow: exercised through the dit entry
+    "objective": {"flow": {}, "rfpp": {}, "ctm": {"solver_steps": 4}, "ddpm": {}},  # flow, ddpm: over every backbone
     "sampler": {name: {} for name in ("euler", "heun", "dpm++", "unipc", "flowturbo", "diffusers-euler", "rfpp")},
     "evaluator": {"fid": {}, "kid": {}, "pr": {}, "is": {}},
     "refiner": {"flowturbo": {"depth": 1, "hidden_size": 16, "num_heads": 2, "patch_size": 2}},
+    # importers are tested against the public code's tensors in tests/test_*_import.py
     "task": {
         "generator": {"preset": "smoke"},
         "tokenizer": {"preset": "smoke-vq"},
@@ -135,6 +136,8 @@ TINY: dict[str, dict[str, dict | None]] = {
         "var": {"argv": ["x.pth", "--out", "r", "--vae", "v.pth"]},
         "var-vqvae": {"argv": ["x.pth", "--out", "r"]},
         "titok": {"argv": ["model.safetensors", "--out", "r"]},  # tests/test_titok_import.py imports a tiny TiTok
+        **{name: {"argv": ["x.pt", "--out", "r"]} for name in ("dit", "diffusers-dit", "lightningdit", "llamagen-gpt",
+                                                               "llamagen-vq", "sd-vae", "sit")},  # fmt: skip
     },
     "benchmark": {
         "train": {"argv": ["--seconds", "1", "--family", "gpt"]},

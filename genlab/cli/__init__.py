@@ -1,6 +1,7 @@
 """The ``genlab`` command: one module per subcommand (``add_parser(sub)`` and ``run(args)``).
 
-train | sample | eval | cache | data | info | bench | demo | import | reflow. Bad input exits with status 2 and one line on stderr
+train | sample | eval | cache | data | info | bench | demo | import | export | reflow. Bad input exits with status 2 and one line
+on stderr
 saying what to do, never a traceback (``errors.user_errors``).
 """
 
@@ -13,7 +14,7 @@ import sys
 from genlab.cli.errors import EXIT_USAGE, UsageError, user_errors
 
 # the command modules, imported when the parser is built: after ``threads.configure()``, since they import torch
-COMMANDS = ("train", "sample", "eval", "cache", "data", "info", "bench", "demo", "imports", "reflow")
+COMMANDS = ("train", "sample", "eval", "cache", "data", "info", "bench", "demo", "imports", "export", "reflow")
 
 __all__ = ["EXIT_USAGE", "UsageError", "build_parser", "main"]
 

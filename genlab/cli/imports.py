@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     for name in registry.names("importer"):
         importer = registry.get("importer", name)
         k = kinds.add_parser(name, help=importer.help, description=importer.help)
-        k.add_argument("path", help="the checkpoint file")
+        k.add_argument("path", help="the checkpoint file or folder, as released")
         k.add_argument("--out", required=True, help="the run directory to write (new or empty)")
         importer.add_arguments(k)
         k.set_defaults(fn=run, importer=importer)
@@ -32,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     """Published checkpoints into a genlab run (loaded with torch.load(weights_only=True), never unpickled)."""
     from genlab.imports.base import CheckpointError
 
-    if not Path(args.path).is_file():
-        raise UsageError(f"{args.path}: no such file")
+    if not Path(args.path).exists():
+        raise UsageError(f"{args.path}: no such file or folder")
 
     try:
         out = args.importer.run(Path(args.path), Path(args.out), args)

@@ -198,10 +198,26 @@ def build_generator(
     check_spec(cls, spec)
     check_codes(cls, codes)
     if cls.ROLE == "backbone":
-        obj_cls = registry.get("objective", objective.name)
-        hook = getattr(obj_cls, "backbone_overrides", None)
-        overrides = hook(objective.cfg, spec) if hook is not None else {}
-        cfg = dataclasses.replace(generator.cfg, **overrides) if overrides else generator.cfg
-        backbone = cls(cfg, spec=spec, num_classes=num_classes)
-        return obj_cls(objective.cfg, backbone)
+        objective_cls = registry.get("objective", objective.name)
+        cfg = with_backbone_overrides(generator.cfg, objective_cls, objective.cfg, spec)
+        return objective_cls(objective.cfg, cls(cfg, spec=spec, num_classes=num_classes))
     return cls(generator.cfg, spec=spec, num_classes=num_classes, codes=codes)
+
+
+def with_backbone_overrides(backbone_cfg: Any, objective_cls: type, objective_cfg: Any, spec: TokenSpec) -> Any:
+    """The backbone config with the fields its objective requests: an objective class may declare
+    ``backbone_overrides(cls, objective_cfg, spec) -> dict`` (DDPM: ``{"learn_sigma": True}`` for 2 C output
+    channels). The run config keeps the user's backbone section; the overrides are applied at every build.
+    GeneratorError when the backbone has no such field."""
+    hook = getattr(objective_cls, "backbone_overrides", None)
+    fields = hook(objective_cfg, spec) if hook is not None else {}
+    if not fields:
+        return backbone_cfg
+    known = {f.name for f in dataclasses.fields(backbone_cfg)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise GeneratorError(
+            f"objective {objective_cls.__name__} needs backbone field(s) {', '.join(unknown)}, which this backbone "
+            "does not have; choose another backbone or objective"
+        )
+    return dataclasses.replace(backbone_cfg, **fields)

@@ -12,6 +12,7 @@ are DiT's, so every DiT preset and parameter count is unchanged.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,6 +54,12 @@ class DiT(nn.Module):
         # how t and y enter: adaLN-Zero (DiT), or DiMR's TD-LN (every norm's scale and shift a learned function of
         # tau = 1 - 2t, no modulation MLPs; t enters only there, y as a class token in front of the patches)
         conditioning: Literal["adaln", "tdln"] = "adaln"
+        learn_sigma: bool = False  # 2 C output channels (DiT's learned variance); set by objective ddpm's overrides
+        # time conventions of published checkpoints, converted here and nowhere else (see ``network_time``)
+        time_scale: float = 1000.0  # the embedding sees time_scale * t: DiT's step index (1000 t); SiT/LightningDiT 1
+        time_reversed: bool = False  # the network's time is 1 - t (SiT/LightningDiT: t = 1 is data, 0 noise)
+        output_sign: Literal[1, -1] = 1  # -1: the network predicts -v (SiT/LightningDiT's data - noise velocity)
+        time_freq_shift: float = 0.0  # the embedding's frequencies exp(-ln(1e4) i / (128 - shift)): diffusers' DiT 1
 
         def validate(self) -> None:
             if min(self.depth, self.hidden_size, self.num_heads, self.patch_size) <= 0:
@@ -61,6 +68,10 @@ class DiT(nn.Module):
                 raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
             if self.time_inputs not in (1, 2):
                 raise ValueError(f"time_inputs must be 1 or 2, got {self.time_inputs}")
+            if self.output_sign not in (1, -1):
+                raise ValueError(f"output_sign must be 1 or -1, got {self.output_sign}")
+            if not (math.isfinite(self.time_scale) and self.time_scale > 0) or not math.isfinite(self.time_freq_shift):
+                raise ValueError("time_scale must be a positive number and time_freq_shift a finite one")
             if self.rope and (self.hidden_size // self.num_heads) % 4:
                 raise ValueError(
                     f"rope needs a head dimension (hidden_size / num_heads = {self.hidden_size // self.num_heads}) "
@@ -77,15 +88,17 @@ class DiT(nn.Module):
             raise ValueError(f"DiT takes square latents, got {h}x{w}")
         if h % p:
             raise ValueError(f"input size {h} is not divisible by the patch size {p}; choose a patch that divides it")
-        self.cfg, self.spec, self.in_channels, self.out_channels = cfg, spec, in_channels, out_channels or in_channels
+        out_channels = out_channels or in_channels * (2 if cfg.learn_sigma else 1)
+        self.cfg, self.spec, self.in_channels, self.out_channels = cfg, spec, in_channels, out_channels
         input_size = h
         self.input_size, self.num_classes = input_size, num_classes
         self.grid = input_size // p
         D = cfg.hidden_size
         self.x_embedder = nn.Conv2d(in_channels, D, kernel_size=p, stride=p)
         self.tdln = cfg.conditioning == "tdln"
-        self.t_embedder = None if self.tdln else TimestepEmbedder(D)
-        self.s_embedder = TimestepEmbedder(D) if cfg.time_inputs == 2 else None  # CTM's target time s
+        embed = {"time_scale": cfg.time_scale, "freq_shift": cfg.time_freq_shift}
+        self.t_embedder = None if self.tdln else TimestepEmbedder(D, **embed)
+        self.s_embedder = TimestepEmbedder(D, **embed) if cfg.time_inputs == 2 else None  # CTM's target time s
         self.y_embedder = LabelEmbedder(num_classes, D)
         self.register_buffer("pos_embed", sincos_pos_embed_2d(D, self.grid).unsqueeze(0), persistent=False)
         rope = rope_2d(D // cfg.num_heads, self.grid) if cfg.rope else None  # (2, T, Dh) cos and sin
@@ -129,14 +142,20 @@ class DiT(nn.Module):
         h = h + self.pos_embed.to(h.dtype)  # keep the residual stream in the compute dtype (bf16 under autocast)
         if self.tdln:
             return self.forward_tdln(h, t, y)
-        c = self.t_embedder(t) + self.y_embedder(y)  # (B, D)
+        c = self.t_embedder(self.network_time(t)) + self.y_embedder(y)  # (B, D)
         if self.s_embedder is not None:
-            c = c + self.s_embedder(t if s is None else s)
+            c = c + self.s_embedder(self.network_time(t if s is None else s))
         elif s is not None:
             raise ValueError("this DiT has one time input (time_inputs: 1); it takes no s")
         for block in self.blocks:
             h = block(h, c, self.rope)
-        return self.unpatchify(self.final_layer(h, c))
+        out = self.unpatchify(self.final_layer(h, c))
+        return -out if self.cfg.output_sign == -1 else out
+
+    def network_time(self, t: Tensor) -> Tensor:
+        """genlab's t (t = 1 noise) as this network's time: 1 - t for SiT/LightningDiT checkpoints (the embedder
+        then scales by ``time_scale``)."""
+        return 1 - t if self.cfg.time_reversed else t
 
     def forward_tdln(self, h: Tensor, t: Tensor, y: Tensor) -> Tensor:
         """TD-LN conditioning: (B, T, D) patches behind the class token; every norm reads tau = 1 - 2t."""

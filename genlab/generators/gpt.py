@@ -113,6 +113,9 @@ class GPT(Generator):
         class_dropout: float = 0.1  # probability that a training label becomes the null class (for CFG)
         token_dropout: float = 0.0  # dropout on the input embeddings (LlamaGen 0.1; global RNG, see the module doc)
         dropout: float = 0.0  # dropout after the attention output and the feed-forward (LlamaGen 0.1; global RNG)
+        # the class token's RoPE row on a 2-D grid: "identity" (unrotated, genlab's) or "zero" (LlamaGen's all-zero
+        # cos/sin row, which zeroes the class token's query and key; what imported LlamaGen checkpoints compute)
+        class_rope: Literal["identity", "zero"] = "identity"
 
         def validate(self) -> None:
             if min(self.depth, self.hidden_size, self.num_heads, self.ffn_multiple_of) <= 0:
@@ -160,6 +163,8 @@ class GPT(Generator):
             rope = rope_1d(head_dim, N, theta=cfg.rope_theta)
         else:  # class unrotated, t_j at its (row, column)
             identity = torch.stack([torch.ones(1, head_dim), torch.zeros(1, head_dim)])
+            if cfg.class_rope == "zero":
+                identity = torch.zeros_like(identity)
             rope = torch.cat([identity, rope_2d(head_dim, spec.grid, theta=cfg.rope_theta)[:, : N - 1]], dim=1)
         self.register_buffer("rope", rope, persistent=False)  # (2, N, Dh): one row per input position
         self.initialize_weights()

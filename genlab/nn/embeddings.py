@@ -8,10 +8,13 @@ import torch
 from torch import Tensor, nn
 
 
-def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    """Sinusoidal features of (B,) scalars -> (B, dim) (Transformer / ADM frequency embedding)."""
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0, freq_shift: float = 0.0) -> Tensor:
+    """Sinusoidal features of (B,) scalars -> (B, dim) (Transformer / ADM frequency embedding): [cos, sin] of
+    t exp(-ln(max_period) i / (half - freq_shift)); ``freq_shift`` is diffusers' ``downscale_freq_shift``
+    (0 in DiT's code, 1 in diffusers' DiTTransformer2DModel)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    div = half if not freq_shift else half - freq_shift
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / div)
     args = t.float()[:, None] * freqs[None]  # (B, half)
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
@@ -22,13 +25,13 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
 class TimestepEmbedder(nn.Module):
     """t in [0, 1] -> frequency features of ``t * time_scale`` -> MLP -> (B, hidden)."""
 
-    def __init__(self, hidden: int, freq_dim: int = 256, time_scale: float = 1000.0):
+    def __init__(self, hidden: int, freq_dim: int = 256, time_scale: float = 1000.0, freq_shift: float = 0.0):
         super().__init__()
-        self.freq_dim, self.time_scale = freq_dim, time_scale
+        self.freq_dim, self.time_scale, self.freq_shift = freq_dim, time_scale, freq_shift
         self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
 
     def forward(self, t: Tensor) -> Tensor:
-        emb = timestep_embedding(t * self.time_scale, self.freq_dim)
+        emb = timestep_embedding(t * self.time_scale, self.freq_dim, freq_shift=self.freq_shift)
         return self.mlp(emb.to(self.mlp[0].weight.dtype))
 
 
