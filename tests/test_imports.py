@@ -10,18 +10,19 @@ ALLOWED = {
     "registry": set(),
     "config": {"registry"},
     "nn": {"registry", "config", "nn"},
-    "data": {"registry", "config", "data"},
-    "tokenizers": {"registry", "config", "nn", "samplers", "tokenizers"},  # samplers: a flow decoder (FlexTok)
+    "data": {"registry", "config", "nn", "data"},  # nn: per-sample seeds (reflow's pair datasets)
+    # samplers: a flow decoder (FlexTok); runs.limits (imports config only): a model's size checked before it is built
+    "tokenizers": {"registry", "config", "nn", "samplers", "tokenizers", "runs.limits"},
     "samplers": {"registry", "config", "samplers"},
     "generators": {"registry", "config", "nn", "samplers", "generators", "tokenizers.base"},
     "evals": {"registry", "config", "nn", "data", "evals"},
     "train": {"registry", "config", "nn", "data", "tokenizers.base", "train", "runs.store", "threads"},
-    "runs": {"registry", "config", "runs", "tokenizers.base"},
+    "runs": {"registry", "config", "runs", "tokenizers.base", "tokenizers.saved"},  # saved: the tokenizer fingerprint
     "grids": {"data"},
     "pipeline": {"registry", "config", "nn", "data", "tokenizers", "generators", "samplers", "train", "runs", "grids",
                  "pipeline"},
-    "tasks": {"registry", "config", "data", "tokenizers", "generators", "evals", "train", "runs", "grids", "pipeline",
-              "tasks"},
+    "tasks": {"registry", "config", "nn", "data", "tokenizers", "generators", "evals", "train", "runs", "grids",
+              "pipeline", "tasks"},
     "imports": {"registry", "config", "nn", "tokenizers", "generators", "runs", "imports"},  # other codebases' files
     "threads": set(),
     "demo": {"registry", "config", "data", "tokenizers", "samplers", "runs", "pipeline", "demo"},

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from genlab.generators.base import Generator, GeneratorError, Sampled, option
+from genlab.generators.base import Generator, GeneratorError, Sampled, SampleOptions, option
 from genlab.generators.objectives.flow import FlowSampleOptions, _compiled
 from genlab.generators.objectives.gaussian import Diffusion, linear_betas
 from genlab.nn import per_sample_rand, per_sample_randn
@@ -53,6 +53,13 @@ class DDPMSampleOptions(FlowSampleOptions):
         "iddpm", "ddpm/ddim respacing: iddpm (evenly with both ends, DiT) or leading (k N/steps, diffusers' DDIM)"
     )
     eta: float = option(0.0, "ddim: the noise scale eta (0 deterministic, 1 DDPM-like)", low=0.0, high=1.0)
+
+    @classmethod
+    def merge(cls, defaults: SampleOptions, given: dict[str, Any]) -> SampleOptions:
+        """ddpm/ddim are this objective's own samplers, not registered ones: no sampler options to merge."""
+        if str(given.get("sampler", getattr(defaults, "sampler", "ddpm"))) in NATIVE:
+            return super(FlowSampleOptions, cls).merge(defaults, given)
+        return super().merge(defaults, given)
 
     def check(self) -> None:
         if self.sampler in NATIVE:
