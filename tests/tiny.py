@@ -47,6 +47,13 @@ TINY: dict[str, dict[str, dict | None]] = {
             "loss": {"perceptual": "none"},
             "vf": {"encoder": {"name": "random-conv", "dim": 32, "layers": 2}},
         },  # fmt: skip
+        "vitok": {
+            "patch": 4,
+            "channels": 4,
+            "encoder": {"depth": 1, "width": 32, "num_heads": 2},
+            "decoder": {"depth": 1, "width": 32, "num_heads": 2},
+            "loss": {"perceptual": "none"},
+        },  # fmt: skip
         "sd-vae": {"scaling_factor": 0.5},  # path: a random diffusers AutoencoderKL the test saves
         "run": {},  # path: a tokenizer folder the test saves
     },
