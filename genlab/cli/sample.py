@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                 return 0
         else:
             result = pipe.generate(labels, seed=args.seed, options=options, batch_size=args.batch_size)
-            save_grid(result.images, out, nrow=args.n, row_labels=[pipe.class_names[c] for c in classes])
+            out = save_grid(result.images, out, nrow=args.n, row_labels=[pipe.class_names[c] for c in classes])
     except ValueError as e:  # options that only the generator can check (FlowTurbo R steps without a refiner, ...)
         raise UsageError(str(e)) from None
     refined = "".join(f" + {k} {name} evaluation{'s' * (k != 1)}" for name, k in result.extra_networks().items() if k)
