@@ -29,7 +29,7 @@ from genlab.nn import Attention, RMSNorm, SwiGLU, rope_2d, rope_3d
 from genlab.registry import register
 from genlab.tokenizers.base import Tokenizer, TokenizerError, TokenSpec
 from genlab.tokenizers.losses import LossConfig, TokenizerCriterion
-from genlab.tokenizers.vae import DiagonalGaussian
+from genlab.tokenizers.vae import DiagonalGaussian, FittedLatentStats
 
 # ViT widths of the paper's variant names (depth, width, heads), as ViT / the paper's Table 1 name them:
 # S, B, L are ViT's (Dosovitskiy et al. 2021); the paper's "Ld" decoder and exact depths are (paper, unverified)
@@ -80,7 +80,7 @@ class ViT(nn.Module):
 
 
 @register("tokenizer", "vitok")
-class ViTokTokenizer(Tokenizer):
+class ViTokTokenizer(FittedLatentStats, Tokenizer):
     LOG_KEYS = ("kl",)
 
     @dataclass
@@ -169,20 +169,7 @@ class ViTokTokenizer(Tokenizer):
     def _from_tokens(self, tokens: Tensor) -> Tensor:
         return tokens.unsqueeze(2) if self.cfg.frames == 1 else tokens
 
-    @torch.no_grad()
-    def roundtrip(self, images: Tensor) -> Tensor:
-        return self.decode_latent(self.posterior(images).mean)
-
-    # -- latent statistics (as the KL-VAE's: weights, fitted at export)
-
-    @property
-    def stats_fitted(self) -> bool:
-        return self.cfg.normalize == "none" or bool(self.latent_stats_fitted)
-
-    def _require_stats(self, what: str) -> None:
-        if not self.stats_fitted:
-            raise TokenizerError(f"{what}: this vitok's latent mean/std were never fitted; fit_latent_stats(batches) "
-                                 "(genlab train does it at export), or roundtrip(images) without them")  # fmt: skip
+    # -- latent statistics (as the KL-VAE's: weights, fitted at export; FittedLatentStats)
 
     def _stat_view(self, v: Tensor) -> Tensor:
         return v.view(1, -1, 1, 1, 1)
