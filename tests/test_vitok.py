@@ -63,3 +63,15 @@ def test_named_variants_are_asymmetric_and_counted():
     assert 21e6 < counts["S-B/16"]["encoder"] < 22e6
     assert 84e6 < counts["S-B/16"]["decoder"] < 86e6
     assert 300e6 < counts["S-L/16"]["decoder"] < 305e6
+
+
+@pytest.mark.parametrize(
+    "preset,variant", [("vitok-s-b-16", "S-B/16"), ("vitok-s-l-16", "S-L/16"), ("vitok-s-b-8", "S-B/8")]
+)
+def test_imagenet_presets_build_the_named_variants(preset, variant):
+    from genlab import config
+
+    cfg = config.load(f"imagenet256/{preset}")
+    with torch.device("meta"):
+        tok = cfg.tokenizer.build(resolution=cfg.data.cfg.resolution)
+    assert sum(p.numel() for p in tok.parameters()) == vitok_param_count(variant)["total"]
