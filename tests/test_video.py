@@ -80,3 +80,6 @@ def test_smoke_video_trains_and_samples_a_gif(tmp_path, monkeypatch):
     with Image.open(tmp_path / "v.gif") as gif:
         assert gif.n_frames == 4
     assert len(list((tmp_path / "v_frames").glob("frame_*.png"))) == 4
+    done = subprocess.run([*run, "sample", "--run", str(tmp_path / "r"), "--out", str(tmp_path / "v.npz")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2 and "clips" in done.stderr and "Traceback" not in done.stderr

@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     labels = [c for c in classes for _ in range(args.n)]
     out = Path(args.out)
     fmt = args.format or ("npz" if out.suffix == ".npz" else "png")
+    if fmt == "npz" and pipe.tokenizer.token_spec.size("time") is not None:
+        raise UsageError("--format npz holds images; this run makes clips: write a .png name (a .gif and frames)")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         if fmt == "npz":  # batch by batch as uint8, shared over the processes of torchrun / accelerate launch
