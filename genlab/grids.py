@@ -1,4 +1,6 @@
 """Sample grids as PNG files: ``nrow`` images per row, optionally a label (a class name) left of each row.
+Clips (B, 3, T, H, W), what a tokenizer with a time axis decodes to, become an animated GIF of such grids (one
+grid per frame) beside a folder of the frames' PNG grids.
 
 The labels are drawn with Pillow's bundled font (scalable where Pillow has FreeType, else its bitmap font),
 so nothing depends on the fonts a machine happens to have.
@@ -29,13 +31,41 @@ def _font(height: int):
         return ImageFont.load_default()
 
 
+GIF_FRAME_MS = 125  # 8 frames per second
+
+
 def save_grid(
     images: Tensor, path: Path | str, nrow: int, row_labels: Sequence[str] | None = None, *, fmt: str | None = None
-) -> None:
-    """Save (B, 3, H, W) images in [-1, 1] as one PNG grid, ``nrow`` images per row (``fmt``: Pillow's format name,
-    default from the file's extension).
+) -> Path:
+    """Save (B, 3, H, W) images in [-1, 1] as one PNG grid, ``nrow`` images per row; returns the path written
+    (``fmt``: Pillow's format name, default from the file's extension).
+    Clips (B, 3, T, H, W) go to ``path`` with the suffix ``.gif`` (looping, ``GIF_FRAME_MS`` per frame), their
+    frames to ``<stem>_frames/frame_000.png`` ...; the GIF's path is returned.
 
     ``row_labels``: one text per row (``ceil(B / nrow)`` of them), drawn in black at the left of its row."""
+    path = Path(path)
+    if images.ndim == 5:
+        return save_clip_grid(images, path, nrow, row_labels)
+    image = grid_image(images, nrow, row_labels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt)
+    return path
+
+
+def save_clip_grid(clips: Tensor, path: Path, nrow: int, row_labels: Sequence[str] | None = None) -> Path:
+    """(B, 3, T, H, W) clips -> an animated GIF grid at ``path.with_suffix(".gif")`` and T PNG frame grids."""
+    frames = [grid_image(clips[:, :, k], nrow, row_labels) for k in range(clips.shape[2])]
+    folder = path.parent / f"{path.stem}_frames"
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, frame in enumerate(frames):
+        frame.save(folder / f"frame_{k:03d}.png")
+    gif = path.with_suffix(".gif")
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=GIF_FRAME_MS, loop=0, optimize=False)
+    return gif
+
+
+def grid_image(images: Tensor, nrow: int, row_labels: Sequence[str] | None = None):
+    """(B, 3, H, W) images in [-1, 1] -> the grid as a PIL image (``save_grid``'s layout)."""
     from PIL import Image, ImageDraw
 
     B, _, H, W = images.shape
@@ -61,6 +91,4 @@ def save_grid(
             top, bottom = font.getbbox(str(text))[1::2]
             y = PAD + r * (H + PAD) + (H - (bottom - top)) // 2 - top  # centred on the row
             draw.text((LABEL_MARGIN, y), str(text), fill=(0, 0, 0), font=font)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format=fmt)
+    return image

@@ -33,6 +33,7 @@ TINY: dict[str, dict[str, dict | None]] = {
     "dataset": {
         "digits": {"resolution": 16},
         "openmoji": {"resolution": 16, "skin_tones": False},
+        "moving-openmoji": {"resolution": 16, "frames": 3, "clips": 8, "limit": 48},
         "imagefolder": {"resolution": 16, "num_classes": 0},  # root: a folder the test writes
         "shards": {"resolution": 16},  # root: shards the test packs
         "token-cache": {"resolution": 16},  # path: a cache the test writes
@@ -49,6 +50,13 @@ TINY: dict[str, dict[str, dict | None]] = {
             "embed_dim": 4,
             "loss": {"perceptual": "none"},
             "vf": {"encoder": {"name": "random-conv", "dim": 32, "layers": 2}},
+        },  # fmt: skip
+        "vitok": {
+            "patch": 4,
+            "channels": 4,
+            "encoder": {"depth": 1, "width": 32, "num_heads": 2},
+            "decoder": {"depth": 1, "width": 32, "num_heads": 2},
+            "loss": {"perceptual": "none"},
         },  # fmt: skip
         "sd-vae": {"scaling_factor": 0.5},  # path: a random diffusers AutoencoderKL the test saves
         "run": {},  # path: a tokenizer folder the test saves

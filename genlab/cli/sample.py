@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     labels = [c for c in classes for _ in range(args.n)]
     fmt = args.format or ("npz" if out.suffix == ".npz" else "png")
+    if fmt == "npz" and pipe.tokenizer.token_spec.size("time") is not None:
+        raise UsageError("--format npz holds images; this run makes clips: write a .png name (a .gif and frames)")
     from PIL import Image
 
     known = out.suffix.lower() in Image.registered_extensions() and args.format is None  # x.jpg stays a JPEG
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             result = pipe.generate(labels, seed=args.seed, options=options, batch_size=args.batch_size)
             rows = [pipe.class_names[c] for c in classes]
-            save_grid(result.images, out, nrow=args.n, row_labels=rows, fmt=None if known else "PNG")
+            out = save_grid(result.images, out, nrow=args.n, row_labels=rows, fmt=None if known else "PNG")
     except ValueError as e:  # options that only the generator can check (FlowTurbo R steps without a refiner, ...)
         raise UsageError(str(e)) from None
     except OSError as e:  # a full disk (/dev/full), a read-only or vanished folder: the path and why

@@ -19,8 +19,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from genlab.nn import LabelEmbedder, TimestepEmbedder, rope_2d, sincos_pos_embed_2d
+from genlab.nn import LabelEmbedder, TimestepEmbedder, rope_2d, rope_3d, sincos_pos_embed_2d
 from genlab.nn.adaln import DiTBlock, FinalLayer, block_norm, modulate, swiglu_hidden  # noqa: F401  (re-exported)
+from genlab.nn.embeddings import timestep_embedding
 from genlab.registry import register
 from genlab.tokenizers.base import TokenSpec
 
@@ -34,6 +35,7 @@ class DiT(nn.Module):
 
     ROLE = "backbone"
     TOKEN_KINDS = ("continuous",)
+    TOKEN_AXES = (("channel", "time", "height", "width"),)  # video latents: spatio-temporal patches
 
     @dataclass
     class Config:
@@ -60,9 +62,10 @@ class DiT(nn.Module):
         time_reversed: bool = False  # the network's time is 1 - t (SiT/LightningDiT: t = 1 is data, 0 noise)
         output_sign: Literal[1, -1] = 1  # -1: the network predicts -v (SiT/LightningDiT's data - noise velocity)
         time_freq_shift: float = 0.0  # the embedding's frequencies exp(-ln(1e4) i / (128 - shift)): diffusers' DiT 1
+        patch_time: int = 1  # video latents (C, T, h, w): latent frames per patch (3-D patches pt x p x p)
 
         def validate(self) -> None:
-            if min(self.depth, self.hidden_size, self.num_heads, self.patch_size) <= 0:
+            if min(self.depth, self.hidden_size, self.num_heads, self.patch_size, self.patch_time) <= 0:
                 raise ValueError("depth, hidden_size, num_heads and patch_size must be positive")
             if self.hidden_size % self.num_heads:
                 raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
@@ -82,8 +85,12 @@ class DiT(nn.Module):
 
     def __init__(self, cfg: Config, *, spec: TokenSpec, num_classes: int, out_channels: int = 0):
         super().__init__()
-        p = cfg.patch_size
+        p, pt, frames = cfg.patch_size, cfg.patch_time, spec.size("time")
         in_channels, (h, w) = spec.channels, spec.grid
+        if frames is None and pt != 1:
+            raise ValueError(f"patch_time {pt} needs video latents (a time axis); these are {spec.describe()}")
+        if frames is not None and frames % pt:
+            raise ValueError(f"{frames} latent frames are not divisible by patch_time {pt}")
         if h != w:
             raise ValueError(f"DiT takes square latents, got {h}x{w}")
         if h % p:
@@ -93,19 +100,38 @@ class DiT(nn.Module):
         input_size = h
         self.input_size, self.num_classes = input_size, num_classes
         self.grid = input_size // p
+        self.frames = None if frames is None else frames // pt  # patches along time; None for images
         D = cfg.hidden_size
-        self.x_embedder = nn.Conv2d(in_channels, D, kernel_size=p, stride=p)
+        if self.frames is None:
+            self.x_embedder = nn.Conv2d(in_channels, D, kernel_size=p, stride=p)
+        else:
+            self.x_embedder = nn.Conv3d(in_channels, D, kernel_size=(pt, p, p), stride=(pt, p, p))
         self.tdln = cfg.conditioning == "tdln"
         embed = {"time_scale": cfg.time_scale, "freq_shift": cfg.time_freq_shift}
         self.t_embedder = None if self.tdln else TimestepEmbedder(D, **embed)
         self.s_embedder = TimestepEmbedder(D, **embed) if cfg.time_inputs == 2 else None  # CTM's target time s
         self.y_embedder = LabelEmbedder(num_classes, D)
-        self.register_buffer("pos_embed", sincos_pos_embed_2d(D, self.grid).unsqueeze(0), persistent=False)
-        rope = rope_2d(D // cfg.num_heads, self.grid) if cfg.rope else None  # (2, T, Dh) cos and sin
+        self.register_buffer("pos_embed", self.position_embedding(D), persistent=False)
+        rope = self.rope_table(D // cfg.num_heads) if cfg.rope else None  # (2, T, Dh) cos and sin
         self.register_buffer("rope", rope, persistent=False)
         self.blocks = nn.ModuleList(DiTBlock(D, cfg.num_heads, cfg) for _ in range(cfg.depth))
-        self.final_layer = FinalLayer(D, p, self.out_channels, cfg.norm, tdln=self.tdln)
+        self.final_layer = FinalLayer(D, p, self.out_channels * pt, cfg.norm, tdln=self.tdln)
         self.initialize_weights()
+
+    def position_embedding(self, D: int) -> Tensor:
+        """(1, N, D) fixed sin-cos: DiT's 2-D one; for video the same per frame plus a 1-D sin-cos of the frame
+        index (t scaled to DiT's positions: a whole-number frame index, frequency features as the timestep's)."""
+        spatial = sincos_pos_embed_2d(D, self.grid)  # (g*g, D)
+        if self.frames is None:
+            return spatial.unsqueeze(0)
+        temporal = timestep_embedding(torch.arange(self.frames, dtype=torch.float32), D)  # (t, D)
+        return (temporal[:, None, :] + spatial[None]).reshape(1, -1, D)  # (1, t*g*g, D), time-major
+
+    def rope_table(self, head_dim: int) -> Tensor:
+        """2-D axial RoPE over the patch grid, or 3-D over (t, g, g) for video."""
+        if self.frames is None:
+            return rope_2d(head_dim, self.grid)
+        return rope_3d(head_dim, (self.frames, self.grid, self.grid))
 
     def initialize_weights(self) -> None:
         """DiT's init: Xavier linears, N(0, 0.02) embeddings, zero adaLN and output (adaLN-Zero)."""
@@ -130,8 +156,12 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final_layer.linear.bias)
 
     def unpatchify(self, x: Tensor) -> Tensor:
-        """(B, T, p*p*C) -> (B, C, H, W)."""
+        """(B, T, p*p*C) -> (B, C, H, W); video: (B, t*g*g, p*p*pt*C) -> (B, C, t*pt, H, W)."""
         B, p, g, C = x.shape[0], self.cfg.patch_size, self.grid, self.out_channels
+        if self.frames is not None:
+            t, pt = self.frames, self.cfg.patch_time
+            x = x.view(B, t, g, g, p, p, pt, C).permute(0, 7, 1, 6, 2, 4, 3, 5)  # (B, C, t, pt, g, p, g, p)
+            return x.reshape(B, C, t * pt, g * p, g * p)
         x = x.view(B, g, g, p, p, C).permute(0, 5, 1, 3, 2, 4)  # (B, C, g, p, g, p)
         return x.reshape(B, C, g * p, g * p)
 

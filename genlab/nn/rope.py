@@ -48,3 +48,19 @@ def apply_rope(x: Tensor, rope: Tensor) -> Tensor:
     pairs = xf.unflatten(-1, (-1, 2))  # (B, H, N, Dh/2, 2)
     rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)  # (x0, x1) -> (-x1, x0)
     return (xf * cos + rotated * sin).to(x.dtype)
+
+
+def rope_3d(head_dim: int, grid: tuple[int, int, int], *, theta: float = ROPE_THETA) -> Tensor:
+    """(2, t*h*w, head_dim) float32 for a (t, h, w) spatio-temporal grid, tokens time-major then raster order.
+    Axial as ``rope_2d``: a quarter of each head's features (``head_dim // 4``) is rotated by the token's frame,
+    the rest split evenly between its row and its column; needs ``head_dim`` divisible by 16 (even parts)."""
+    if head_dim % 16:
+        raise ValueError(f"3-D RoPE needs a head dimension divisible by 16, got {head_dim}")
+    t, h, w = grid
+    dt = head_dim // 4
+    ds = (head_dim - dt) // 2
+    times = _angles(torch.arange(t), dt, theta)[:, None, None, :].expand(t, h, w, dt)
+    rows = _angles(torch.arange(h), ds, theta)[None, :, None, :].expand(t, h, w, ds)
+    cols = _angles(torch.arange(w), ds, theta)[None, None, :, :].expand(t, h, w, ds)
+    angle = torch.cat([times, rows, cols], dim=-1).reshape(t * h * w, head_dim)  # (N, head_dim)
+    return torch.stack([angle.cos(), angle.sin()]).float()

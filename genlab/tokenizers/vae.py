@@ -62,8 +62,30 @@ class DiagonalGaussian:
         return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).sum((1, 2, 3))
 
 
+class FittedLatentStats:
+    """What a continuous tokenizer with fitted latent statistics shares (KL-VAE, VA-VAE, ViTok): it needs
+    ``posterior(images).mean``, ``decode_latent``, ``cfg.normalize`` and the ``latent_stats_fitted`` buffer."""
+
+    @torch.no_grad()
+    def roundtrip(self, images: Tensor) -> Tensor:
+        """Posterior mean -> decoder: a reconstruction that needs no latent statistics."""
+        return self.decode_latent(self.posterior(images).mean)
+
+    @property
+    def stats_fitted(self) -> bool:
+        return self.cfg.normalize == "none" or bool(self.latent_stats_fitted)
+
+    def _require_stats(self, what: str) -> None:
+        if not self.stats_fitted:
+            raise TokenizerError(
+                f"{what}: this {type(self).__name__}'s latent mean/std were never fitted, and a generator trained on "
+                "raw latents trains badly (LightningDiT #34: FID 130). Fit them with fit_latent_stats(batches) "
+                "(genlab train does it at export); roundtrip(images) reconstructs without them"
+            )
+
+
 @register("tokenizer", "kl-vae")
-class KLVAETokenizer(Tokenizer):
+class KLVAETokenizer(FittedLatentStats, Tokenizer):
     LOG_KEYS = ("kl",)
 
     @dataclass
@@ -109,25 +131,6 @@ class KLVAETokenizer(Tokenizer):
     def decode_latent(self, z: Tensor) -> Tensor:
         """Raw (unnormalised) latent (B, C, h, w) -> images (B, 3, H, W)."""
         return self.decoder(self.post_quant_conv(z))
-
-    @torch.no_grad()
-    def roundtrip(self, images: Tensor) -> Tensor:
-        """Posterior mean -> decoder: a reconstruction that needs no latent statistics."""
-        return self.decode_latent(self.posterior(images).mean)
-
-    # -- latent statistics
-
-    @property
-    def stats_fitted(self) -> bool:
-        return self.cfg.normalize == "none" or bool(self.latent_stats_fitted)
-
-    def _require_stats(self, what: str) -> None:
-        if not self.stats_fitted:
-            raise TokenizerError(
-                f"{what}: this {type(self).__name__}'s latent mean/std were never fitted, and a generator trained on "
-                "raw latents trains badly (LightningDiT #34: FID 130). Fit them with fit_latent_stats(batches) "
-                "(genlab train does it at export); roundtrip(images) reconstructs without them"
-            )
 
     @torch.no_grad()
     def fit_latent_stats(self, batches: Iterable[Tensor], *, progress: bool = False, total: int | None = None) -> None:
