@@ -175,8 +175,12 @@ def train_in_process(kind: str, name: str, out: Path, governor, num_threads: int
 # batch over the threads, so their weights change with the thread count (torch.backends.mkldnn disabled, torch's
 # own kernels are equal at 1 and 2 threads, at a cost in speed not yet measured; issue 27, left for a follow-up)
 ONEDNN = pytest.mark.xfail(strict=True, reason="oneDNN convolution backward depends on the thread count")
-CASES = [("generator", n) for n in registry.names("generator")] + [
-    pytest.param("tokenizer", n, marks=ONEDNN) for n in trainable_tokenizers()
+# found by this test after the round-3 merges, not fixed yet: DiMR's tiny config (52 of 64 tensors differ, from the
+# first branch's input layer on); vitok has no convolution in its backward and is invariant
+NOT_YET = {("generator", "dimr"): pytest.mark.xfail(strict=True, reason="DiMR: a layer's backward depends on threads")}
+INVARIANT_TOKENIZERS = {"vitok"}
+CASES = [pytest.param("generator", n, marks=NOT_YET.get(("generator", n), ())) for n in registry.names("generator")] + [
+    pytest.param("tokenizer", n, marks=() if n in INVARIANT_TOKENIZERS else ONEDNN) for n in trainable_tokenizers()
 ]
 
 

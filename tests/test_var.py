@@ -145,7 +145,7 @@ def test_presets_build_the_released_sizes(depth):
         )
     assert sum(p.numel() for p in gen.parameters()) == var_param_count(depth)
     assert tok.token_spec.scales == (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
-    assert data["sample"] == {"per_class": 50, "seed": 0, "cfg": 2.5, "top_k": 900, "top_p": 0.96, "temperature": 1.0}
+    assert data["sample"] == {"per_class": 4, "grid_classes": 8, "seed": 0, "cfg": 2.5, "top_k": 900, "top_p": 0.96, "temperature": 1.0}
 
 
 def test_masked_attention_bf16_cpu_path_matches_sdpa():

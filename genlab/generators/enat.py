@@ -48,7 +48,7 @@ from genlab.generators.maskgit import (
     ranks,
     start_ids,
 )  # fmt: skip
-from genlab.nn import LabelEmbedder, per_sample_rand
+from genlab.nn import LabelEmbedder, LayerNorm, per_sample_rand
 from genlab.nn.attention import attention
 from genlab.nn.sampling import gumbel, sample_from_logits
 from genlab.registry import register
@@ -143,10 +143,10 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_hidden: int):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.norm_ctx = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm1 = LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm_ctx = LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = ContextAttention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm2 = LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, mlp_hidden)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 8 * dim))
 
@@ -163,7 +163,7 @@ class PrevProj(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.norm = LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, 4 * dim)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -236,12 +236,12 @@ class ENAT(Generator):
         N, D, H = spec.num_positions, cfg.hidden_size, int(cfg.hidden_size * cfg.mlp_ratio)
         self.tok_embedder = nn.Embedding(spec.vocab_size + 1, D)  # id vocab_size = [MASK]
         self.pos_embed = nn.Parameter(torch.zeros(1, N, D))
-        self.embed_norm = nn.LayerNorm(D, eps=1e-6)
+        self.embed_norm = LayerNorm(D, eps=1e-6)
         self.y_embedder = LabelEmbedder(num_classes, D)  # adaLN conditioning; row num_classes = null
         self.prev_proj = PrevProj(D)
         self.encoder = nn.ModuleList(Block(D, cfg.num_heads, H) for _ in range(cfg.encoder_depth))
         self.decoder = nn.ModuleList(Block(D, cfg.num_heads, H) for _ in range(cfg.decoder_depth))
-        self.norm = nn.LayerNorm(D, eps=1e-6)
+        self.norm = LayerNorm(D, eps=1e-6)
         self.head = MlmHead(D, spec.vocab_size)
         self.initialize_weights()
 

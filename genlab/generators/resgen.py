@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from genlab.generators.base import Generator, GeneratorError, Sampled, TokenCodes, TokenSpec, option
 from genlab.generators.maskgit import Block, MaskGIT, decode_schedule, ranks
-from genlab.nn import LabelEmbedder, per_sample_rand, per_sample_randn
+from genlab.nn import LabelEmbedder, LayerNorm, per_sample_rand, per_sample_randn
 from genlab.nn.sampling import gumbel, sample_from_logits
 from genlab.registry import register
 
@@ -70,7 +70,7 @@ class MoGHead(nn.Module):
     def __init__(self, hidden: int, dim: int, components: int):
         super().__init__()
         self.K, self.C = components, dim
-        self.norm = nn.LayerNorm(hidden, eps=1e-6)
+        self.norm = LayerNorm(hidden, eps=1e-6)
         self.proj = nn.Linear(hidden, components * (1 + 2 * dim))
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -127,9 +127,9 @@ class ResGen(Generator):
         self.masked_embed = nn.Embedding(self.depth + 1, D)  # how many codes of the position are masked
         self.y_embedder = LabelEmbedder(num_classes, D)
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + N, D))
-        self.embed_norm = nn.LayerNorm(D, eps=1e-6)
+        self.embed_norm = LayerNorm(D, eps=1e-6)
         self.blocks = nn.ModuleList(Block(D, cfg.num_heads, int(D * cfg.mlp_ratio)) for _ in range(cfg.depth))
-        self.norm = nn.LayerNorm(D, eps=1e-6)
+        self.norm = LayerNorm(D, eps=1e-6)
         self.head = MoGHead(D, C, cfg.components)
         MaskGIT.initialize_weights(self)  # truncated N(0, 0.02) weights and embeddings, zero biases
 
