@@ -3,19 +3,14 @@ and kill -9 + --resume auto (for VAR too)."""
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+import toytrain
 
 from genlab.cli import main
 from genlab.pipeline import Pipeline
-from genlab.train import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
@@ -91,25 +86,7 @@ def test_demo_handler_generates_without_a_sampler(maskgit_run):
 def test_kill_9_and_resume_is_bitwise_identical(tmp_path, preset):
     """For a masked and an autoregressive generator of discrete tokens, as tests/test_trainer.py does for DiT."""
     args = ["--preset", preset, "train.steps=120", "train.checkpoint_every=20", "train.keep_checkpoints=10"]
-
-    def genlab(*extra):
-        cmd = [sys.executable, "-m", "genlab", "train", *args, *extra]
-        return subprocess.run(cmd, env=ENV, capture_output=True, text=True)
-
-    ref, run = tmp_path / "ref", tmp_path / "run"
-    assert genlab("--out", str(ref)).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "genlab", "train", *args, "--out", str(run)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 300
-    while checkpoint.latest_checkpoint(run / "checkpoints") is None and time.time() < deadline:
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (run / "generator").exists(), "the run finished before it could be killed"
-    resumed = genlab("--out", str(run), "--resume", "auto")
-    assert resumed.returncode == 0, resumed.stderr
-    a, b = (load_file(str(r / "generator" / "model.safetensors")) for r in (ref, run))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    toytrain.assert_kill_9_resume_is_bitwise(args, tmp_path, ENV)
 
 
 def test_eval_prints_its_result_before_a_log_that_cannot_be_written(maskgit_run, capsys, tmp_path, monkeypatch):

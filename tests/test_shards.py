@@ -4,23 +4,20 @@ and training on them resumes bitwise after kill -9."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import toytrain
 from PIL import Image
-from safetensors.torch import load_file
 
 from genlab.data import shards
 from genlab.data.base import DataError
 from genlab.data.imagefolder import ImageFolderDataset
-from genlab.train import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
@@ -130,22 +127,4 @@ def test_training_on_shards_resumes_bitwise_after_kill_9(tmp_path):
     args = ["--preset", "smoke", "data.name=shards", f"data.root={tmp_path / 's'}", "data.resolution=16", "train.steps=30",
             "train.checkpoint_every=10", "train.keep_checkpoints=10", "train.batch_size=8"]  # fmt: skip
 
-    def train(*extra):
-        return subprocess.run([sys.executable, "-m", "genlab", "train", *args, *extra], env=ENV, capture_output=True,
-                              text=True)  # fmt: skip
-
-    ref, run = tmp_path / "ref", tmp_path / "run"
-    done = train("--out", str(ref))
-    assert done.returncode == 0, done.stderr[-2000:]
-    proc = subprocess.Popen([sys.executable, "-m", "genlab", "train", *args, "--out", str(run)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 300
-    while checkpoint.latest_checkpoint(run / "checkpoints") is None and time.time() < deadline:
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (run / "generator").exists(), "the run finished before it could be killed"
-    resumed = train("--out", str(run), "--resume", "auto")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a, b = (load_file(str(r / "generator" / "model.safetensors")) for r in (ref, run))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    toytrain.assert_kill_9_resume_is_bitwise(args, tmp_path, ENV)

@@ -52,3 +52,36 @@ if __name__ == "__main__":
     out, steps = Path(sys.argv[1]), int(sys.argv[2])
     cfg = config(steps, checkpoint_every=int(sys.argv[4]) if len(sys.argv) > 4 else 10)
     trainer(out, cfg).fit(resume=sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] != "-" else None)
+
+
+def assert_kill_9_resume_is_bitwise(args: list[str], tmp_path: Path, env: dict) -> None:
+    """``genlab train ARGS`` killed with -9 after its first checkpoint and resumed with ``--resume auto`` ends with
+    the weights of an uninterrupted run of the same ARGS, tensor for tensor."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from safetensors.torch import load_file
+
+    from genlab.train import checkpoint
+
+    def train(*extra):
+        cmd = [sys.executable, "-m", "genlab", "train", *args, *extra]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True)
+
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    done = train("--out", str(ref))
+    assert done.returncode == 0, done.stderr[-2000:]
+    proc = subprocess.Popen([sys.executable, "-m", "genlab", "train", *args, "--out", str(run)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 300
+    while checkpoint.latest_checkpoint(run / "checkpoints") is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "generator").exists(), "the run finished before it could be killed"
+    resumed = train("--out", str(run), "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = (load_file(str(r / "generator" / "model.safetensors")) for r in (ref, run))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
