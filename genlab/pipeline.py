@@ -8,6 +8,7 @@ self-contained model), sampled through its ``SampleOptions``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import typing
@@ -30,6 +31,8 @@ from genlab.tokenizers.saved import fingerprint, tokenizer_spec
 # load_tokenizer, save_tokenizer, spec_from_dict and spec_to_dict live in the run store (re-exported here)
 __all__ = ["Generated", "Pipeline", "RunError", "class_grid", "load_tokenizer", "save_grid", "save_tokenizer",
            "spec_from_dict", "spec_to_dict"]  # fmt: skip
+
+PRECISIONS = ("fp32", "bf16")  # Pipeline.generate(precision=...): the networks' compute dtype when sampling
 
 
 def run_task(run: RunFolder) -> Any:
@@ -182,19 +185,26 @@ class Pipeline(nn.Module):
         seed: int = 0,
         options: SampleOptions | dict[str, Any] | None = None,
         batch_size: int = 64,
+        precision: str = "fp32",
     ) -> Generated:
         """Images for ``labels``; image i uses seed ``seed + i`` whatever ``batch_size`` is. ``options``: the
-        generator's SampleOptions, or a dict of changes to the run's defaults."""
+        generator's SampleOptions, or a dict of changes to the run's defaults. ``precision`` "bf16" runs the
+        networks under bf16 autocast (about 2x faster on a CPU with bf16 units, and on GPUs; a sampler's own
+        state stays float32); "fp32" (the default) is exact."""
         opts = options if isinstance(options, SampleOptions) else self.sample_options(options)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         labels = torch.as_tensor(labels, dtype=torch.long)
         device = next(self.weights.parameters()).device
         out, res, t0 = [], None, time.perf_counter()
         for start in range(0, len(labels), batch_size):
             y = labels[start : start + batch_size].to(device)
             seeds = torch.arange(seed + start, seed + start + len(y), dtype=torch.long)
-            res = self.generator.sample(y, seeds, opts)
-            lengths = {} if res.lengths is None else {"lengths": res.lengths}  # variable-length samples only
-            out.append(self.tokenizer.decode(res.tokens, seeds=seeds, **lengths).clamp(-1, 1).cpu())
+            with torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext():
+                res = self.generator.sample(y, seeds, opts)
+                lengths = {} if res.lengths is None else {"lengths": res.lengths}  # variable-length samples only
+                images = self.tokenizer.decode(res.tokens, seeds=seeds, **lengths)
+            out.append(images.float().clamp(-1, 1).cpu())
         nfe, by_network = (res.nfe, res.networks_nfe()) if res is not None else (0, {})
         return Generated(torch.cat(out), labels, nfe, time.perf_counter() - t0, by_network, opts)
 

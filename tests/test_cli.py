@@ -51,6 +51,25 @@ def test_sample_npz_by_class_name_independent_of_batch_size(smoke_run, tmp_path,
     assert np.abs(x["arr_0"].astype(int) - y["arr_0"].astype(int)).max() <= 1  # float reassociation at most
 
 
+def test_sample_in_bf16_is_close_to_fp32_and_a_bad_precision_is_one_line(smoke_run, tmp_path, capsys):
+    """--precision bf16 (autocast) moves images by a little, never by a whole image; fp32 is the default."""
+    outs = {}
+    for prec in ("fp32", "bf16"):
+        path = tmp_path / f"{prec}.npz"
+        code, _, _ = run_cli(capsys, "sample", "--run", str(smoke_run), "--classes", "1,4", "--n", "4", "--steps", "4",
+                             "--precision", prec, "--out", str(path))  # fmt: skip
+        assert code == 0
+        outs[prec] = np.load(path)["arr_0"].astype(int)
+    diff = np.abs(outs["fp32"] - outs["bf16"])
+    assert 0 < diff.max() and diff.mean() < 8  # bf16 changes the numbers, not the picture
+    code, _, err = run_cli(capsys, "sample", "--run", str(smoke_run), "--precision", "fp16", "--out", str(tmp_path / "x.png"))
+    assert code == 2 and "--precision" in err and "Traceback" not in err
+    from genlab.pipeline import Pipeline
+
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Pipeline.load(smoke_run).generate([0], precision="int8")
+
+
 def test_info_json_counts_paper_models_quickly(capsys):
     code, out, _ = run_cli(capsys, "info", "--preset", "imagenet256/dit-xl-2", "--json")
     assert code == 0

@@ -84,3 +84,13 @@ def test_every_zoo_row_names_a_preset_and_a_known_tokenizer():
     for tok in zoo.TOKENIZERS.values():
         assert config.load(tok.preset).task == "tokenizer"
     assert len({r.name for r in zoo.ROWS}) == len(zoo.ROWS)
+
+
+def test_eval_of_a_run_says_what_it_samples_before_the_long_part(stand_in, smoke_run, capsys):
+    """`genlab eval --run` (the quickstart's --eval): one line on stderr naming the images and the sampler before
+    sampling starts, --json or not (the bar follows it); stdout holds the result alone."""
+    code = main(["eval", "--run", str(smoke_run), "--n", "12", "--metrics", "fid", "--steps", "3", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert json.loads(out)["n"] == 12
+    assert f"sampling 12 images of {smoke_run}" in err and "steps 3" in err

@@ -7,4 +7,4 @@ parser)`` (its flags), ``run(args) -> dict`` (a JSON-able result) and optionally
 ``genlab bench NAME`` prints without ``--json``). A new benchmark is one file here (or a plugin's).
 """
 
-from genlab.bench import eval, gpt, sample, train  # noqa: F401  (register the built-ins)
+from genlab.bench import eval, gpt, sample, train, zoo  # noqa: F401  (register the built-ins)

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -54,8 +55,11 @@ class Row:
     overrides: tuple[str, ...] = ()  # the recipe's own changes to its preset
 
 
-# the pixel DiT's points: its default (Euler, 32 steps) and two cheaper samplers; every other row, its default
-FLOW_POINTS = (("euler-32", {}), ("euler-8", {"steps": 8}), ("dpm++-8", {"sampler": "dpm++", "steps": 8}))
+# the flow rows' sampling: UniPC at 16 steps (Euler-64's FID on the quickstart model at a quarter of its cost,
+# benchmarks/README.md), the pixel DiT at 8 steps too; every other row samples at its preset's defaults
+UNIPC = ("unipc-16", {"sampler": "unipc", "steps": 16})
+FLOW_POINTS = (UNIPC,)
+DIT_POINTS = (UNIPC, ("unipc-8", {"sampler": "unipc", "steps": 8}))
 TOKENIZERS = {
     "kl-vae": Tokenizer("quickstart-vae"),
     "vq": Tokenizer("quickstart-vq"),
@@ -66,11 +70,11 @@ TOKENIZERS = {
     "flextok": Tokenizer("quickstart-flextok"),
 }
 ROWS = (
-    Row("dit", "DiT (pixels, patch 4)", "quickstart", points=FLOW_POINTS),
-    Row("dit-latent", "DiT (KL-VAE latents)", "quickstart-latent", "kl-vae"),
-    Row("lightningdit", "LightningDiT (KL-VAE latents)", "quickstart-lightningdit", "kl-vae"),
-    Row("lamamba", "LaMamba-Diff (pixels)", "quickstart-lamamba"),
-    Row("dimr", "DiMR (pixels)", "quickstart-dimr"),
+    Row("dit", "DiT (pixels, patch 4)", "quickstart", points=DIT_POINTS),
+    Row("dit-latent", "DiT (KL-VAE latents)", "quickstart-latent", "kl-vae", points=FLOW_POINTS),
+    Row("lightningdit", "LightningDiT (KL-VAE latents)", "quickstart-lightningdit", "kl-vae", points=FLOW_POINTS),
+    Row("lamamba", "LaMamba-Diff (pixels)", "quickstart-lamamba", points=FLOW_POINTS),
+    Row("dimr", "DiMR (pixels)", "quickstart-dimr", points=FLOW_POINTS),
     Row("reflow", "DiT + 1 reflow round", "quickstart-fewstep", teacher="dit", points=(("euler-1", {}),)),
     Row("maskgit", "MaskGIT (VQ 8x8)", "quickstart-maskgit", "vq"),
     Row("enat", "ENAT (VQ 8x8)", "quickstart-enat", "vq"),
@@ -94,6 +98,7 @@ class Budget:
     tokenizer_steps: int | None = None  # None: each tokenizer preset's own
     device: str = "cpu"
     sample_batch: int = 100
+    precision: str = "fp32"  # sampling compute dtype (Pipeline.generate): fp32, or bf16 (~2x faster on a CPU)
 
 
 @dataclass
@@ -188,7 +193,9 @@ class Zoo:
         labels, parts, seconds = [i % k for i in range(n)], [], 0.0
         for start in tqdm(range(0, n, bs), desc=f"sample {desc}", unit="batch", leave=False):
             t0 = time.perf_counter()
-            out = pipe.generate(labels[start : start + bs], seed=start, options=options, batch_size=bs)
+            out = pipe.generate(
+                labels[start : start + bs], seed=start, options=options, batch_size=bs, precision=self.budget.precision
+            )
             seconds += time.perf_counter() - t0
             parts.append(to_uint8(out.images))
         return torch.cat(parts), seconds  # (n, 3, H, W) uint8
@@ -233,19 +240,20 @@ class Zoo:
     def report(self) -> dict:
         from genlab.bench.zoo_report import write_report
 
-        rows = [{"name": r.name, "family": r.family, **self.results(r.name)} for r in self.rows]
-        tokenizers = {k: self.results(f"tokenizer-{k}") for k in {r.tokenizer for r in self.rows if r.tokenizer}}
+        # every row this zoo folder holds results of (earlier calls' --families too), in the table's order
+        done = [r for r in (TINY_ROWS if self.tiny else ROWS) if self.results(r.name).get("points")]
+        rows = [{"name": r.name, "family": r.family, **self.results(r.name)} for r in done]
+        tokenizers = {k: self.results(f"tokenizer-{k}") for k in {r.tokenizer for r in done if r.tokenizer}}
         meta = {"budget": vars(self.budget), "floor": self.results("floor"), "machine": _machine(), "load_end": _load(),
                 "command": "genlab bench zoo " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["bench", "zoo"] else ""}  # fmt: skip
         return write_report(self.out, rows, tokenizers, meta)
 
 
 def _cli(*argv: str) -> float:
-    """Run a genlab command in this process; its wall seconds. A failing stage stops the zoo with its message."""
-    from genlab.cli import main
-
+    """Run a genlab command in a child process (each training gets its own accelerate state, threads and
+    memory); its wall seconds. A failing stage stops the zoo with the child's exit status named."""
     t0 = time.perf_counter()
-    code = main(list(argv))
+    code = subprocess.run([sys.executable, "-m", "genlab", *argv]).returncode
     if code:
         raise ConfigError(f"zoo: `genlab {' '.join(argv)}` failed (exit {code}); fix it and run the zoo again")
     return time.perf_counter() - t0
@@ -298,6 +306,8 @@ class ZooBench:
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
+        from genlab.cli.options import add_precision_flag
+
         names = ", ".join(r.name for r in ROWS)
         parser.add_argument("--out", default="runs/zoo", help="the zoo's folder (runs, results, table, plot)")
         parser.add_argument("--families", help=f"a subset, comma-separated, in the table's order; of: {names}")
@@ -306,6 +316,7 @@ class ZooBench:
         parser.add_argument("--tokenizer-steps", type=int, help="steps of every tokenizer (default: each preset's)")
         parser.add_argument("--n", type=int, default=1000, help="images sampled per point and for the floor (1000)")
         parser.add_argument("--device", default="cpu", help="cpu or cuda")
+        add_precision_flag(parser)
         parser.add_argument("--tiny", action="store_true", help="two smoke presets, seconds (the test suite's)")
 
     @staticmethod
@@ -327,7 +338,7 @@ def zoo_from_args(args: argparse.Namespace) -> Zoo:
         if unknown or not wanted:
             raise ConfigError(f"--families: unknown {', '.join(unknown) or '(none given)'}; "
                               f"known: {', '.join(r.name for r in rows)}")  # fmt: skip
-        rows = tuple(r for r in rows if r.name in wanted)
+        rows = tuple(next(r for r in rows if r.name == name) for name in dict.fromkeys(wanted))  # run in this order
     try:
         for value, flag, top in ((args.steps, "--steps", 10**7), (args.batch, "--batch", 4096), (args.n, "--n", 10**6)):
             inputs.check_count(value, flag, top)
@@ -337,5 +348,5 @@ def zoo_from_args(args: argparse.Namespace) -> Zoo:
         raise ConfigError(str(e)) from None
     if args.n < 2:
         raise ConfigError(f"--n must be at least 2 (FID needs a covariance), got {args.n}")
-    budget = Budget(args.steps, args.batch, args.n, args.tokenizer_steps, args.device, min(100, args.n))
+    budget = Budget(args.steps, args.batch, args.n, args.tokenizer_steps, args.device, min(100, args.n), args.precision)
     return Zoo(Path(args.out), budget, rows, tiny=args.tiny)

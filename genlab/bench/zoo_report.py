@@ -21,7 +21,7 @@ def table(rows: list[dict], tokenizers: dict, meta: dict) -> str:
     head = [
         f"Budget: every generator {b['steps']} optimizer steps x batch {b['batch']}; tokenizers: "
         + ("each preset's own steps" if b["tokenizer_steps"] is None else f"{b['tokenizer_steps']} steps each")
-        + f". FID of n = {b['n']} samples against the training images; real-vs-real floor at that n: {floors or '-'}.",
+        + f". FID of n = {b['n']} samples ({b.get('precision', 'fp32')} sampling) against the training images; real-vs-real floor at that n: {floors or '-'}.",
         f"Machine: {meta['machine']}; load average at the end {meta['load_end']}. {meta.get('command', '')}".rstrip(),
         "",
         "| family | tokenizer (params, train s) | generator params | train s | sampling | NFE | FID | ms/image | GFLOPs/image |",

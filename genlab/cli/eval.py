@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from genlab.cli.options import add_option_flags, given_options
+from genlab.cli.options import add_option_flags, add_precision_flag, given_options
 from genlab.data.base import DataError
 from genlab.data.cache import training_images
 from genlab.evals.base import EvalError  # bad input: one line, exit status 2 (one of cli's user errors)
@@ -42,6 +42,7 @@ def add_parser(sub) -> None:
     e.add_argument("--log", help="append the result to this metrics.jsonl (default for --run: RUN/metrics.jsonl)")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout")
     e.add_argument("--device", help="cpu or cuda (default: this process's accelerate device)")
+    add_precision_flag(e)
     add_option_flags(e)
     e.set_defaults(fn=cmd_eval, eval_command=None)
     esub = e.add_subparsers(dest="eval_command")
@@ -87,7 +88,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from genlab.evals.sources import open_images
 
     metrics = evals.parse_metrics(args.metrics)
-    progress = not args.json or sys.stderr.isatty()  # the images' own features; references always show theirs (stderr)
+    progress = True  # on stderr, --json or not (stdout holds only the result): a run's images take minutes
     record: dict = {}
     ref_spec, run_data = args.ref, None
     if args.run:
@@ -115,6 +116,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             ref_spec, net, resolution=source.resolution, need_features=any(e.needs_reference_features for e in needs),
             batch_size=args.batch_size, progress=True,
         )  # fmt: skip
+    if args.run and process_state().is_main_process:
+        print(f"genlab eval: sampling {source.n:,} images of {args.run} ({_describe(record['sampling'])}) and "
+              f"featurising them, {args.batch_size} at a time", file=sys.stderr, flush=True)  # fmt: skip
     result = evals.evaluate(
         source, ref, net, metrics, batch_size=args.batch_size, progress=progress, reference_name=str(ref_spec or "")
     )
@@ -143,6 +147,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(sampling: dict) -> str:
+    keys = ("sampler", "steps", "cfg", "cfg_interval", "temperature")
+    return ", ".join(f"{k} {sampling[k]}" for k in keys if k in sampling) or "its default options"
+
+
 def registry_get_evaluator(name: str):
     from genlab import registry
 
@@ -162,11 +171,13 @@ def _generated_source(args: argparse.Namespace):
     except ValueError as e:
         raise EvalError(str(e)) from None
     n, num_classes = args.n or 10000, len(pipe.class_names)
-    record = {"sampling": {**to_dict(options), "seed": args.seed, "n": n, "labels": "i % num_classes"}}
+    record = {"sampling": {**to_dict(options), "seed": args.seed, "n": n, "labels": "i % num_classes",
+                           "precision": args.precision}}  # fmt: skip
 
     def make(start: int, stop: int):
         labels = [i % num_classes for i in range(start, stop)]
-        out = pipe.generate(labels, seed=args.seed + start, options=options, batch_size=stop - start)
+        out = pipe.generate(labels, seed=args.seed + start, options=options, batch_size=stop - start,
+                            precision=args.precision)  # fmt: skip
         record["sampling"]["nfe"] = out.nfe  # network evaluations per image
         return to_uint8(out.images)
 

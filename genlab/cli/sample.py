@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from genlab.cli.errors import UsageError
-from genlab.cli.options import add_option_flags, given_options
+from genlab.cli.options import add_option_flags, add_precision_flag, given_options
 
 
 def add_parser(sub) -> None:
@@ -25,6 +25,7 @@ def add_parser(sub) -> None:
     s.add_argument("--format", choices=["png", "npz"], help="default: from the --out suffix")
     s.add_argument("--batch-size", type=int, default=64, help="images per forward batch (does not change the images)")
     s.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    add_precision_flag(s)
     add_option_flags(s)
     s.set_defaults(fn=run)
 
@@ -73,11 +74,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "npz":  # batch by batch as uint8, shared over the processes of torchrun / accelerate launch
-            result = write_npz(pipe, labels, out, seed=args.seed, options=options, batch_size=args.batch_size)
+            result = write_npz(pipe, labels, out, seed=args.seed, options=options, batch_size=args.batch_size,
+                               precision=args.precision)  # fmt: skip
             if result is None:  # not the main process
                 return 0
         else:
-            result = pipe.generate(labels, seed=args.seed, options=options, batch_size=args.batch_size)
+            result = pipe.generate(
+                labels, seed=args.seed, options=options, batch_size=args.batch_size, precision=args.precision
+            )
             rows = [pipe.class_names[c] for c in classes]
             out = save_grid(result.images, out, nrow=args.n, row_labels=rows, fmt=None if known else "PNG")
     except ValueError as e:  # options that only the generator can check (FlowTurbo R steps without a refiner, ...)
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_npz(pipe, labels: list[int], out: Path, *, seed: int, options, batch_size: int):
+def write_npz(pipe, labels: list[int], out: Path, *, seed: int, options, batch_size: int, precision: str = "fp32"):
     """Images ``labels`` (image i from seed + i) as ADM's ``.npz`` (``arr_0`` (N, H, W, 3) uint8, ``labels``).
 
     Kept as uint8 batch by batch (50,000 ImageNet images are 9.8 GB so, 39 GB as float). Under ``torchrun`` or
@@ -117,7 +121,8 @@ def write_npz(pipe, labels: list[int], out: Path, *, seed: int, options, batch_s
     bar = tqdm(total=len(mine), desc="sample", unit="img", disable=rank != 0, dynamic_ncols=True)
     for start in range(mine.start, mine.stop, batch_size):
         stop = min(start + batch_size, mine.stop)
-        last = pipe.generate(labels[start:stop], seed=seed + start, options=options, batch_size=batch_size)
+        last = pipe.generate(labels[start:stop], seed=seed + start, options=options, batch_size=batch_size,
+                             precision=precision)  # fmt: skip
         parts.append(to_uint8(last.images).permute(0, 2, 3, 1).numpy())  # (b, H, W, 3) as ADM's evaluator reads
         bar.update(stop - start)
     bar.close()
