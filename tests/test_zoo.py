@@ -56,11 +56,11 @@ def test_tiny_zoo_writes_one_table_and_resumes_without_retraining(stand_in, tmp_
 
     # an interrupted zoo: one point's result lost; the next call recomputes only that, trains nothing
     result = json.loads((out / "results" / "maskgit.json").read_text())
-    kept = result["points"].pop("default")
+    kept = result["points"].pop("preset's")
     (out / "results" / "maskgit.json").write_text(json.dumps(result))
     assert main(tiny(out)) == 0
     again = json.loads((out / "results" / "maskgit.json").read_text())
-    assert again["points"]["default"]["fid"] == pytest.approx(kept["fid"], abs=1e-6)  # same seeds, same images
+    assert again["points"]["preset's"]["fid"] == pytest.approx(kept["fid"], abs=1e-6)  # same seeds, same images
     assert again["train"] == result["train"]
     assert trained == {n: (out / "rows" / n / "generator" / "model.safetensors").stat().st_mtime_ns for n in names}
 

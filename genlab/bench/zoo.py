@@ -51,7 +51,7 @@ class Row:
     preset: str
     tokenizer: str | None = None  # a TOKENIZERS key; None: the preset's own (pixels, or an inline tokenizer)
     teacher: str | None = None  # a row whose run is this one's teacher (few-step students); trained first
-    points: tuple[tuple[str, dict], ...] = (("default", {}),)  # (label, sampling options changed), default first
+    points: tuple[tuple[str, dict], ...] = (("preset's", {}),)  # (label, sampling options changed), default first
     overrides: tuple[str, ...] = ()  # the recipe's own changes to its preset
 
 

@@ -22,9 +22,9 @@ def table(rows: list[dict], tokenizers: dict, meta: dict) -> str:
         f"Budget: every generator {b['steps']} optimizer steps x batch {b['batch']}; tokenizers: "
         + ("each preset's own steps" if b["tokenizer_steps"] is None else f"{b['tokenizer_steps']} steps each")
         + f". FID of n = {b['n']} samples ({b.get('precision', 'fp32')} sampling) against the training images; real-vs-real floor at that n: {floors or '-'}.",
-        f"Machine: {meta['machine']}; load average at the end {meta['load_end']}. {meta.get('command', '')}".rstrip(),
+        f"Machine: {meta['machine']}; 1-minute load average during each row's training in its train-s cell ({meta['load_end']} when the table was written). {meta.get('command', '')}".rstrip(),
         "",
-        "| family | tokenizer (params, train s) | generator params | train s | sampling | NFE | FID | ms/image | GFLOPs/image |",
+        "| family | tokenizer (params, train s) | generator params | train s (load) | sampling | NFE | FID | ms/image | GFLOPs/image |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     lines = []
@@ -39,11 +39,10 @@ def table(rows: list[dict], tokenizers: dict, meta: dict) -> str:
             tok_cell = own if not params.get("tokenizer") else f"{own} ({_m(params['tokenizer'])}, inline)"
         first = True
         for label, p in points.items() or [("not measured", {})]:
-            cells = (
-                [row["family"], tok_cell, _m(params.get("generator")), _s(train.get("train_seconds"))]
-                if first
-                else [""] * 4
+            trained = _s(train.get("train_seconds")) + (
+                f" (load {train['load'].split()[0]})" if train.get("load") else ""
             )
+            cells = [row["family"], tok_cell, _m(params.get("generator")), trained] if first else [""] * 4
             cells += [label, str(p.get("nfe", "-")), f"{p['fid']:.1f}" if "fid" in p else "-",
                       f"{p['ms_per_image']:.1f}" if "ms_per_image" in p else "-",
                       f"{p['gflops_per_image']:.3g}" if "gflops_per_image" in p else "-"]  # fmt: skip
