@@ -11,7 +11,9 @@ to len(levels) and **FSQ** (levels 8,8,8,5,5,5: 64,000 codes): tokens (B, K).
 **Nested dropout** (training): per sample a keep count k (``nested_dropout``: ``uniform`` on 1..K, ``pow2``: a
 power of two uniformly, ``uniform_pow2``: uniform rounded up to a power of two); registers k..K-1 are replaced by
 one learned mask token, so the first registers carry the coarse content. With probability ``cond_dropout`` every
-register is masked (k = 0): the unconditional model of classifier-free guidance.
+register is masked (k = 0): the unconditional model of classifier-free guidance. ``quantize_warmup`` (genlab's)
+ramps FSQ's rounding in over the first training steps, so that image differences far below one FSQ level reach the
+decoder before the rounding erases them (``FlexTokTokenizer.warm_codes``).
 
 **Decoder.** A rectified-flow transformer (DiT blocks with adaLN-Zero on the time, ``genlab.nn.adaln``)
 over the noised target's patches followed by the K (masked) registers; it predicts the velocity at the patch
