@@ -222,24 +222,3 @@ def test_the_demo_decodes_any_prefix_from_the_token_spec(tmp_path):
     slider = next(b for label, b in sliders.items() if label.startswith("Tokens to decode"))
     assert slider.visible and slider.maximum == 8 and slider.value == 8
     assert token_slider(gr, runs[1])["visible"] is False and token_slider(gr, runs[0])["maximum"] == 8
-
-
-def test_quantize_warmup_ramps_the_rounding_in():
-    tok = build(quantize_warmup=10).train()
-    x0, z, q = tok.quantize(digits(2))
-    codes = q.codes.squeeze(2).transpose(1, 2)  # (B, K, n), on FSQ's grid
-    soft = tok.quantizer.bound(z) / (tok.quantizer.levels // 2)
-    assert torch.allclose(tok.warm_codes(z, codes, 0), soft) and not torch.allclose(soft, codes)
-    half = tok.warm_codes(z, codes, 5)
-    assert torch.allclose(half, (soft + codes) / 2, atol=1e-6)
-    assert torch.equal(tok.warm_codes(z, codes, 10), codes) and torch.equal(tok.eval().warm_codes(z, codes, 0), codes)
-    z = z.detach().requires_grad_()  # the gradient is FSQ's straight-through one at every step
-    tok.train()
-    grads = []
-    for step in (0, 5, 10):
-        codes = tok.quantizer(z.transpose(1, 2).unsqueeze(2)).codes.squeeze(2).transpose(1, 2)
-        (g,) = torch.autograd.grad(tok.warm_codes(z, codes, step).sum(), z)
-        grads.append(g)
-    assert torch.allclose(grads[0], grads[1]) and torch.allclose(grads[1], grads[2])
-    with pytest.raises(config.ConfigError, match="quantize_warmup"):
-        build(quantize_warmup=-1)

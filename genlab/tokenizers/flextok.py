@@ -11,9 +11,7 @@ to len(levels) and **FSQ** (levels 8,8,8,5,5,5: 64,000 codes): tokens (B, K).
 **Nested dropout** (training): per sample a keep count k (``nested_dropout``: ``uniform`` on 1..K, ``pow2``: a
 power of two uniformly, ``uniform_pow2``: uniform rounded up to a power of two); registers k..K-1 are replaced by
 one learned mask token, so the first registers carry the coarse content. With probability ``cond_dropout`` every
-register is masked (k = 0): the unconditional model of classifier-free guidance. ``quantize_warmup`` (genlab's)
-ramps FSQ's rounding in over the first training steps, so that image differences far below one FSQ level reach the
-decoder before the rounding erases them (``FlexTokTokenizer.warm_codes``).
+register is masked (k = 0): the unconditional model of classifier-free guidance.
 
 **Decoder.** A rectified-flow transformer (DiT blocks with adaLN-Zero on the time, ``genlab.nn.adaln``)
 over the noised target's patches followed by the K (masked) registers; it predicts the velocity at the patch
@@ -241,7 +239,6 @@ class FlexTokTokenizer(Tokenizer):
         cond_dropout: float = 0.1  # probability that every register is masked (unconditional, for guidance)
         range_weight: float = 1.0  # weight of mean(relu(|z| - 1)^2) on FSQ's inputs (genlab's; 0: off, as FlexTok)
         pooled_cond: bool = False  # also add the registers' mean to the decoder's adaLN input (genlab's; FlexTok: no)
-        quantize_warmup: int = 0  # training steps over which FSQ's rounding ramps in (genlab's; 0: from the start)
         flow: FlowTimes = field(default_factory=FlowTimes)  # training's time sampling
         repa: REPAConfig = field(default_factory=REPAConfig)  # optional alignment of decoder features
         decode_steps: int = 25  # sampler steps of decode() (FlexTok: 20-25)
@@ -260,8 +257,6 @@ class FlexTokTokenizer(Tokenizer):
                 raise ValueError("cond_dropout must be in [0, 1), decode_cfg and range_weight >= 0")
             if not self.levels or min(self.levels) < 2:
                 raise ValueError("levels must be FSQ levels >= 2")
-            if self.quantize_warmup < 0:
-                raise ValueError("quantize_warmup must be >= 0")
 
     def __init__(self, cfg: Config, *, resolution: int):
         super().__init__()
@@ -306,19 +301,18 @@ class FlexTokTokenizer(Tokenizer):
             return self.vae.encode(images)
 
     def quantize(self, images: Tensor):
-        """Images -> (target latent, encoder output z (B, K, n), Quantized with codes (B, n, 1, K), indices
-        (B, 1, K) and its ``loss``: the range penalty mean(relu(|z| - 1)^2), which keeps FSQ's tanh out of
-        saturation)."""
+        """Images -> (target latent, Quantized with codes (B, n, 1, K) and indices (B, 1, K), and its ``loss``:
+        the range penalty mean(relu(|z| - 1)^2), which keeps FSQ's tanh out of saturation)."""
         x0 = self.target(images)
         z = self.encoder(x0)  # (B, K, n)
         q = self.quantizer(z.transpose(1, 2).unsqueeze(2))
         q.loss = F.relu(z.abs() - 1).pow(2).mean()
-        return x0, z, q
+        return x0, q
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
         """Images -> token ids (B, K), coarse to fine: any prefix decodes."""
-        return self.quantize(images)[2].indices.flatten(1)
+        return self.quantize(images)[1].indices.flatten(1)
 
     def indices_to_codes(self, tokens: Tensor) -> Tensor:
         """Ids (B, k) -> FSQ code vectors (B, len(levels), k)."""
@@ -362,24 +356,13 @@ class FlexTokTokenizer(Tokenizer):
             return None
         return REPALoss(self.cfg.repa, self.cfg.decoder.hidden_size)
 
-    def warm_codes(self, z: Tensor, codes: Tensor, step: int) -> Tensor:
-        """FSQ codes (B, K, n) with the rounding ramped in over ``quantize_warmup`` steps: (b + a (round(b) - b)) / h
-        for the bounded encoder output b = FSQ.bound(z), h = levels // 2, a = step / quantize_warmup (then 1: FSQ
-        as is); the gradient is FSQ's straight-through one. Early on, differences between images far below one FSQ
-        level still reach the decoder, so it learns to read the registers before rounding would erase them."""
-        warm = self.cfg.quantize_warmup
-        if not self.training or step >= warm:
-            return codes
-        soft = self.quantizer.bound(z.float()) / (self.quantizer.levels // 2)  # (B, K, n), unrounded
-        return soft + (step / warm) * (codes - soft).detach()
-
     def loss(self, batch: dict[str, Tensor], step: int, losses: nn.Module | None = None) -> dict[str, Tensor]:
         """Flow matching on the target, conditioned on nested-dropped registers (+ REPA); per-sample randomness."""
         images = batch["image"]
         B, dev = images.shape[0], images.device
         seeds = batch.get("seed", torch.arange(B))
-        x0, z, q = self.quantize(images)
-        codes = self.warm_codes(z, q.codes.squeeze(2).transpose(1, 2), step)  # (B, K, n)
+        x0, q = self.quantize(images)
+        codes = q.codes.squeeze(2).transpose(1, 2)  # (B, K, n)
         keep = keep_counts(per_sample_rand(seeds, stream=KEEP, device=dev), self.cfg.num_registers,
                            self.cfg.nested_dropout)  # fmt: skip
         drop = per_sample_rand(seeds, stream=DROP, device=dev) < self.cfg.cond_dropout
