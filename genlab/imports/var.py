@@ -128,8 +128,12 @@ def vqvae_config(sd: dict[str, Tensor], *, scales=VAR_SCALES, norm_groups: int =
 
 
 def _split_qkv(out: dict, prefix: str, sd: dict, src: str) -> None:
-    """VAR's fused 1x1 qkv conv -> genlab's q, k, v convs."""
+    """VAR's fused 1x1 qkv conv -> genlab's q, k, v convs (LDM's separate q, k, v as they are)."""
     for part in ("weight", "bias"):
+        if f"{src}.qkv.{part}" not in sd:  # LDM's AttnBlock (VA-VAE, SD-VAE's original checkpoints)
+            for name in "qkv":
+                out[f"{prefix}.{name}.{part}"] = sd[f"{src}.{name}.{part}"]
+            continue
         for name, t in zip("qkv", sd[f"{src}.qkv.{part}"].chunk(3, dim=0)):
             out[f"{prefix}.{name}.{part}"] = t.clone()
     for part in ("weight", "bias"):
@@ -162,7 +166,7 @@ def _convnet_keys(sd: dict, side: str, levels: int, blocks: int, attn: list[int]
                 ]
     _resnet(out, f"{side}.mid.0", sd, f"{side}.mid.block_1")
     mid_last = 1
-    if f"{side}.mid.attn_1.qkv.weight" in sd:
+    if f"{side}.mid.attn_1.qkv.weight" in sd or f"{side}.mid.attn_1.q.weight" in sd:
         _split_qkv(out, f"{side}.mid.1", sd, f"{side}.mid.attn_1")
         mid_last = 2
     _resnet(out, f"{side}.mid.{mid_last}", sd, f"{side}.mid.block_2")
