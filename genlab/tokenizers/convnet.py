@@ -2,7 +2,10 @@
 
 One configurable pair covers taming's VQGAN, LlamaGen's VQ, RQ-VAE's and VAR's VQVAE (strided-conv
 downsampling, attention at the lowest resolution and in the middle, one extra res block per decoder level)
-and MaskGIT's VQGAN (average-pool downsampling, no attention, as many decoder blocks as encoder blocks).
+and MaskGIT's VQGAN (average-pool downsampling, no attention, as many decoder blocks as encoder blocks; its PyTorch
+port, which released the weights TiTok and open-muse use, also has no biases in the res blocks' convs and the encoder's
+conv_in, and its width-changing blocks return h + W h, the 1x1 "shortcut" applied to the block's output, not to its
+input: ``conv_bias: false``, ``shortcut: output``).
 Levels are numbered from 0 (full resolution); the image is downsampled by 2^(levels - 1).
 """
 
@@ -28,6 +31,8 @@ class ConvNetConfig:
     dropout: float = 0.0
     downsample: Literal["conv", "avgpool"] = "conv"  # taming: strided 3x3 conv; MaskGIT: 2x2 average pool
     encoder_out_kernel: int = 3  # kernel of the encoder's last conv (MaskGIT: 1)
+    conv_bias: bool = True  # biases in the res blocks' convs and the encoder's conv_in (MaskGIT's PyTorch port: none)
+    shortcut: Literal["input", "output"] = "input"  # where a width-changing block's 1x1 shortcut reads (module doc)
 
     def widths(self) -> list[int]:
         return [self.ch * m for m in self.ch_mult]
@@ -59,17 +64,23 @@ def norm(c: int, groups: int) -> nn.GroupNorm:
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, groups: int, dropout: float = 0.0):
+    """h = conv2(drop(silu(norm2(conv1(silu(norm1(x))))))); returns shortcut(x) + h, or, for a width-changing block
+    with ``shortcut="output"`` (MaskGIT's PyTorch port), h + W h with W a 1x1 conv (c_out -> c_out)."""
+
+    def __init__(self, c_in: int, c_out: int, groups: int, dropout: float = 0.0, *, bias: bool = True,
+                 shortcut: str = "input"):  # fmt: skip
         super().__init__()
-        self.norm1, self.conv1 = norm(c_in, groups), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.norm2, self.conv2 = norm(c_out, groups), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.norm1, self.conv1 = norm(c_in, groups), nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias)
+        self.norm2, self.conv2 = norm(c_out, groups), nn.Conv2d(c_out, c_out, 3, padding=1, bias=bias)
         self.dropout = nn.Dropout(dropout)
-        self.nin_shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.of_output = shortcut == "output" and c_in != c_out
+        c_short = c_out if self.of_output else c_in
+        self.nin_shortcut = nn.Conv2d(c_short, c_out, 1, bias=bias) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return self.nin_shortcut(x) + h
+        return h + self.nin_shortcut(h if self.of_output else x)
 
 
 class AttnBlock(nn.Module):
@@ -112,16 +123,19 @@ class Upsample(nn.Module):
 def level_blocks(cfg: ConvNetConfig, level: int, c_in: int, c_out: int, n: int) -> nn.ModuleList:
     blocks = nn.ModuleList()
     for i in range(n):
-        blocks.append(ResnetBlock(c_in if i == 0 else c_out, c_out, cfg.norm_groups, cfg.dropout))
+        blocks.append(resnet(cfg, c_in if i == 0 else c_out, c_out))
         if cfg.has_attn(level):
             blocks.append(AttnBlock(c_out, cfg.norm_groups))
     return blocks
 
 
+def resnet(cfg: ConvNetConfig, c_in: int, c_out: int) -> ResnetBlock:
+    return ResnetBlock(c_in, c_out, cfg.norm_groups, cfg.dropout, bias=cfg.conv_bias, shortcut=cfg.shortcut)
+
+
 def middle(cfg: ConvNetConfig, c: int) -> nn.Sequential:
-    g = cfg.norm_groups
-    attn = [AttnBlock(c, g)] if cfg.mid_attn else []
-    return nn.Sequential(ResnetBlock(c, c, g, cfg.dropout), *attn, ResnetBlock(c, c, g, cfg.dropout))
+    attn = [AttnBlock(c, cfg.norm_groups)] if cfg.mid_attn else []
+    return nn.Sequential(resnet(cfg, c, c), *attn, resnet(cfg, c, c))
 
 
 class Encoder(nn.Module):
@@ -130,7 +144,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ConvNetConfig, in_channels: int = 3):
         super().__init__()
         widths = cfg.widths()
-        self.conv_in = nn.Conv2d(in_channels, cfg.ch, 3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels, cfg.ch, 3, padding=1, bias=cfg.conv_bias)
         self.down = nn.ModuleList()
         c = cfg.ch
         for level, w in enumerate(widths):

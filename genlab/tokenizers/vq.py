@@ -46,6 +46,7 @@ class VQGANTokenizer(Tokenizer):
         quant_conv_kernel: int = 1  # 1 (taming, LlamaGen), 3 (VAR); 0: no quant convs (MaskGIT; embed_dim = z)
         quantizer: dict[str, Any] = field(default_factory=lambda: {"name": "vq", "codebook_size": 1024})  # a quantizer
         loss: LossConfig = field(default_factory=LossConfig)  # training losses
+        unit_range: bool = False  # the network sees and returns images in [0, 1] (MaskGIT's VQGAN as released)
         quantizers: ClassVar[tuple[str, ...]] = ("vq", "fsq", "lfq")  # the quantizers this tokenizer takes
 
         def validate(self) -> None:
@@ -78,11 +79,14 @@ class VQGANTokenizer(Tokenizer):
     # -- the Tokenizer contract
 
     def quantize(self, images: Tensor) -> Quantized:
-        return self.quantizer(self.quant_conv(self.encoder(images)))
+        """Images in [-1, 1] (B, 3, H, W) -> the quantised latent ([0, 1] to the network with ``unit_range``)."""
+        x = (images + 1) / 2 if self.cfg.unit_range else images
+        return self.quantizer(self.quant_conv(self.encoder(x)))
 
     def decode_codes(self, codes: Tensor) -> Tensor:
-        """Quantised latent (B, embed_dim, h, w) -> images."""
-        return self.decoder(self.post_quant_conv(codes))
+        """Quantised latent (B, embed_dim, h, w) -> images in [-1, 1]."""
+        out = self.decoder(self.post_quant_conv(codes))
+        return out * 2 - 1 if self.cfg.unit_range else out
 
     @torch.no_grad()
     def encode(self, images: Tensor):
