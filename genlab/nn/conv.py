@@ -1,6 +1,8 @@
-"""A depthwise convolution whose gradients do not depend on the CPU thread count."""
+"""Convolutions whose outputs and gradients do not depend on the CPU thread count (issue 27)."""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +56,7 @@ class Conv2d(nn.Conv2d):
     CPU do not depend on the thread count. torch's CPU convolutions run on oneDNN, whose weight gradient sums the
     batch in one partial buffer per thread (and whose 1x1 forwards block the channels by the thread count), so every
     conv-net tokenizer's weights changed with ``torch.get_num_threads()`` (issue 27). Here forward and backward run on
-    ATen's own im2col + GEMM kernels (``torch.backends.mkldnn`` off for those calls only): one GEMM per sample, the
+    ATen's own im2col + GEMM kernels (oneDNN and NNPACK off for those calls only): one GEMM per sample, the
     weight gradient accumulated over the samples in order. Elsewhere (CUDA) it is ``nn.Conv2d``."""
 
     def forward(self, x: Tensor) -> Tensor:
@@ -75,6 +77,13 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride=1, padding=0, 
     return out.to(torch.get_autocast_dtype("cpu"))
 
 
+@contextlib.contextmanager
+def aten_kernels():
+    """oneDNN and NNPACK off (NNPACK would take float32 stride-1 convolutions of batches of 16 and more)."""
+    with torch.backends.mkldnn.flags(enabled=False), torch.backends.nnpack.flags(enabled=False):
+        yield
+
+
 class _AtenConv(torch.autograd.Function):
     """Convolution forward and backward with oneDNN disabled (ATen's slow_conv2d: per-sample im2col + GEMM)."""
 
@@ -82,7 +91,7 @@ class _AtenConv(torch.autograd.Function):
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
         ctx.save_for_backward(x, weight)
         ctx.args = (stride, padding, dilation, groups, None if bias is None else [bias.shape[0]])
-        with torch.backends.mkldnn.flags(enabled=False):
+        with aten_kernels():
             return torch.ops.aten.convolution(x, weight, bias, stride, padding, dilation, False, (0, 0), groups)
 
     @staticmethod
@@ -91,7 +100,7 @@ class _AtenConv(torch.autograd.Function):
         stride, padding, dilation, groups, bias_sizes = ctx.args
         need = ctx.needs_input_grad
         mask = [need[0], need[1], bias_sizes is not None and need[2]]
-        with torch.backends.mkldnn.flags(enabled=False):
+        with aten_kernels():
             gx, gw, gb = torch.ops.aten.convolution_backward(
                 grad, x, weight, bias_sizes, stride, padding, dilation, False, (0, 0), groups, mask
             )
