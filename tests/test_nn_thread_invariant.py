@@ -65,7 +65,8 @@ def test_conv2d_equals_torch_has_its_parameters_and_ignores_threads():
         assert ref.state_dict().keys() == conv.state_dict().keys()
         assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), conv.state_dict().values()))
         mine, torchs = conv_step(conv, x), conv_step(ref, x)
-        assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(mine, torchs)), (args, kw)
+        # float rounding: sums of 8192 products in another order (relative to each tensor's norm)
+        assert all((a - b).norm() <= 1e-5 * b.norm() for a, b in zip(mine, torchs)), (args, kw)
         one, two = run_at(1, conv_step, conv, x), run_at(2, conv_step, conv, x)
         assert all(torch.equal(a, b) for a, b in zip(one, two)), (args, kw)
 

@@ -80,8 +80,14 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride=1, padding=0, 
 @contextlib.contextmanager
 def aten_kernels():
     """oneDNN and NNPACK off (NNPACK would take float32 stride-1 convolutions of batches of 16 and more)."""
-    with torch.backends.mkldnn.flags(enabled=False), torch.backends.nnpack.flags(enabled=False):
+    mkldnn, nnpack = torch._C._get_mkldnn_enabled(), torch._C._get_nnpack_enabled()
+    torch._C._set_mkldnn_enabled(False)  # only these two flags (mkldnn.flags() also sets TF32, with a warning)
+    torch._C._set_nnpack_enabled(False)
+    try:
         yield
+    finally:
+        torch._C._set_mkldnn_enabled(mkldnn)
+        torch._C._set_nnpack_enabled(nnpack)
 
 
 class _AtenConv(torch.autograd.Function):

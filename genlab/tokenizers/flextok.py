@@ -39,6 +39,7 @@ from genlab.config import component_from_dict, to_dict
 from genlab.nn import TimestepEmbedder, per_sample_rand, per_sample_randn, sincos_pos_embed_2d
 from genlab.nn.adaln import DiTBlock, FinalLayer
 from genlab.nn.conv import Conv2d
+from genlab.nn.norms import LayerNorm
 from genlab.registry import register
 from genlab.samplers import guided, integrate
 from genlab.samplers.schedules import shift_time
@@ -126,7 +127,7 @@ class FlexTokEncoder(nn.Module):
         self.register_buffer("pos_embed", sincos_pos_embed_2d(D, grid).unsqueeze(0), persistent=False)
         self.registers = nn.Parameter(0.02 * torch.randn(K, D))
         self.transformer = ViT(cfg)
-        self.ln_post = nn.LayerNorm(D)
+        self.ln_post = LayerNorm(D)
         self.proj = nn.Linear(D, code_dim)
         mask = torch.ones(T + K, T + K, dtype=torch.bool)
         if causal:  # patches see patches; register i sees every patch and registers 0..i

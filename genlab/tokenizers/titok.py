@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from genlab.config import ConfigError, component_from_dict, to_dict
 from genlab.nn.conv import Conv2d
+from genlab.nn.norms import LayerNorm
 from genlab.registry import register
 from genlab.tokenizers.base import Tokenizer, TokenizerError, TokenSpec
 from genlab.tokenizers.losses import LossConfig, TokenizerCriterion
@@ -64,7 +65,7 @@ class TiTokEncoder(nn.Module):
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, D))
         self.latent_token_positional_embedding = nn.Parameter(scale * torch.randn(num_tokens, D))
         self.transformer = ViT(cfg)
-        self.ln_post = nn.LayerNorm(D)
+        self.ln_post = LayerNorm(D)
         self.proj = nn.Linear(D, token_size)  # TiTok's 1x1 conv_out
 
     def forward(self, images: Tensor, latent_tokens: Tensor) -> Tensor:
@@ -92,7 +93,7 @@ class TiTokDecoder(nn.Module):
         self.mask_token = nn.Parameter(scale * torch.randn(1, 1, D))
         self.latent_token_positional_embedding = nn.Parameter(scale * torch.randn(num_tokens, D))
         self.transformer = ViT(cfg)
-        self.ln_post = nn.LayerNorm(D)
+        self.ln_post = LayerNorm(D)
 
     def forward(self, codes: Tensor) -> Tensor:  # (B, token_size, K) -> (B, D, h, w)
         x = self.decoder_embed(codes.transpose(1, 2))  # (B, K, D)
