@@ -17,6 +17,8 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genlab.nn.conv import Conv2d
+
 
 @dataclass
 class ConvNetConfig:
@@ -70,12 +72,12 @@ class ResnetBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, groups: int, dropout: float = 0.0, *, bias: bool = True,
                  shortcut: str = "input"):  # fmt: skip
         super().__init__()
-        self.norm1, self.conv1 = norm(c_in, groups), nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias)
-        self.norm2, self.conv2 = norm(c_out, groups), nn.Conv2d(c_out, c_out, 3, padding=1, bias=bias)
+        self.norm1, self.conv1 = norm(c_in, groups), Conv2d(c_in, c_out, 3, padding=1, bias=bias)
+        self.norm2, self.conv2 = norm(c_out, groups), Conv2d(c_out, c_out, 3, padding=1, bias=bias)
         self.dropout = nn.Dropout(dropout)
         self.of_output = shortcut == "output" and c_in != c_out
         c_short = c_out if self.of_output else c_in
-        self.nin_shortcut = nn.Conv2d(c_short, c_out, 1, bias=bias) if c_in != c_out else nn.Identity()
+        self.nin_shortcut = Conv2d(c_short, c_out, 1, bias=bias) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -89,8 +91,8 @@ class AttnBlock(nn.Module):
     def __init__(self, c: int, groups: int):
         super().__init__()
         self.norm = norm(c, groups)
-        self.q, self.k, self.v = (nn.Conv2d(c, c, 1) for _ in range(3))
-        self.proj_out = nn.Conv2d(c, c, 1)
+        self.q, self.k, self.v = (Conv2d(c, c, 1) for _ in range(3))
+        self.proj_out = Conv2d(c, c, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
@@ -103,7 +105,7 @@ class AttnBlock(nn.Module):
 class Downsample(nn.Module):
     def __init__(self, c: int, how: str):
         super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, stride=2) if how == "conv" else None
+        self.conv = Conv2d(c, c, 3, stride=2) if how == "conv" else None
 
     def forward(self, x: Tensor) -> Tensor:
         if self.conv is None:
@@ -114,7 +116,7 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     def __init__(self, c: int):
         super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.conv = Conv2d(c, c, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
@@ -144,7 +146,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ConvNetConfig, in_channels: int = 3):
         super().__init__()
         widths = cfg.widths()
-        self.conv_in = nn.Conv2d(in_channels, cfg.ch, 3, padding=1, bias=cfg.conv_bias)
+        self.conv_in = Conv2d(in_channels, cfg.ch, 3, padding=1, bias=cfg.conv_bias)
         self.down = nn.ModuleList()
         c = cfg.ch
         for level, w in enumerate(widths):
@@ -156,7 +158,7 @@ class Encoder(nn.Module):
         self.mid = middle(cfg, c)
         self.norm_out = norm(c, cfg.norm_groups)
         k = cfg.encoder_out_kernel
-        self.conv_out = nn.Conv2d(c, cfg.z_channels, k, padding=k // 2)
+        self.conv_out = Conv2d(c, cfg.z_channels, k, padding=k // 2)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv_in(x)
@@ -176,7 +178,7 @@ class Decoder(nn.Module):
         widths = cfg.widths()
         n = cfg.decoder_res_blocks or cfg.num_res_blocks + 1
         c = widths[-1]
-        self.conv_in = nn.Conv2d(cfg.z_channels, c, 3, padding=1)
+        self.conv_in = Conv2d(cfg.z_channels, c, 3, padding=1)
         self.mid = middle(cfg, c)
         self.up = nn.ModuleList()
         for level in reversed(range(len(widths))):
@@ -186,7 +188,7 @@ class Decoder(nn.Module):
             self.up.append(stage)
             c = widths[level]
         self.norm_out = norm(c, cfg.norm_groups)
-        self.conv_out = nn.Conv2d(c, out_channels, 3, padding=1)
+        self.conv_out = Conv2d(c, out_channels, 3, padding=1)
 
     def forward(self, z: Tensor) -> Tensor:
         h = self.mid(self.conv_in(z))

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from genlab.config import ConfigError, component_from_dict, to_dict
+from genlab.nn.conv import Conv2d
 from genlab.registry import register
 from genlab.tokenizers.base import Tokenizer, TokenizerError, TokenSpec
 from genlab.tokenizers.convnet import ConvNetConfig, Decoder, Encoder
@@ -66,8 +67,8 @@ class VQGANTokenizer(Tokenizer):
         self.encoder = Encoder(cfg.net)
         self.decoder = Decoder(cfg.net)
         k, z, e = cfg.quant_conv_kernel, cfg.net.z_channels, cfg.embed_dim
-        self.quant_conv = nn.Conv2d(z, e, k, padding=k // 2) if k else nn.Identity()
-        self.post_quant_conv = nn.Conv2d(e, z, k, padding=k // 2) if k else nn.Identity()
+        self.quant_conv = Conv2d(z, e, k, padding=k // 2) if k else nn.Identity()
+        self.post_quant_conv = Conv2d(e, z, k, padding=k // 2) if k else nn.Identity()
         self.quantizer = component_from_dict("quantizer", dict(cfg.quantizer), "tokenizer.quantizer").build(dim=e)
         self.token_spec = self.make_token_spec()
 
