@@ -239,11 +239,16 @@ class Demo:
                 f"on {run.device} · **{result.nfe} NFE{others}**")  # fmt: skip
         return gallery, info, str(out / "grid.png"), str(out / "command.sh"), command
 
-    def reconstruct(self, model, image):
-        """Encode and decode an upload at the run's resolution; returns (input, reconstruction, report)."""
+    def reconstruct(self, model, image, num_tokens=None):
+        """Encode and decode an upload at the run's resolution; returns (input, reconstruction, report).
+
+        A variable-length 1-D tokenizer (``token_spec.variable_length``, e.g. FlexTok) decodes only the first
+        ``num_tokens`` of its N tokens (default: all); other tokenizers ignore it. A stochastic decoder draws its
+        noise from seed 0, so the same upload and count give the same image."""
         from PIL import Image
 
         run = self.run(model)
+        keep = prefix_length(run, num_tokens)
         if image is None:
             raise _refused("upload an image first")
         if isinstance(image, dict) and isinstance(image.get("path"), str):  # a FileData payload
@@ -265,20 +270,36 @@ class Demo:
         tok = run.pipe.tokenizer
         with torch.no_grad():
             tokens = tok.encode(x.to(run.device))
-            recon = tok.decode(tokens).clamp(-1, 1).cpu()
+            recon = tok.decode(tokens if keep is None else tokens[:, :keep]).clamp(-1, 1).cpu()
         rec = to_uint8(recon)[0].permute(1, 2, 0).numpy()  # (H, W, 3)
         mse = float(np.mean((rec.astype(np.float64) - small.astype(np.float64)) ** 2))
         psnr = math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
-        return small, rec, f"{token_summary(run)} · PSNR **{psnr:.2f} dB**" + (" (exact)" if math.isinf(psnr) else "")
+        summary = token_summary(run, keep)
+        return small, rec, f"{summary} · PSNR **{psnr:.2f} dB**" + (" (exact)" if math.isinf(psnr) else "")
+
+
+def max_prefix(run: Run) -> int:
+    """N, the longest prefix a variable-length 1-D tokenizer decodes; 0 for every other tokenizer."""
+    spec = run.pipe.tokenizer.token_spec
+    return spec.shape[0] if spec.variable_length and len(spec.shape) == 1 else 0
+
+
+def prefix_length(run: Run, num_tokens) -> int | None:
+    """The checked token count for a variable-length tokenizer (None: all N, or a tokenizer without prefixes)."""
+    N = max_prefix(run)
+    if not N or num_tokens is None:
+        return None
+    return _number(num_tokens, "token count", 1, N, integer=True)
 
 
 # ----------------------------------------------------------------------------- text about a run
 
 
-def token_summary(run: Run) -> str:
+def token_summary(run: Run, keep: int | None = None) -> str:
+    """The report's token count: all N of them, or the first k of N for a decoded prefix."""
     spec = run.pipe.tokenizer.token_spec
     n = spec.num_positions * spec.depth
-    return f"**{n} tokens** ({spec.describe()})"
+    return f"**{n if keep is None else f'first {keep} of {n}'} tokens** ({spec.describe()})"
 
 
 def reconstruct_note(run: Run) -> str:
@@ -418,6 +439,9 @@ def build_app(runs: list[Run], limits: Limits = Limits()):
                                     elem_classes=["pixelated"])  # fmt: skip
                     recon = gr.Image(label="Reconstruction", interactive=False, format="png",
                                      elem_classes=["pixelated"])  # fmt: skip
+                n_first = max_prefix(first)
+                recon_tokens = gr.Slider(1, max(n_first, 2), value=max(n_first, 1), step=1, visible=bool(n_first),
+                                         label=token_slider_label(n_first))  # fmt: skip
                 recon_go = gr.Button("Encode and decode", variant="primary")
                 recon_info = gr.Markdown(label="report")
             with gr.Tab("About"):
@@ -430,10 +454,11 @@ def build_app(runs: list[Run], limits: Limits = Limits()):
             names = run.pipe.class_names
             return (gr.update(choices=names, value=[names[0]]), gr.update(value=dd["sampler"], visible=run.has_sampler),
                     gr.update(value=dd["steps"]), gr.update(value=dd["guidance"]),
-                    gr.update(visible=run.supports_interval), reconstruct_note(run), model_card(run),
-                    config_yaml(run))  # fmt: skip
+                    gr.update(visible=run.supports_interval), reconstruct_note(run), token_slider(gr, run),
+                    model_card(run), config_yaml(run))  # fmt: skip
 
-        model.change(on_model, model, [classes, sampler, steps, guidance, interval_row, recon_note, card, config],
+        model.change(on_model, model,
+                     [classes, sampler, steps, guidance, interval_row, recon_note, recon_tokens, card, config],
                      queue=False, api_visibility="private")  # fmt: skip
         dice.click(lambda: random.randint(0, MAX_SEED), None, seed, queue=False, api_visibility="private")
         go.click(
@@ -442,10 +467,22 @@ def build_app(runs: list[Run], limits: Limits = Limits()):
             preprocess=False,  # every input is checked in Demo.generate, with the app's own messages
             concurrency_id="model", concurrency_limit=1,
         )  # fmt: skip
-        recon_go.click(demo.reconstruct, [model, upload], [seen, recon, recon_info], api_name="reconstruct",
-                       concurrency_id="model", concurrency_limit=1)  # fmt: skip
+        recon_go.click(demo.reconstruct, [model, upload, recon_tokens], [seen, recon, recon_info],
+                       api_name="reconstruct", concurrency_id="model", concurrency_limit=1)  # fmt: skip
     app.queue(max_size=32, default_concurrency_limit=1)
     return app
+
+
+def token_slider_label(N: int) -> str:
+    return f"Tokens to decode (1–{N}: the first k of the 1-D sequence, coarse to fine)"
+
+
+def token_slider(gr, run: Run):
+    """The Reconstruct tab's token-count slider for ``run``: shown, up to N, for a variable-length tokenizer."""
+    N = max_prefix(run)
+    if not N:
+        return gr.update(visible=False)
+    return gr.update(minimum=1, maximum=N, value=N, visible=True, label=token_slider_label(N))
 
 
 def launch_kwargs(limits: Limits = Limits()) -> dict:

@@ -48,7 +48,8 @@ def configure(argv: list[str] | None = None, environ: dict | None = None) -> dic
     It has an effect only before torch (libgomp) is imported in this process; child processes
     (DataLoader workers, ``torchrun``'s) inherit the variables either way."""
     env = os.environ if environ is None else environ
-    command = next((a for a in (argv or []) if not a.startswith("-")), None)
+    argv = list(argv or [])
+    command = next((a for i, a in enumerate(argv) if not a.startswith("-") and argv[i - 1 : i] != ["--nproc"]), None)
     if command in ADAPTIVE_COMMANDS or any(k in env for k in USER_CHOICES):
         return {}
     added = {k: v for k, v in DEFAULTS.items() if k not in env}

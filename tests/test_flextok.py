@@ -177,3 +177,48 @@ def test_range_penalty_and_pooled_conditioning():
     wake(tok).eval()
     ids = tok.encode(x)
     assert tok.decoder.pool is not None and tok.decode(ids[:, :2], seeds).shape == (2, 3, 16, 16)
+
+
+def test_the_demo_decodes_any_prefix_from_the_token_spec(tmp_path):
+    """The Reconstruct tab's token-count slider: shown for a variable-length tokenizer (from its token spec), up
+    to N; the handler decodes the first k tokens, deterministically; a count outside 1..N is the app's message."""
+    gr = pytest.importorskip("gradio", reason="the demo extra (gradio) is not installed")
+    import numpy as np
+    from PIL import Image
+    from tiny import generator_run
+
+    from genlab.config import RunConfig
+    from genlab.demo import Demo, Limits, build_app, load_runs, token_slider
+    from genlab.pipeline import Pipeline
+
+    torch.manual_seed(0)
+    data = {**generator_run("gpt"), "tokenizer": FLEXTOK_TOKENIZER}
+    pipe = Pipeline.from_config(RunConfig.from_dict(data), [str(i) for i in range(10)])
+    wake(pipe.tokenizer)
+    pipe.save(tmp_path / "flex")
+    torch.manual_seed(0)
+    Pipeline.from_config(RunConfig.from_dict(generator_run("gpt")), [str(i) for i in range(10)]).save(tmp_path / "vq")
+    limits = Limits(max_images=2, max_steps=4)
+    runs = load_runs([tmp_path / "flex", tmp_path / "vq"], device="cpu", limits=limits)
+    demo = Demo(runs, limits)
+    upload = tmp_path / "up.png"
+    Image.fromarray(((digits(1)[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()).save(upload)
+
+    seen, one, report = demo.reconstruct("flex", str(upload), 1)
+    assert "first 1 of 8 tokens" in report and seen.shape == one.shape == (16, 16, 3)
+    tok = runs[0].pipe.tokenizer
+    x = torch.from_numpy(seen).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+    want = tok.decode(tok.encode(x)[:, :1]).clamp(-1, 1)
+    assert np.abs(((want[0].permute(1, 2, 0) + 1) * 127.5).round().numpy() - one).max() <= 1  # uint8 rounding
+    assert np.array_equal(demo.reconstruct("flex", str(upload), 1)[1], one)  # deterministic
+    assert not np.array_equal(demo.reconstruct("flex", str(upload), 8.0)[1], one)  # the prefix reaches the decoder
+    assert "8 tokens" in demo.reconstruct("flex", str(upload))[2]  # no count: all of them
+    for bad in (0, 9, 2.5, "x"):
+        with pytest.raises(gr.Error, match="token count"):
+            demo.reconstruct("flex", str(upload), bad)
+    assert "first" not in demo.reconstruct("vq", str(upload), 3)[2]  # a 2-D tokenizer ignores the count
+
+    sliders = {b.label: b for b in build_app(runs, limits).blocks.values() if isinstance(b, gr.Slider)}
+    slider = next(b for label, b in sliders.items() if label.startswith("Tokens to decode"))
+    assert slider.visible and slider.maximum == 8 and slider.value == 8
+    assert token_slider(gr, runs[1])["visible"] is False and token_slider(gr, runs[0])["maximum"] == 8

@@ -16,6 +16,7 @@ FoundationVision/VAR at commit 78b9539 (its code is not in genlab):
   deterministic: it exercises the KV cache, the CFG ramp and the next-scale inputs) as images in [0, 1].
 """
 
+import json
 import pickle
 from pathlib import Path
 
@@ -140,3 +141,21 @@ def test_genlab_import_command(fx, tmp_path, capsys):
     assert main(["import", "var", str(tmp_path / "junk.pth"), "--vae", str(tmp_path / "vae.pth"), "--out",
                  str(tmp_path / "x")]) == 2  # fmt: skip
     assert main(["import", "var", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "y")]) == 2
+
+
+def test_genlab_import_takes_the_converters_scales_heads_and_groups(fx, tmp_path, capsys):
+    """A checkpoint not at VAR's 256 px defaults (here patch_nums 1,2,3 and 4 GroupNorm groups) imports through the
+    command's --scales / --norm-groups / --num-heads, the options the converter takes."""
+    from genlab.cli import main
+
+    torch.save(fx["vae"], tmp_path / "vae.pth")
+    torch.save(fx["var"], tmp_path / "var.pth")
+    flags = ["--scales", "1,2,3", "--norm-groups", "4"]
+    assert main(["import", "var-vqvae", str(tmp_path / "vae.pth"), "--out", str(tmp_path / "t"), *flags]) == 0
+    assert main(["import", "var", str(tmp_path / "var.pth"), "--vae", str(tmp_path / "t"), "--out",
+                 str(tmp_path / "g"), *flags, "--num-heads", "2"]) == 0  # fmt: skip
+    saved = json.loads((tmp_path / "g" / "generator" / "config.json").read_text())
+    assert saved["token_spec"]["scales"] == [1, 2, 3] and saved["generator"]["num_heads"] == 2
+    with pytest.raises(SystemExit) as e:  # argparse's usage error: status 2
+        main(["import", "var", str(tmp_path / "var.pth"), "--out", str(tmp_path / "x"), "--scales", "3,2"])
+    assert e.value.code == 2 and "increasing" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -142,7 +142,10 @@ TINY: dict[str, dict[str, dict | None]] = {
     # importers and benchmarks: the arguments their parser must accept (their runs are tested in their own files)
     "importer": {
         "var": {"argv": ["x.pth", "--out", "r", "--vae", "v.pth"]},
-        "var-vqvae": {"argv": ["x.pth", "--out", "r"]},
+        "var-vqvae": {"argv": ["x.pth", "--out", "r", "--scales", "1,2,3", "--norm-groups", "4"]},
+        "va-vae": {"argv": ["x.pt", "--out", "r", "--stats", "latents_stats.pt"]},  # tests/test_vavae_import.py
+        "maskgit-vqgan": {"argv": ["x.bin", "--out", "r"]},  # tests/test_maskgit_vqgan_import.py
+        "flexvar": {"argv": ["x.pth", "--out", "r", "--vae", "FlexVAE.pth"]},  # tests/test_flexvar_import.py
         "titok": {"argv": ["model.safetensors", "--out", "r"]},  # tests/test_titok_import.py imports a tiny TiTok
         **{name: {"argv": ["x.pt", "--out", "r"]} for name in ("dit", "diffusers-dit", "lightningdit", "llamagen-gpt",
                                                                "llamagen-vq", "sd-vae", "sit")},  # fmt: skip

@@ -21,9 +21,13 @@ __all__ = ["EXIT_USAGE", "UsageError", "build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     from genlab import __version__
+    from genlab.cli.launch import nproc_arg
 
     p = argparse.ArgumentParser(prog="genlab", description="genlab: class-conditional image generation workbench")
     p.add_argument("--version", action="version", version=f"genlab {__version__}")
+    p.add_argument("--nproc", type=nproc_arg, default=1, metavar="N",
+                   help="run the command in N processes on this machine (torchrun --standalone; gloo on a CPU), "
+                   "exiting with the first failed process's status")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"genlab.cli.{name}").add_parser(sub)
@@ -43,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     except PluginError as e:
         print(f"genlab: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     try:
+        if args.nproc > 1:
+            return launched(argv, args)
         return args.fn(args)
     except user_errors() as e:
         print(f"genlab {args.command}: error: {one_line(e)}", file=sys.stderr)
@@ -67,6 +74,15 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def launched(argv: list[str], args: argparse.Namespace) -> int:
+    """``genlab --nproc N CMD …``: CMD in N processes (``genlab.cli.launch``); its first failed process's status."""
+    from genlab.cli.launch import in_launched_process, launch
+
+    if in_launched_process():
+        raise UsageError("--nproc inside a process that torchrun or accelerate started: give one or the other")
+    return launch(args.nproc, argv[argv.index(args.command) :])
 
 
 if __name__ == "__main__":

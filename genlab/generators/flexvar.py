@@ -14,8 +14,10 @@ VAR's transformer (genlab.generators.var, the same family) with three changes:
   the per-sample seeds, so a sample's loss does not depend on its batch.
 
 Sampling is VAR's (KV cache, CFG ramp t = (cfg - 1) * k / (K - 1), top-k/top-p); FlexVAR's evaluation uses cfg 2.5
-(genlab's 3.5),
-top_k 900. FlexVAR's greedy decoding at sides beyond 16 and its LlamaGen-style CFG option are not implemented.
+(genlab's 3.5), top_k 900, top_p 0.95. FlexVAR's own rules are options an imported run sets (``genlab import
+flexvar``): the ramp divided by min(K - 1, 9) (``ramp_steps: 9``), full guidance and greedy tokens above side 16
+(``max_side: 16``), greedy tokens at every side outside its list (``sampled_sides``). Its LlamaGen-style CFG option
+(a demo setting) is not implemented.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ class FlexVAR(VAR):
         cfg: float = option(3.5, "guidance ramped over scales: t = (cfg-1)*k/(K-1), (1+t)*cond - t*uncond; 1 = none",
                             low=0.0, high=100.0)  # fmt: skip
         scales: tuple[int, ...] = option((), "scale schedule, sides coarse to fine (empty: the tokenizer's)", low=1)
+        # FlexVAR's own rules (autoregressive_infer_cfg), set by `genlab import flexvar`; the defaults are genlab's
+        ramp_steps: int = option(0, "guidance ramp t = (cfg-1)*k/min(K-1, ramp_steps); 0: k/(K-1) (FlexVAR: 9)", low=0)
+        max_side: int = option(0, "sides above this: full guidance and greedy tokens; 0: none (FlexVAR: 16)", low=0)
+        sampled_sides: tuple[int, ...] = option((), "sides drawn by top-k/top-p, any other greedy; empty: all "
+                                                "(FlexVAR: 1,2,3,4,5,6,8,10,13,16,23,24,32)", low=1)  # fmt: skip
 
         def check(self) -> None:
             if list(self.scales) != sorted(set(self.scales)):
@@ -74,6 +81,19 @@ class FlexVAR(VAR):
 
     def schedule(self, options: VAR.SampleOptions) -> tuple[int, ...]:
         return tuple(getattr(options, "scales", ())) or self.scales
+
+    def guidance_t(self, k: int, side: int, K: int, options) -> float:
+        """t = (cfg - 1) * k / min(K - 1, ramp_steps) (FlexVAR's ratio si / min(K - 1, 9)), full cfg - 1 above
+        ``max_side``; genlab's k / (K - 1) with the options at 0."""
+        ramp, top = getattr(options, "ramp_steps", 0), getattr(options, "max_side", 0)
+        if top and side > top:
+            return options.cfg - 1
+        return (options.cfg - 1) * k / max(min(K - 1, ramp) if ramp else K - 1, 1)
+
+    def top_k_at(self, side: int, options) -> int:
+        """1 (greedy) at a side above ``max_side`` or outside a non-empty ``sampled_sides``, else the option's."""
+        top, sides = getattr(options, "max_side", 0), tuple(getattr(options, "sampled_sides", ()))
+        return 1 if (top and side > top) or (sides and side not in sides) else options.top_k
 
     def next_input(self, k: int, scales: tuple[int, ...], codes: Tensor, state):
         """FlexVAR: the next input is scale k's codes bicubic-upsampled to the next side (nothing accumulates)."""

@@ -302,6 +302,14 @@ class VAR(Generator):
         u = per_sample_rand(seeds, (self.cfg.depth, 2), stream=1, device=device)
         return (u >= rate).float() / (1 - rate)
 
+    def guidance_t(self, k: int, side: int, K: int, options: SampleOptions) -> float:
+        """VAR's guidance ramp at step k of K (side ``side``): t = (cfg - 1) * k / (K - 1)."""
+        return (options.cfg - 1) * k / max(K - 1, 1)
+
+    def top_k_at(self, side: int, options: SampleOptions) -> int:
+        """The top-k of the step at side ``side`` (VAR: the option's at every side; 1 decodes greedily)."""
+        return options.top_k
+
     @torch.no_grad()
     def sample(self, labels: Tensor, seeds: Tensor, options: SampleOptions) -> Sampled:
         """VAR's ``autoregressive_infer_cfg``: scale by scale with a KV cache; tokens: K maps (B, s_k, s_k)."""
@@ -318,10 +326,11 @@ class VAR(Generator):
         for k, s in enumerate(scales):
             logits = self.blocks_and_head(x, c, cache=cache)  # (B or 2B, s*s, V)
             if guided:
-                logits = guided_logits(logits, B, (options.cfg - 1) * k / max(K - 1, 1))
+                logits = guided_logits(logits, B, self.guidance_t(k, s, K, options))
             u = per_sample_rand(seeds, (s * s,), stream=k, device=device)  # row i from seed i alone
             o = options  # VAR's sample_with_top_k_top_p_ rule
-            ids = sample_tokens(logits, u, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, rule="vocab")
+            top_k = self.top_k_at(s, options)
+            ids = sample_tokens(logits, u, temperature=o.temperature, top_k=top_k, top_p=o.top_p, rule="vocab")
             ids = ids.view(B, s, s)
             maps.append(ids)
             state, nxt = self.next_input(k, scales, codes.scale_codes(k, ids), state)

@@ -3,9 +3,10 @@
 Each module registers its importers (registry kind ``importer``, the protocol in ``genlab/imports/base.py``) and
 reads a family's released files with ``torch.load(..., weights_only=True)`` at most (tensors only, no pickled code):
 ``var`` (VAR's VQVAE and transformers), ``titok`` (TiTok's tokenizers), ``dit``, ``diffusers-dit``, ``sit``,
-``lightningdit`` (in ``sit``), ``sd-vae``, ``llamagen-gpt`` and ``llamagen-vq``."""
+``lightningdit`` (in ``sit``), ``va-vae``, ``maskgit-vqgan``, ``flexvar``, ``sd-vae``, ``llamagen-gpt`` and
+``llamagen-vq``."""
 
-from genlab.imports import diffusers_dit, dit, llamagen, sdvae, sit, titok, var  # noqa: F401  (registers the built-ins)
+from genlab.imports import diffusers_dit, dit, flexvar, llamagen, maskgit_vqgan, sdvae, sit, titok, var, vavae  # noqa: F401
 from genlab.imports.base import CheckpointError
 from genlab.imports.var import import_var
 

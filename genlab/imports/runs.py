@@ -94,7 +94,7 @@ def write_generator_run(out: Path, config: dict, generator: dict, objective: dic
     from genlab.generators.base import build_generator
 
     with torch.device("meta"):
-        model = build_generator(gen_comp, obj_comp, spec=spec, num_classes=len(names))
+        model = build_generator(gen_comp, obj_comp, spec=spec, num_classes=len(names), codes=tokenizer_module.codes())
     gen_state = fill_and_check(model.weights_module(), gen_state, "converted checkpoint", ())
     tok_state = fill_and_check(tokenizer_module, tok_state, "tokenizer", ())
     spec_json = {"generator": to_dict(gen_comp), "objective": to_dict(obj_comp) if obj_comp else None,

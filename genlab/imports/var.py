@@ -128,8 +128,12 @@ def vqvae_config(sd: dict[str, Tensor], *, scales=VAR_SCALES, norm_groups: int =
 
 
 def _split_qkv(out: dict, prefix: str, sd: dict, src: str) -> None:
-    """VAR's fused 1x1 qkv conv -> genlab's q, k, v convs."""
+    """VAR's fused 1x1 qkv conv -> genlab's q, k, v convs (LDM's separate q, k, v as they are)."""
     for part in ("weight", "bias"):
+        if f"{src}.qkv.{part}" not in sd:  # LDM's AttnBlock (VA-VAE, SD-VAE's original checkpoints)
+            for name in "qkv":
+                out[f"{prefix}.{name}.{part}"] = sd[f"{src}.{name}.{part}"]
+            continue
         for name, t in zip("qkv", sd[f"{src}.qkv.{part}"].chunk(3, dim=0)):
             out[f"{prefix}.{name}.{part}"] = t.clone()
     for part in ("weight", "bias"):
@@ -162,7 +166,7 @@ def _convnet_keys(sd: dict, side: str, levels: int, blocks: int, attn: list[int]
                 ]
     _resnet(out, f"{side}.mid.0", sd, f"{side}.mid.block_1")
     mid_last = 1
-    if f"{side}.mid.attn_1.qkv.weight" in sd:
+    if f"{side}.mid.attn_1.qkv.weight" in sd or f"{side}.mid.attn_1.q.weight" in sd:
         _split_qkv(out, f"{side}.mid.1", sd, f"{side}.mid.attn_1")
         mid_last = 2
     _resnet(out, f"{side}.mid.{mid_last}", sd, f"{side}.mid.block_2")
@@ -344,17 +348,33 @@ def import_var(kind: str, path: Path | str, out_dir: Path | str, *, vae: Path | 
     return out
 
 
+def _scales(text: str) -> tuple[int, ...]:
+    """``--scales 1,2,3,4,6,9,13,18,24,32`` -> (1, 2, ...): VAR's patch_nums, increasing positive sides."""
+    try:
+        scales = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scales takes comma-separated integers, got {text!r}") from None
+    if not scales or scales[0] < 1 or list(scales) != sorted(set(scales)):
+        raise argparse.ArgumentTypeError(f"--scales must be increasing positive sides, got {text!r}")
+    return scales
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of VAR's own converter a non-default checkpoint needs (VAR-d36 at 512 px: its patch_nums)."""
+    parser.add_argument("--scales", type=_scales, default=VAR_SCALES,
+                        help="the checkpoint's patch_nums, comma-separated (default VAR's 256 px: 1,2,3,4,5,6,8,10,13,16;"
+                             " VAR-d36 512 px: 1,2,3,4,6,9,13,18,24,32)")  # fmt: skip
+    parser.add_argument("--norm-groups", type=int, default=32, help="the VQVAE's GroupNorm groups (VAR: 32)")
+
+
 @register("importer", "var-vqvae")
 class VarVQVAEImporter:
     help = "VAR's multi-scale VQVAE (vae_ch160v4096z32.pth) as a tokenizer run"
-
-    @staticmethod
-    def add_arguments(parser: argparse.ArgumentParser) -> None:
-        pass
+    add_arguments = staticmethod(_common_arguments)
 
     @staticmethod
     def run(path: Path, out: Path, args: argparse.Namespace) -> Path:
-        return import_var("var-vqvae", path, out)
+        return import_var("var-vqvae", path, out, scales=args.scales, norm_groups=args.norm_groups)
 
 
 @register("importer", "var")
@@ -364,7 +384,11 @@ class VarImporter:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--vae", help="its tokenizer: the VQVAE .pth or the run `genlab import var-vqvae` wrote")
+        _common_arguments(parser)
+        parser.add_argument("--num-heads", type=int, default=0,
+                            help="heads of a checkpoint without l2-normalised attention whose heads are not its depth")  # fmt: skip
 
     @staticmethod
     def run(path: Path, out: Path, args: argparse.Namespace) -> Path:
-        return import_var("var", path, out, vae=args.vae)
+        return import_var("var", path, out, vae=args.vae, scales=args.scales, norm_groups=args.norm_groups,
+                          num_heads=args.num_heads)  # fmt: skip

@@ -18,8 +18,10 @@ def attention(
     ``is_causal``: query i sees keys 0..i (N = S); ``mask``: a boolean (N, S) (or broadcastable) of what each query may
     see, or a float one added to the scores (Swin's relative position bias). PyTorch's fused SDPA everywhere except
     bf16/fp16 on the CPU, where its kernel is slower than the explicit product at DiT's sequence lengths (measured with ``genlab bench train``: attention forward+backward 1.6-1.9x
-    faster at 64-256 tokens; 2.7x under VAR's block-causal mask at 130 tokens)."""
-    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+    faster at 64-256 tokens; 2.7x under VAR's block-causal mask at 130 tokens), and at fewer than 32 keys of head
+    dims under 16, where its CPU flash kernel's float32 outputs and gradients change with the thread count (issue
+    27: head dims 1, 5-11 at 6-31 keys differ by an ulp at 1 and 2 threads; DiMR's tiny config, 17 tokens of dim 8)."""
+    if q.device.type == "cpu" and (q.dtype in (torch.bfloat16, torch.float16) or thread_dependent(q, k)):
         scores = (q * (q.shape[-1] ** -0.5 if scale is None else scale)) @ k.transpose(-2, -1)  # (B, H, N, S)
         if is_causal:
             mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
@@ -29,6 +31,11 @@ def attention(
             scores = scores + mask.to(scores.dtype)
         return scores.softmax(dim=-1) @ v
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale)
+
+
+def thread_dependent(q: Tensor, k: Tensor) -> bool:
+    """Whether torch's CPU flash attention would give thread-count dependent results (see ``attention``)."""
+    return k.shape[-2] < 32 and q.shape[-1] < 16
 
 
 class Attention(nn.Module):

@@ -1,6 +1,8 @@
-"""A depthwise convolution whose gradients do not depend on the CPU thread count."""
+"""Convolutions whose outputs and gradients do not depend on the CPU thread count (issue 27)."""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -47,3 +49,74 @@ class MatmulConv2d(nn.Conv2d):
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1)
         return out.view(B, self.out_channels, (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters, names, init and outputs to float rounding) whose output and gradients on the
+    CPU do not depend on the thread count. torch's CPU convolutions run on oneDNN, whose weight gradient sums the
+    batch in one partial buffer per thread (and whose 1x1 forwards block the channels by the thread count), so every
+    conv-net tokenizer's weights changed with ``torch.get_num_threads()`` (issue 27). Here forward and backward run on
+    ATen's own im2col + GEMM kernels (oneDNN and NNPACK off for those calls only): one GEMM per sample, the
+    weight gradient accumulated over the samples in order. Elsewhere (CUDA) it is ``nn.Conv2d``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type != "cpu" or self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super().forward(x)
+        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
+    """``F.conv2d`` with results independent of the CPU thread count (see ``Conv2d``). Under CPU autocast it computes
+    in float32 and returns autocast's dtype: ATen's GEMM has no fast bf16 path once oneDNN is off."""
+    pair = torch.nn.modules.utils._pair
+    args = (pair(stride), pair(padding), pair(dilation), groups)
+    if not torch.is_autocast_enabled("cpu"):
+        return _AtenConv.apply(x, weight, bias, *args)
+    with torch.autocast("cpu", enabled=False):
+        out = _AtenConv.apply(x.float(), weight.float(), None if bias is None else bias.float(), *args)
+    return out.to(torch.get_autocast_dtype("cpu"))
+
+
+@contextlib.contextmanager
+def aten_kernels():
+    """oneDNN and NNPACK off (NNPACK would take float32 stride-1 convolutions of batches of 16 and more)."""
+    mkldnn, nnpack = torch._C._get_mkldnn_enabled(), torch._C._get_nnpack_enabled()
+    torch._C._set_mkldnn_enabled(False)  # only these two flags (mkldnn.flags() also sets TF32, with a warning)
+    torch._C._set_nnpack_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(mkldnn)
+        torch._C._set_nnpack_enabled(nnpack)
+
+
+class _AtenConv(torch.autograd.Function):
+    """Convolution forward and backward with oneDNN disabled (ATen's slow_conv2d: per-sample im2col + GEMM)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
+        ctx.save_for_backward(x, weight)
+        ctx.args = (stride, padding, dilation, groups, None if bias is None else [bias.shape[0]])
+        with aten_kernels():
+            return torch.ops.aten.convolution(x, weight, bias, stride, padding, dilation, False, (0, 0), groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation, groups, bias_sizes = ctx.args
+        need = ctx.needs_input_grad
+        mask = [need[0], need[1], bias_sizes is not None and need[2]]
+        with aten_kernels():
+            gx, gw, gb = torch.ops.aten.convolution_backward(
+                grad, x, weight, bias_sizes, stride, padding, dilation, False, (0, 0), groups, mask
+            )
+        return gx, gw, gb, None, None, None, None
+
+
+def make_thread_invariant(module: nn.Module) -> nn.Module:
+    """Turn every plain ``nn.Conv2d`` inside ``module`` (e.g. torchvision's VGG) into ``Conv2d``, in place: the same
+    parameters, a thread-invariant forward and backward. Returns ``module``."""
+    for m in module.modules():
+        if type(m) is nn.Conv2d:
+            m.__class__ = Conv2d
+    return module

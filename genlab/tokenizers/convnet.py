@@ -2,7 +2,10 @@
 
 One configurable pair covers taming's VQGAN, LlamaGen's VQ, RQ-VAE's and VAR's VQVAE (strided-conv
 downsampling, attention at the lowest resolution and in the middle, one extra res block per decoder level)
-and MaskGIT's VQGAN (average-pool downsampling, no attention, as many decoder blocks as encoder blocks).
+and MaskGIT's VQGAN (average-pool downsampling, no attention, as many decoder blocks as encoder blocks; its PyTorch
+port, which released the weights TiTok and open-muse use, also has no biases in the res blocks' convs and the encoder's
+conv_in, and its width-changing blocks return h + W h, the 1x1 "shortcut" applied to the block's output, not to its
+input: ``conv_bias: false``, ``shortcut: output``).
 Levels are numbered from 0 (full resolution); the image is downsampled by 2^(levels - 1).
 """
 
@@ -13,6 +16,8 @@ from typing import Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from genlab.nn.conv import Conv2d
 
 
 @dataclass
@@ -28,6 +33,8 @@ class ConvNetConfig:
     dropout: float = 0.0
     downsample: Literal["conv", "avgpool"] = "conv"  # taming: strided 3x3 conv; MaskGIT: 2x2 average pool
     encoder_out_kernel: int = 3  # kernel of the encoder's last conv (MaskGIT: 1)
+    conv_bias: bool = True  # biases in the res blocks' convs and the encoder's conv_in (MaskGIT's PyTorch port: none)
+    shortcut: Literal["input", "output"] = "input"  # where a width-changing block's 1x1 shortcut reads (module doc)
 
     def widths(self) -> list[int]:
         return [self.ch * m for m in self.ch_mult]
@@ -59,17 +66,23 @@ def norm(c: int, groups: int) -> nn.GroupNorm:
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, groups: int, dropout: float = 0.0):
+    """h = conv2(drop(silu(norm2(conv1(silu(norm1(x))))))); returns shortcut(x) + h, or, for a width-changing block
+    with ``shortcut="output"`` (MaskGIT's PyTorch port), h + W h with W a 1x1 conv (c_out -> c_out)."""
+
+    def __init__(self, c_in: int, c_out: int, groups: int, dropout: float = 0.0, *, bias: bool = True,
+                 shortcut: str = "input"):  # fmt: skip
         super().__init__()
-        self.norm1, self.conv1 = norm(c_in, groups), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.norm2, self.conv2 = norm(c_out, groups), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.norm1, self.conv1 = norm(c_in, groups), Conv2d(c_in, c_out, 3, padding=1, bias=bias)
+        self.norm2, self.conv2 = norm(c_out, groups), Conv2d(c_out, c_out, 3, padding=1, bias=bias)
         self.dropout = nn.Dropout(dropout)
-        self.nin_shortcut = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.of_output = shortcut == "output" and c_in != c_out
+        c_short = c_out if self.of_output else c_in
+        self.nin_shortcut = Conv2d(c_short, c_out, 1, bias=bias) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return self.nin_shortcut(x) + h
+        return h + self.nin_shortcut(h if self.of_output else x)
 
 
 class AttnBlock(nn.Module):
@@ -78,8 +91,8 @@ class AttnBlock(nn.Module):
     def __init__(self, c: int, groups: int):
         super().__init__()
         self.norm = norm(c, groups)
-        self.q, self.k, self.v = (nn.Conv2d(c, c, 1) for _ in range(3))
-        self.proj_out = nn.Conv2d(c, c, 1)
+        self.q, self.k, self.v = (Conv2d(c, c, 1) for _ in range(3))
+        self.proj_out = Conv2d(c, c, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
@@ -92,7 +105,7 @@ class AttnBlock(nn.Module):
 class Downsample(nn.Module):
     def __init__(self, c: int, how: str):
         super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, stride=2) if how == "conv" else None
+        self.conv = Conv2d(c, c, 3, stride=2) if how == "conv" else None
 
     def forward(self, x: Tensor) -> Tensor:
         if self.conv is None:
@@ -103,7 +116,7 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     def __init__(self, c: int):
         super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self.conv = Conv2d(c, c, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
@@ -112,16 +125,19 @@ class Upsample(nn.Module):
 def level_blocks(cfg: ConvNetConfig, level: int, c_in: int, c_out: int, n: int) -> nn.ModuleList:
     blocks = nn.ModuleList()
     for i in range(n):
-        blocks.append(ResnetBlock(c_in if i == 0 else c_out, c_out, cfg.norm_groups, cfg.dropout))
+        blocks.append(resnet(cfg, c_in if i == 0 else c_out, c_out))
         if cfg.has_attn(level):
             blocks.append(AttnBlock(c_out, cfg.norm_groups))
     return blocks
 
 
+def resnet(cfg: ConvNetConfig, c_in: int, c_out: int) -> ResnetBlock:
+    return ResnetBlock(c_in, c_out, cfg.norm_groups, cfg.dropout, bias=cfg.conv_bias, shortcut=cfg.shortcut)
+
+
 def middle(cfg: ConvNetConfig, c: int) -> nn.Sequential:
-    g = cfg.norm_groups
-    attn = [AttnBlock(c, g)] if cfg.mid_attn else []
-    return nn.Sequential(ResnetBlock(c, c, g, cfg.dropout), *attn, ResnetBlock(c, c, g, cfg.dropout))
+    attn = [AttnBlock(c, cfg.norm_groups)] if cfg.mid_attn else []
+    return nn.Sequential(resnet(cfg, c, c), *attn, resnet(cfg, c, c))
 
 
 class Encoder(nn.Module):
@@ -130,7 +146,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ConvNetConfig, in_channels: int = 3):
         super().__init__()
         widths = cfg.widths()
-        self.conv_in = nn.Conv2d(in_channels, cfg.ch, 3, padding=1)
+        self.conv_in = Conv2d(in_channels, cfg.ch, 3, padding=1, bias=cfg.conv_bias)
         self.down = nn.ModuleList()
         c = cfg.ch
         for level, w in enumerate(widths):
@@ -142,7 +158,7 @@ class Encoder(nn.Module):
         self.mid = middle(cfg, c)
         self.norm_out = norm(c, cfg.norm_groups)
         k = cfg.encoder_out_kernel
-        self.conv_out = nn.Conv2d(c, cfg.z_channels, k, padding=k // 2)
+        self.conv_out = Conv2d(c, cfg.z_channels, k, padding=k // 2)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv_in(x)
@@ -162,7 +178,7 @@ class Decoder(nn.Module):
         widths = cfg.widths()
         n = cfg.decoder_res_blocks or cfg.num_res_blocks + 1
         c = widths[-1]
-        self.conv_in = nn.Conv2d(cfg.z_channels, c, 3, padding=1)
+        self.conv_in = Conv2d(cfg.z_channels, c, 3, padding=1)
         self.mid = middle(cfg, c)
         self.up = nn.ModuleList()
         for level in reversed(range(len(widths))):
@@ -172,7 +188,7 @@ class Decoder(nn.Module):
             self.up.append(stage)
             c = widths[level]
         self.norm_out = norm(c, cfg.norm_groups)
-        self.conv_out = nn.Conv2d(c, out_channels, 3, padding=1)
+        self.conv_out = Conv2d(c, out_channels, 3, padding=1)
 
     def forward(self, z: Tensor) -> Tensor:
         h = self.mid(self.conv_in(z))

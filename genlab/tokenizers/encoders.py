@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genlab.nn.conv import Conv2d
 from genlab.registry import register
 from genlab.tokenizers.base import TokenizerError
 
@@ -148,7 +149,7 @@ class RandomConvEncoder(nn.Module):
         convs, c = [], 3
         for i in range(cfg.layers):
             w = cfg.dim if i == cfg.layers - 1 else max(16, cfg.dim // 2)
-            conv = nn.Conv2d(c, w, 3, stride=2, padding=1)
+            conv = Conv2d(c, w, 3, stride=2, padding=1)  # its features are targets of a loss
             with torch.no_grad():
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) / math.sqrt(9 * c))
                 conv.bias.zero_()

@@ -38,6 +38,8 @@ from torch import Tensor, nn
 from genlab.config import component_from_dict, to_dict
 from genlab.nn import TimestepEmbedder, per_sample_rand, per_sample_randn, sincos_pos_embed_2d
 from genlab.nn.adaln import DiTBlock, FinalLayer
+from genlab.nn.conv import Conv2d
+from genlab.nn.norms import LayerNorm
 from genlab.registry import register
 from genlab.samplers import guided, integrate
 from genlab.samplers.schedules import shift_time
@@ -121,11 +123,11 @@ class FlexTokEncoder(nn.Module):
                  causal: bool):  # fmt: skip
         super().__init__()
         D, T, K = cfg.width, grid * grid, registers
-        self.patch_embed = nn.Conv2d(in_channels, D, patch, stride=patch)
+        self.patch_embed = Conv2d(in_channels, D, patch, stride=patch)
         self.register_buffer("pos_embed", sincos_pos_embed_2d(D, grid).unsqueeze(0), persistent=False)
         self.registers = nn.Parameter(0.02 * torch.randn(K, D))
         self.transformer = ViT(cfg)
-        self.ln_post = nn.LayerNorm(D)
+        self.ln_post = LayerNorm(D)
         self.proj = nn.Linear(D, code_dim)
         mask = torch.ones(T + K, T + K, dtype=torch.bool)
         if causal:  # patches see patches; register i sees every patch and registers 0..i
@@ -149,7 +151,7 @@ class FlexTokDecoder(nn.Module):
 
         D, p = cfg.hidden_size, cfg.patch_size
         self.grid, self.patch, self.channels = grid, p, channels
-        self.x_embedder = nn.Conv2d(channels, D, p, stride=p)
+        self.x_embedder = Conv2d(channels, D, p, stride=p)
         self.register_buffer("pos_embed", sincos_pos_embed_2d(D, grid).unsqueeze(0), persistent=False)
         self.t_embedder = TimestepEmbedder(D)
         self.register_embed = nn.Linear(code_dim, D)

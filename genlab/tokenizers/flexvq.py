@@ -55,7 +55,8 @@ class FlexVQTokenizer(VQGANTokenizer):
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> list[Tensor]:
-        z = self.quant_conv(self.encoder(images))  # (B, e, h, w)
+        x = (images + 1) / 2 if self.cfg.unit_range else images  # as VQGANTokenizer.quantize
+        z = self.quant_conv(self.encoder(x))  # (B, e, h, w)
         return [self.quantizer(F.interpolate(z, size=(s, s), mode="area")).indices for s in self.cfg.scales]
 
     def indices_to_codes(self, tokens: Any) -> Tensor:

@@ -28,6 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genlab.nn.conv import Conv2d, make_thread_invariant
 from genlab.tokenizers.base import TokenizerError
 from genlab.tokenizers.encoders import Frozen, InceptionTrunk
 
@@ -70,7 +71,7 @@ class LPIPS(nn.Module):
         super().__init__()
         from torchvision.models import vgg16
 
-        features = vgg16(weights=None).features
+        features = make_thread_invariant(vgg16(weights=None).features)  # its gradients reach the tokenizer
         self.scaling_layer = nn.Module()
         self.scaling_layer.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
         self.scaling_layer.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
@@ -82,7 +83,7 @@ class LPIPS(nn.Module):
             setattr(self.net, f"slice{i}", s)
         for i, c in enumerate(self.CHANNELS):
             lin = nn.Module()
-            lin.model = nn.Sequential(nn.Dropout(), nn.Conv2d(c, 1, 1, bias=False))
+            lin.model = nn.Sequential(nn.Dropout(), Conv2d(c, 1, 1, bias=False))
             setattr(self, f"lin{i}", lin)
 
     @classmethod
@@ -126,7 +127,7 @@ class RandomConvFeatures(nn.Module):
         g = torch.Generator().manual_seed(seed)
         layers, c = [], 3
         for w in widths:
-            conv = nn.Conv2d(c, w, 3, stride=2, padding=1)
+            conv = Conv2d(c, w, 3, stride=2, padding=1)
             with torch.no_grad():
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) / math.sqrt(9 * c))
                 conv.bias.zero_()
@@ -191,14 +192,14 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, layers: int = 3, ch: int = 64, in_channels: int = 3):
         super().__init__()
-        seq = [nn.Conv2d(in_channels, ch, 4, 2, 1), nn.LeakyReLU(0.2)]
+        seq = [Conv2d(in_channels, ch, 4, 2, 1), nn.LeakyReLU(0.2)]
         c = ch
         for n in range(1, layers + 1):
             w = ch * min(2**n, 8)
             stride = 2 if n < layers else 1
-            seq += [nn.Conv2d(c, w, 4, stride, 1, bias=False), nn.GroupNorm(math.gcd(32, w), w), nn.LeakyReLU(0.2)]
+            seq += [Conv2d(c, w, 4, stride, 1, bias=False), nn.GroupNorm(math.gcd(32, w), w), nn.LeakyReLU(0.2)]
             c = w
-        seq.append(nn.Conv2d(c, 1, 4, 1, 1))
+        seq.append(Conv2d(c, 1, 4, 1, 1))
         self.main = nn.Sequential(*seq)
         for m in self.modules():  # taming's init
             if isinstance(m, nn.Conv2d):

@@ -27,6 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genlab.nn.conv import Conv2d
 from genlab.registry import register
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -436,7 +437,7 @@ class ResidualVQ(nn.Module):
 # ----------------------------------------------------------------------------- multi-scale residual VQ (VAR)
 
 
-class Phi(nn.Conv2d):
+class Phi(Conv2d):
     """VAR's phi: h <- (1 - r) h + r conv3x3(h), applied to each scale's upsampled codes."""
 
     def __init__(self, dim: int, ratio: float):

@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.config import ConfigError, component_from_dict, to_dict
+from genlab.nn.conv import Conv2d
+from genlab.nn.norms import LayerNorm
 from genlab.registry import register
 from genlab.tokenizers.base import Tokenizer, TokenizerError, TokenSpec
 from genlab.tokenizers.losses import LossConfig, TokenizerCriterion
@@ -58,12 +60,12 @@ class TiTokEncoder(nn.Module):
         super().__init__()
         D, scale = cfg.width, cfg.width**-0.5
         self.grid, self.legacy = grid, legacy
-        self.patch_embed = nn.Conv2d(3, D, patch, stride=patch)
+        self.patch_embed = Conv2d(3, D, patch, stride=patch)
         self.class_embedding = nn.Parameter(scale * torch.randn(1, D))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, D))
         self.latent_token_positional_embedding = nn.Parameter(scale * torch.randn(num_tokens, D))
         self.transformer = ViT(cfg)
-        self.ln_post = nn.LayerNorm(D)
+        self.ln_post = LayerNorm(D)
         self.proj = nn.Linear(D, token_size)  # TiTok's 1x1 conv_out
 
     def forward(self, images: Tensor, latent_tokens: Tensor) -> Tensor:
@@ -91,7 +93,7 @@ class TiTokDecoder(nn.Module):
         self.mask_token = nn.Parameter(scale * torch.randn(1, 1, D))
         self.latent_token_positional_embedding = nn.Parameter(scale * torch.randn(num_tokens, D))
         self.transformer = ViT(cfg)
-        self.ln_post = nn.LayerNorm(D)
+        self.ln_post = LayerNorm(D)
 
     def forward(self, codes: Tensor) -> Tensor:  # (B, token_size, K) -> (B, D, h, w)
         x = self.decoder_embed(codes.transpose(1, 2))  # (B, K, D)
@@ -110,7 +112,7 @@ class PixelHead(nn.Module):
         super().__init__()
         self.patch = patch
         self.ffn = nn.Linear(width, patch * patch * 3)
-        self.conv_out = nn.Conv2d(3, 3, 3, padding=1)
+        self.conv_out = Conv2d(3, 3, 3, padding=1)
 
     def forward(self, h: Tensor) -> Tensor:
         grid = h.shape[-1]

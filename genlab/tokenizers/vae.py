@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from genlab.config import component_from_dict, to_dict
 from genlab.nn import per_sample_randn
+from genlab.nn.conv import Conv2d
 from genlab.registry import register
 from genlab.tokenizers.base import Tokenizer, TokenizerError, TokenSpec
 from genlab.tokenizers.convnet import ConvNetConfig, Decoder, Encoder
@@ -116,8 +117,8 @@ class KLVAETokenizer(FittedLatentStats, Tokenizer):
         self.grid = resolution // f
         self.encoder = Encoder(replace(cfg.net, z_channels=2 * z))  # (B, 3, H, W) -> (B, 2z, h, w)
         self.decoder = Decoder(cfg.net)  # (B, z, h, w) -> (B, 3, H, W)
-        self.quant_conv = nn.Conv2d(2 * z, 2 * C, 1)
-        self.post_quant_conv = nn.Conv2d(C, z, 1)
+        self.quant_conv = Conv2d(2 * z, 2 * C, 1)
+        self.post_quant_conv = Conv2d(C, z, 1)
         self.register_buffer("latent_mean", torch.zeros(C))
         self.register_buffer("latent_std", torch.ones(C))
         self.register_buffer("latent_stats_fitted", torch.tensor(False))
@@ -245,7 +246,7 @@ class VFAlignment(nn.Module):
         spec = dict(cfg.encoder)
         self.encoder = Frozen(component_from_dict("image_encoder", spec, "tokenizer.vf.encoder").build())
         self.dim = self.encoder.module.dim
-        self.reverse_proj = nn.Conv2d(latent_channels, self.dim, 1, bias=False)
+        self.reverse_proj = Conv2d(latent_channels, self.dim, 1, bias=False)
 
     def features(self, images: Tensor, grid: tuple[int, int]) -> Tensor:
         with torch.no_grad():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from genlab.nn import Attention, Mlp
+from genlab.nn.norms import LayerNorm
 
 # TiTok's modules/blocks.py: width, layers, heads per named size
 VIT_SIZES = {"small": (512, 8, 8), "base": (768, 12, 12), "large": (1024, 24, 16)}
@@ -42,9 +43,9 @@ class ViTBlock(nn.Module):
 
     def __init__(self, cfg: ViTConfig):
         super().__init__()
-        self.norm1 = nn.LayerNorm(cfg.width)
+        self.norm1 = LayerNorm(cfg.width)
         self.attn = Attention(cfg.width, cfg.num_heads)
-        self.norm2 = nn.LayerNorm(cfg.width)
+        self.norm2 = LayerNorm(cfg.width)
         self.mlp = Mlp(cfg.width, int(cfg.width * cfg.mlp_ratio), approximate="none")
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -57,7 +58,7 @@ class ViT(nn.Module):
 
     def __init__(self, cfg: ViTConfig, *, pre_norm: bool = True):
         super().__init__()
-        self.ln_pre = nn.LayerNorm(cfg.width) if pre_norm else nn.Identity()
+        self.ln_pre = LayerNorm(cfg.width) if pre_norm else nn.Identity()
         self.blocks = nn.ModuleList(ViTBlock(cfg) for _ in range(cfg.depth))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:  # (B, T, D) -> (B, T, D)

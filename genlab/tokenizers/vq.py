@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from genlab.config import ConfigError, component_from_dict, to_dict
+from genlab.nn.conv import Conv2d
 from genlab.registry import register
 from genlab.tokenizers.base import Tokenizer, TokenizerError, TokenSpec
 from genlab.tokenizers.convnet import ConvNetConfig, Decoder, Encoder
@@ -46,6 +47,7 @@ class VQGANTokenizer(Tokenizer):
         quant_conv_kernel: int = 1  # 1 (taming, LlamaGen), 3 (VAR); 0: no quant convs (MaskGIT; embed_dim = z)
         quantizer: dict[str, Any] = field(default_factory=lambda: {"name": "vq", "codebook_size": 1024})  # a quantizer
         loss: LossConfig = field(default_factory=LossConfig)  # training losses
+        unit_range: bool = False  # the network sees and returns images in [0, 1] (MaskGIT's VQGAN as released)
         quantizers: ClassVar[tuple[str, ...]] = ("vq", "fsq", "lfq")  # the quantizers this tokenizer takes
 
         def validate(self) -> None:
@@ -65,8 +67,8 @@ class VQGANTokenizer(Tokenizer):
         self.encoder = Encoder(cfg.net)
         self.decoder = Decoder(cfg.net)
         k, z, e = cfg.quant_conv_kernel, cfg.net.z_channels, cfg.embed_dim
-        self.quant_conv = nn.Conv2d(z, e, k, padding=k // 2) if k else nn.Identity()
-        self.post_quant_conv = nn.Conv2d(e, z, k, padding=k // 2) if k else nn.Identity()
+        self.quant_conv = Conv2d(z, e, k, padding=k // 2) if k else nn.Identity()
+        self.post_quant_conv = Conv2d(e, z, k, padding=k // 2) if k else nn.Identity()
         self.quantizer = component_from_dict("quantizer", dict(cfg.quantizer), "tokenizer.quantizer").build(dim=e)
         self.token_spec = self.make_token_spec()
 
@@ -78,11 +80,14 @@ class VQGANTokenizer(Tokenizer):
     # -- the Tokenizer contract
 
     def quantize(self, images: Tensor) -> Quantized:
-        return self.quantizer(self.quant_conv(self.encoder(images)))
+        """Images in [-1, 1] (B, 3, H, W) -> the quantised latent ([0, 1] to the network with ``unit_range``)."""
+        x = (images + 1) / 2 if self.cfg.unit_range else images
+        return self.quantizer(self.quant_conv(self.encoder(x)))
 
     def decode_codes(self, codes: Tensor) -> Tensor:
-        """Quantised latent (B, embed_dim, h, w) -> images."""
-        return self.decoder(self.post_quant_conv(codes))
+        """Quantised latent (B, embed_dim, h, w) -> images in [-1, 1]."""
+        out = self.decoder(self.post_quant_conv(codes))
+        return out * 2 - 1 if self.cfg.unit_range else out
 
     @torch.no_grad()
     def encode(self, images: Tensor):
