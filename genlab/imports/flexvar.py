@@ -19,7 +19,6 @@ every side outside (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 23, 24, 32): ``sample:`` ho
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ from genlab.imports.checks import CheckpointError, check_tokens_fit, converting,
 from genlab.imports.checks import tensor as need
 from genlab.imports.llamagen import convert_llamagen_vq, load_checkpoint
 from genlab.imports.runs import class_names, fill_and_check, write_generator_run
-from genlab.imports.var import _VAR_DROPPED, _VAR_RENAMES, _scales, load_state_dict, var_config
+from genlab.imports.var import _scales, load_state_dict, rename_var_keys, var_config
 from genlab.registry import register
 
 FLEXVAR_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
@@ -47,16 +46,7 @@ def convert_flexvar(sd: dict[str, Tensor], *, num_heads: int = 0) -> tuple[dict,
     if grid.shape[0] != 1 or grid.shape[2] != grid.shape[3]:
         raise CheckpointError(f"not a FlexVAR checkpoint: pos_1LC is {tuple(grid.shape)}, not (1, C, G, G)")
     cfg = {**var_config(sd, num_heads=num_heads), "name": "flexvar", "pos_grid": grid.shape[-1]}
-    out: dict[str, Tensor] = {}
-    for k, v in sd.items():
-        if _VAR_DROPPED.match(k):
-            continue
-        for pattern, repl in _VAR_RENAMES:
-            if re.fullmatch(pattern, k):
-                out[re.sub(pattern, repl, k)] = v
-                break
-        else:
-            raise CheckpointError(f"not a FlexVAR checkpoint: unexpected tensor {k!r}")
+    out = rename_var_keys(sd, "FlexVAR")
     need(sd, "head.weight", "FlexVAR", ndim=2)
     need(sd, "word_embed.weight", "FlexVAR", ndim=2)
     return cfg, out, sd["class_emb.weight"].shape[0] - 1

@@ -239,9 +239,8 @@ def var_config(sd: dict[str, Tensor], *, num_heads: int = 0) -> dict:
     }
 
 
-def convert_var(sd: dict[str, Tensor], *, scales=VAR_SCALES, num_heads: int = 0) -> tuple[dict, dict[str, Tensor], int]:
-    """(genlab var config, its state dict, num_classes) from a VAR state dict (scales: VAR's patch_nums)."""
-    cfg = var_config(sd, num_heads=num_heads)
+def rename_var_keys(sd: dict[str, Tensor], what: str) -> dict[str, Tensor]:
+    """VAR's (and FlexVAR's) tensor names as genlab's, the dropped buffers left out; an unknown name is refused."""
     out: dict[str, Tensor] = {}
     for k, v in sd.items():
         if _VAR_DROPPED.match(k):
@@ -251,7 +250,14 @@ def convert_var(sd: dict[str, Tensor], *, scales=VAR_SCALES, num_heads: int = 0)
                 out[re.sub(pattern, repl, k)] = v
                 break
         else:
-            raise CheckpointError(f"not a VAR checkpoint: unexpected tensor {k!r}")
+            raise CheckpointError(f"not a {what} checkpoint: unexpected tensor {k!r}")
+    return out
+
+
+def convert_var(sd: dict[str, Tensor], *, scales=VAR_SCALES, num_heads: int = 0) -> tuple[dict, dict[str, Tensor], int]:
+    """(genlab var config, its state dict, num_classes) from a VAR state dict (scales: VAR's patch_nums)."""
+    cfg = var_config(sd, num_heads=num_heads)
+    out = rename_var_keys(sd, "VAR")
     L = _need(sd, "pos_1LC", "VAR", ndim=3).shape[1]
     for key in ("lvl_embed.weight", "head.weight", "word_embed.weight"):
         _need(sd, key, "VAR", ndim=2)
