@@ -50,6 +50,7 @@ SKIP = [
     (r"=/data/|=/models/", "needs ImageNet or pretrained weights at local paths CI lacks"),
     (r"VIRTUAL_imagenet", "needs ADM's ImageNet reference batch"),
     (r"^genlab demo|^python -m apps\.demo", "a web server that runs until stopped; tests/test_demo.py starts the app"),
+    (r"^genlab bench zoo", "trains every family's OpenMoji recipe (an hour); tests/test_zoo.py runs its --tiny mode"),
 ]
 PRESETS = {"quickstart": "smoke", "quickstart-vae": "smoke-vae"}
 PATHS = {"runs/vae": "runs/smoke-vae", "caches/digits": "caches/openmoji-vae"}
