@@ -155,6 +155,7 @@ TINY: dict[str, dict[str, dict | None]] = {
         "gpt": {"argv": ["--seconds", "1"]},
         "sample": {"argv": ["--run", "r", "--n", "8"]},
         "eval": {"argv": ["--n", "8"]},
+        "zoo": {"argv": ["--tiny", "--n", "8", "--steps", "2"]},  # tests/test_zoo.py runs it
     },
 }
 

@@ -306,7 +306,7 @@ class ZooBench:
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        from genlab.cli.options import add_precision_flag
+        from genlab.pipeline import PRECISIONS
 
         names = ", ".join(r.name for r in ROWS)
         parser.add_argument("--out", default="runs/zoo", help="the zoo's folder (runs, results, table, plot)")
@@ -316,7 +316,8 @@ class ZooBench:
         parser.add_argument("--tokenizer-steps", type=int, help="steps of every tokenizer (default: each preset's)")
         parser.add_argument("--n", type=int, default=1000, help="images sampled per point and for the floor (1000)")
         parser.add_argument("--device", default="cpu", help="cpu or cuda")
-        add_precision_flag(parser)
+        parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="sampling compute dtype: fp32 "
+                            "(default, exact) or bf16 (autocast, ~1.65x faster here, FID within 0.2)")  # fmt: skip
         parser.add_argument("--tiny", action="store_true", help="two smoke presets, seconds (the test suite's)")
 
     @staticmethod
@@ -329,8 +330,6 @@ class ZooBench:
 
 
 def zoo_from_args(args: argparse.Namespace) -> Zoo:
-    from genlab import inputs
-
     rows = TINY_ROWS if args.tiny else ROWS
     if args.families:
         wanted = [f.strip() for f in args.families.split(",") if f.strip()]
@@ -339,13 +338,10 @@ def zoo_from_args(args: argparse.Namespace) -> Zoo:
             raise ConfigError(f"--families: unknown {', '.join(unknown) or '(none given)'}; "
                               f"known: {', '.join(r.name for r in rows)}")  # fmt: skip
         rows = tuple(next(r for r in rows if r.name == name) for name in dict.fromkeys(wanted))  # run in this order
-    try:
-        for value, flag, top in ((args.steps, "--steps", 10**7), (args.batch, "--batch", 4096), (args.n, "--n", 10**6)):
-            inputs.check_count(value, flag, top)
-        if args.tokenizer_steps is not None:
-            inputs.check_count(args.tokenizer_steps, "--tokenizer-steps", 10**7)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    for value, flag, top in ((args.steps, "--steps", 10**7), (args.batch, "--batch", 4096), (args.n, "--n", 10**6),
+                             (args.tokenizer_steps, "--tokenizer-steps", 10**7)):  # fmt: skip
+        if value is not None and not 1 <= value <= top:
+            raise ConfigError(f"{flag} must be in [1, {top:,}], got {value:,}")
     if args.n < 2:
         raise ConfigError(f"--n must be at least 2 (FID needs a covariance), got {args.n}")
     budget = Budget(args.steps, args.batch, args.n, args.tokenizer_steps, args.device, min(100, args.n), args.precision)
