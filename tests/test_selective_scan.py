@@ -1,4 +1,5 @@
-"""genlab.nn.selective_scan: the chunked scan equals the per-step recurrence; its FLOPs are the registered formula.
+"""genlab.nn.selective_scan: the CPU's step-by-step scan and the chunked scan equal the per-step recurrence, values
+and gradients; its FLOPs are the registered formula.
 
 The mamba-ssm kernel path needs a GPU and the package; it is not tested here (this CI has no GPU)."""
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from genlab.nn.selective_scan import scan_path, selective_scan, selective_scan_naive
+from genlab.nn.selective_scan import _scan_chunked, _scan_sequential, scan_path, selective_scan, selective_scan_naive
 
 
 def inputs(b=2, K=4, D=6, N=3, L=70, dtype=torch.float32, seed=0):
@@ -21,9 +22,17 @@ def inputs(b=2, K=4, D=6, N=3, L=70, dtype=torch.float32, seed=0):
 def test_chunked_scan_equals_the_recurrence(chunk, d_state):
     args = inputs(N=d_state)
     ref = selective_scan_naive(*args)
-    out = selective_scan(*args, chunk=chunk)
+    out = _scan_chunked(*args, chunk)
     assert out.shape == ref.shape == args[0].shape
     assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5), (out - ref).abs().max()
+
+
+@pytest.mark.parametrize("d_state", [1, 4])
+def test_the_cpu_scan_is_the_recurrence_and_the_op_runs_it(d_state):
+    args = inputs(N=d_state)
+    ref = selective_scan_naive(*args)
+    assert torch.allclose(_scan_sequential(*args, 8), ref, atol=1e-6, rtol=1e-6)
+    assert torch.equal(selective_scan(*args), _scan_sequential(*args, 8))
 
 
 def test_the_recurrence_is_the_recurrence():
@@ -40,11 +49,13 @@ def test_the_recurrence_is_the_recurrence():
         assert torch.allclose(fn(u, delta, A, B, C, D, bias), expect, atol=1e-6)
 
 
-def test_gradients_equal_the_recurrence_gradients():
+@pytest.mark.parametrize("scan", ["op", "chunked"])
+def test_gradients_equal_the_recurrence_gradients(scan):
     args = inputs(L=20, dtype=torch.float64)
     ours = [a.clone().requires_grad_() for a in args]
     ref = [a.clone().requires_grad_() for a in args]
-    selective_scan(*ours, chunk=8).square().sum().backward()
+    fn = selective_scan if scan == "op" else lambda *a: _scan_chunked(*a, 8)
+    fn(*ours).square().sum().backward()
     selective_scan_naive(*ref).square().sum().backward()
     for a, b in zip(ours, ref):
         assert torch.allclose(a.grad, b.grad, atol=1e-9)
@@ -72,4 +83,4 @@ def test_says_once_which_path_it_uses(capsys, monkeypatch):
     ss.selective_scan(*inputs(L=4))
     ss.selective_scan(*inputs(L=4))
     err = capsys.readouterr().err
-    assert err.count("selective scan: the pure-PyTorch chunked scan") == 1
+    assert err.count("selective scan: the pure-PyTorch scan") == 1
