@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from genlab.nn.attention import attention, thread_dependent
+from genlab.nn.attention import attention, softmax, thread_dependent
 from genlab.nn.conv import Conv2d, DepthwiseConv2d, MatmulConv2d, depthwise_reference, make_thread_invariant
 from genlab.nn.norms import LayerNorm
 
@@ -111,8 +111,21 @@ def test_attention_at_small_head_dims_ignores_threads_and_equals_sdpa():  # forw
     assert torch.allclose(one[0], torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="softmax's CPU backward (_softmax_backward_data) depends on the thread count: "
-                   "DiMR's remaining difference (issue 27)")  # fmt: skip
 def test_attention_gradients_of_q_and_k_at_small_head_dims_ignore_threads():
     _, one, two = _attention_at_1_and_2_threads()
     assert torch.equal(one[1], two[1]) and torch.equal(one[2], two[2])
+
+
+def test_softmax_gradient_ignores_threads_where_torchs_does_not():
+    torch.manual_seed(0)
+    x, g = torch.randn(2, 64, 6, 65, 17).unbind(0)
+
+    def grad(fn):
+        x_ = x.clone().requires_grad_()
+        fn(x_).backward(g)
+        return x_.grad
+
+    ours = [run_at(n, grad, softmax) for n in (1, 2)]
+    theirs = [run_at(n, grad, lambda t: t.softmax(-1)) for n in (1, 2)]
+    assert torch.equal(ours[0], ours[1]) and not torch.equal(theirs[0], theirs[1])  # the reason it exists
+    assert torch.allclose(ours[0], theirs[0], atol=1e-6)

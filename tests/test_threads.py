@@ -176,9 +176,8 @@ def train_in_process(kind: str, name: str, out: Path, governor, num_threads: int
 # DepthwiseConv2d, MatmulConv2d: LaMamba, DiMR), oneDNN's convolutions in the conv-net tokenizers (nn.conv.Conv2d),
 # the CPU flash-attention kernel at head dims < 16 under 32 keys (DiMR's tiny config; nn.attention.attention), and the
 # ViT tokenizers' nn.LayerNorm (titok, flextok: genlab.nn.LayerNorm)
-# still found, not fixed: DiMR's tiny config, 3 of 64 tensors after 3 steps (after one step 1 of 64 gradients; the
-# first output that differs at 1 and 2 threads is _softmax_backward_data on (8, 2, 17, 17) attention scores)
-NOT_YET = {("generator", "dimr"): pytest.mark.xfail(strict=True, reason="DiMR: softmax backward depends on threads")}
+# and softmax's backward in the explicit attention product (_softmax_backward_data; nn.attention.softmax: DiMR)
+NOT_YET: dict = {}  # (kind, name) -> an xfail mark, for a case found and not yet fixed
 CASES = [pytest.param("generator", n, marks=NOT_YET.get(("generator", n), ())) for n in registry.names("generator")] + [
     pytest.param("tokenizer", n, marks=NOT_YET.get(("tokenizer", n), ())) for n in trainable_tokenizers()
 ]

@@ -29,8 +29,29 @@ def attention(
             scores = scores.masked_fill(~mask, float("-inf"))
         elif mask is not None:  # an additive bias (Swin's relative positions and shifted-window mask)
             scores = scores + mask.to(scores.dtype)
-        return scores.softmax(dim=-1) @ v
+        return softmax(scores) @ v
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale)
+
+
+class _Softmax(torch.autograd.Function):
+    """Softmax over the last dim whose backward is y ⊙ (g − Σ g ⊙ y), written out: torch's CPU kernel for it
+    (``_softmax_backward_data``) changes its float32 result with the thread count (issue 27), these ops do not."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        y = x.softmax(dim=-1)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return y * (grad - (grad * y).sum(dim=-1, keepdim=True))
+
+
+def softmax(x: Tensor) -> Tensor:
+    """Softmax over the last dim, with gradients that do not depend on the thread count (``_Softmax``)."""
+    return _Softmax.apply(x)
 
 
 def thread_dependent(q: Tensor, k: Tensor) -> bool:
