@@ -1,6 +1,5 @@
 """genlab.nn's conv, attention and LayerNorm forms equal torch's; their gradients do not change with the threads."""
 
-import pytest
 import torch
 
 from genlab.nn.attention import attention, softmax, thread_dependent
