@@ -35,6 +35,7 @@ TINY: dict[str, dict[str, dict | None]] = {
         "openmoji": {"resolution": 16, "skin_tones": False},
         "moving-openmoji": {"resolution": 16, "frames": 3, "clips": 8, "limit": 48},
         "imagefolder": {"resolution": 16, "num_classes": 0},  # root: a folder the test writes
+        "videofolder": {"resolution": 16, "frames": 3},  # root: clips the test writes
         "shards": {"resolution": 16},  # root: shards the test packs
         "token-cache": {"resolution": 16},  # path: a cache the test writes
     },

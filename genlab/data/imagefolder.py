@@ -84,14 +84,15 @@ def load_image(path: str, resolution: int) -> Image.Image:
         raise DataError(f"cannot read image {path}: {reason}") from e
 
 
-def _data_dir(cfg: ImageFolderDataset.Config) -> str:
-    """The folder whose sub-folders are the classes: ``root/split`` if it exists, else ``root``."""
+def _data_dir(cfg, layout: str = _LAYOUT, kind: str = "image folder") -> str:
+    """The folder whose sub-folders are the classes: ``root/split`` if it exists, else ``root`` (``cfg`` has
+    ``root`` and ``split``; ``layout`` and ``kind`` word the errors)."""
     if not cfg.root:
-        raise DataError(f"data.root is not set; {_LAYOUT}")
+        raise DataError(f"data.root is not set; {layout}")
     root = os.path.abspath(os.path.expanduser(cfg.root))
     if not os.path.isdir(root):
         what = "is not a folder" if os.path.exists(root) else "does not exist"
-        raise DataError(f"image folder {root} {what}; {_LAYOUT}")
+        raise DataError(f"{kind} {root} {what}; {layout}")
     if cfg.split:
         split_dir = os.path.join(root, cfg.split)
         if os.path.isdir(split_dir):
@@ -99,7 +100,7 @@ def _data_dir(cfg: ImageFolderDataset.Config) -> str:
         others = [s for s in _SPLIT_NAMES if os.path.isdir(os.path.join(root, s))]
         if others:
             raise DataError(
-                f"image folder {root} has split folders {', '.join(others)} but no {cfg.split!r}; "
+                f"{kind} {root} has split folders {', '.join(others)} but no {cfg.split!r}; "
                 f"set data.split to one of them"
             )
     return root
