@@ -156,7 +156,8 @@ class Zoo:
             overrides += ["train.checkpoint_every=0", "train.sample_every=0", "train.log_every=1"]
         seconds = _cli("train", "--preset", row.preset, "--out", str(run), "--resume", "auto", *overrides)
         done = {"run": str(run), "preset": row.preset, "overrides": overrides, "train_seconds": seconds,
-                "load": _load(), "tokenizer": row.tokenizer, "tokenizer_train_seconds": (tok or {}).get("train_seconds")}  # fmt: skip
+                "load": _load(), "threads": os.environ.get("OMP_NUM_THREADS"), "tokenizer": row.tokenizer,
+                "tokenizer_train_seconds": (tok or {}).get("train_seconds")}  # fmt: skip
         self.save(row.name, {**self.results(row.name), "train": done})
         return done
 
@@ -182,7 +183,7 @@ class Zoo:
             cost = count_sampling(pipe, options=options)
             points[label] = {"options": {k: str(v) for k, v in given.items()}, "fid": score(images),
                              "ms_per_image": 1000 * seconds / len(images), "gflops_per_image": cost["gflops_per_image"],
-                             "nfe": cost["nfe"], "load": _load()}  # fmt: skip
+                             "nfe": cost["nfe"], "load": _load(), "threads": torch.get_num_threads()}  # fmt: skip
             self.save(row.name, result)
         return result
 

@@ -39,8 +39,9 @@ def table(rows: list[dict], tokenizers: dict, meta: dict) -> str:
             tok_cell = own if not params.get("tokenizer") else f"{own} ({_m(params['tokenizer'])}, inline)"
         first = True
         for label, p in points.items() or [("not measured", {})]:
+            fixed = f", {train['threads']} thread(s)" if train.get("threads") else ""  # OMP_NUM_THREADS, when set
             trained = _s(train.get("train_seconds")) + (
-                f" (load {train['load'].split()[0]})" if train.get("load") else ""
+                f" (load {train['load'].split()[0]}{fixed})" if train.get("load") else ""
             )
             cells = [row["family"], tok_cell, _m(params.get("generator")), trained] if first else [""] * 4
             cells += [label, str(p.get("nfe", "-")), f"{p['fid']:.1f}" if "fid" in p else "-",
