@@ -8,6 +8,7 @@ budget for every run (``--steps`` at batch 64, the same optimizer, schedule, EMA
 - TD-LN vs adaLN-Zero on DiT-p4 at equal steps: FID and the parameter difference.
 
     python benchmarks/lamamba_dimr.py [--steps 600] [--n 500] [--out FILE]   # writes results/lamamba_dimr-cpu.json
+    python benchmarks/lamamba_dimr.py --only dit-p4,dit-p8,dimr,dit-p4-tdln   # a subset (LaMamba is the slow one on a CPU)
 
 Runs go to runs/miniature-* (``--runs-dir`` to put them elsewhere) and are reused once exported. FID is genlab
 eval's (the offline Inception) of --n images (class i % 9, seed i) against the training set's statistics: a number
@@ -99,32 +100,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed-batch", type=int, default=18, help="images per timed sampling batch")
     p.add_argument("--runs-dir", default=str(ROOT / "runs"), help="where the miniature runs go")
     p.add_argument("--out", help="result file (default: benchmarks/results/lamamba_dimr-cpu.json)")
+    p.add_argument(
+        "--only", help=f"a comma-separated subset of {','.join(RUNS)} (comparisons lacking a run are skipped)"
+    )
     args = p.parse_args(argv)
+    names = [k for k in RUNS if not args.only or k in args.only.split(",")]
+    if args.only and set(args.only.split(",")) - set(RUNS):
+        p.error(f"--only: unknown runs {sorted(set(args.only.split(',')) - set(RUNS))}; choose from {', '.join(RUNS)}")
     from genlab.pipeline import Pipeline
 
     load_before, t0 = os.getloadavg(), time.time()
-    runs = {k: Path(args.runs_dir) / f"miniature-{k}" for k in RUNS}
+    runs = {k: Path(args.runs_dir) / f"miniature-{k}" for k in names}
     result: dict = {"benchmark": "lamamba_dimr", "steps": args.steps, "batch_size": 64, "n": args.n,
                     "sample": {"sampler": "euler", "steps": args.sample_steps, "cfg": 3.0}, "runs": {}}  # fmt: skip
-    for k in RUNS:
+    for k in names:
         result["runs"][k] = train(k, runs[k], args.steps)
         print(json.dumps({k: result["runs"][k]}), file=sys.stderr, flush=True)
-    pipes = {k: Pipeline.load(runs[k]).eval() for k in RUNS}
-    for k in RUNS:
+    pipes = {k: Pipeline.load(runs[k]).eval() for k in names}
+    for k in names:
         gflops, params = counted(pipes[k])
         result["runs"][k].update(gflops_counted=gflops, parameters=params, fid=fid(runs[k], args.n, args.sample_steps))
         print(json.dumps({k: result["runs"][k]}), file=sys.stderr, flush=True)
         if k in ("dit-p8", "dimr", "dit-p4", "lamamba"):
             genlab("sample", "--run", str(runs[k]), "--classes", "all", "--n", "8", "--seed", "0",
                    "--steps", str(args.sample_steps), "--cfg", "3.0", "--out", str(runs[k] / "grid.png"))  # fmt: skip
+    timed = [k for k in ("dit-p4", "lamamba", "dit-p8", "dimr") if k in names]
     speed_load = os.getloadavg()
-    result["ms_per_image"] = ms_per_image(
-        {k: pipes[k] for k in ("dit-p4", "lamamba")}, args.speed_batch, 2, args.sample_steps
-    )
+    result["ms_per_image"] = ms_per_image({k: pipes[k] for k in timed}, args.speed_batch, 2, args.sample_steps)
     result["ms_per_image"].update(load_average=[round(x, 2) for x in speed_load], threads=torch.get_num_threads(),
-                                  note="under load: compare the two side by side, not with other machines")  # fmt: skip
+                                  note="under load: compare the rows side by side, not with other machines")  # fmt: skip
     r = result["runs"]
-    result["parameter_difference_tdln_vs_adaln"] = r["dit-p4-tdln"]["parameters"] - r["dit-p4"]["parameters"]
+    if {"dit-p4-tdln", "dit-p4"} <= set(names):
+        result["parameter_difference_tdln_vs_adaln"] = r["dit-p4-tdln"]["parameters"] - r["dit-p4"]["parameters"]
     result.update(load_average_before=[round(x, 2) for x in load_before],
                   load_average_after=[round(x, 2) for x in os.getloadavg()], cpu_count=os.cpu_count(),
                   wall_seconds=round(time.time() - t0, 1))  # fmt: skip
