@@ -125,13 +125,15 @@ def trained_state(out):
     return load_file(str(out / "generator" / "model.safetensors")), [load_file(str(last / f)) for f in files]
 
 
-def test_a_resumed_gan_run_equals_an_uninterrupted_one(smoke_run, tmp_path):
+def test_a_resumed_gan_run_equals_an_uninterrupted_one(smoke_run, tmp_path, capsys):
     ref = train_run(quick(smoke_run, "train.steps=4"), tmp_path / "ref")
     metrics = [json.loads(line) for line in (ref / "metrics.jsonl").read_text().splitlines()]
     assert [m["gan"] == 0 for m in metrics] == [True, False, False, False]  # start 1: off at step 0 only
     assert all(m["disc"] > 0 for m in metrics) and metrics[1]["gan_weight"] > 0
     train_run(quick(smoke_run, "train.steps=2"), tmp_path / "run")
+    capsys.readouterr()
     resumed = train_run(quick(smoke_run, "train.steps=4"), tmp_path / "run", resume="auto")
+    assert "at step 2" in capsys.readouterr().out  # resumed, not started over
     (a, a_ckpt), (b, b_ckpt) = trained_state(ref), trained_state(resumed)
     assert any(k.startswith("adversary.discriminator.") for k in a_ckpt[0])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

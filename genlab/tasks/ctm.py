@@ -180,6 +180,12 @@ class CTMRun:
     Config = CTMRunConfig
 
     @staticmethod
+    def record(cfg: CTMRunConfig) -> dict:
+        """The config.yaml this run writes (resolved from the teacher run), for the run-folder guard: a resume
+        compares the run's config with it, not with the unresolved preset."""
+        return cfg.resolve(_load_teacher(cfg.teacher)).to_dict()
+
+    @staticmethod
     def load(run, *, device=None):
         """A student run is a generator run: its tokenizer, its backbone under its objective, EMA weights."""
         return GeneratorRun.load(run, device=device)
