@@ -123,7 +123,7 @@ def sample_command(run: Run, classes: list[str], n: int, sampler: str, steps: in
     defaults = run.pipe.cfg.sample.options
     if interval is not None and tuple(interval) != tuple(defaults.cfg_interval):  # else the run's default
         args += ["--guidance-interval", f"{interval[0]!r},{interval[1]!r}"]
-    if run.takes_gamma and gamma is not None:
+    if gamma is not None:  # given only for a run whose sampling takes γ
         args += ["--gamma", repr(float(gamma))]
     return shlex.join([*args, "--out", "grid.png"])
 
