@@ -146,7 +146,7 @@ def test_gan_weights_do_not_depend_on_the_thread_count(smoke_run, tmp_path):
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            out = train_run(quick(smoke_run, "train.steps=3", "train.batch_size=8"), tmp_path / f"t{threads}")
+            out = train_run(quick(smoke_run, "train.steps=3"), tmp_path / f"t{threads}")
         finally:
             torch.set_num_threads(before)
         return trained_state(out)

@@ -37,7 +37,7 @@ from genlab.config import ConfigError
 from genlab.generators.objectives.ctm import ConsistencyTrajectory
 from genlab.registry import register
 from genlab.tasks.base import fit
-from genlab.tasks.fewstep import FewStepRunConfig, _load_teacher, build_student, preview
+from genlab.tasks.fewstep import FewStepRunConfig, _load_teacher, build_student, preview, resolved_record
 from genlab.tasks.generator import GeneratorRun, GeneratorTraining
 from genlab.tokenizers.losses import (
     PatchDiscriminator,
@@ -179,11 +179,7 @@ class CTMRunConfig(FewStepRunConfig):
 class CTMRun:
     Config = CTMRunConfig
 
-    @staticmethod
-    def record(cfg: CTMRunConfig) -> dict:
-        """The config.yaml this run writes (resolved from the teacher run), for the run-folder guard: a resume
-        compares the run's config with it, not with the unresolved preset."""
-        return cfg.resolve(_load_teacher(cfg.teacher)).to_dict()
+    record = staticmethod(resolved_record)  # what config.yaml holds, for --resume's run-folder guard
 
     @staticmethod
     def load(run, *, device=None):
