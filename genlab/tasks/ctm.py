@@ -69,11 +69,11 @@ class CTMGANConfig:
         for key in ("weight", "min_weight", "max_weight"):
             v = getattr(self, key)
             if not (math.isfinite(v) and v >= 0):
-                raise ValueError(f"gan.{key} must be a number >= 0, got {v}")
+                raise ValueError(f"{key} must be a number >= 0, got {v}")
         if not 0 < self.min_weight <= self.max_weight:
-            raise ValueError(f"gan: need 0 < min_weight <= max_weight, got {self.min_weight}, {self.max_weight}")
+            raise ValueError(f"need 0 < min_weight <= max_weight, got {self.min_weight}, {self.max_weight}")
         if min(self.start, self.disc_train_start) < 0 or self.disc_layers < 1 or self.disc_ch < 1:
-            raise ValueError("gan: start and disc_train_start must be >= 0, disc_layers and disc_ch >= 1")
+            raise ValueError("start and disc_train_start must be >= 0, disc_layers and disc_ch >= 1")
 
 
 @dataclass
