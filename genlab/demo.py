@@ -63,11 +63,18 @@ class Run:
     device: str
     supports_interval: bool = field(init=False)  # its sampling options have a guidance interval
     has_sampler: bool = field(init=False)  # its sampling options choose a continuous sampler (flow models)
+    takes_gamma: bool = field(init=False)  # its sampling options have a re-noising γ in [0, 1] (CTM's γ-sampling)
 
     def __post_init__(self) -> None:
         fields = self.pipe.options_class.fields()
         self.supports_interval = "cfg_interval" in fields
         self.has_sampler = "sampler" in fields
+        self.takes_gamma = "gamma" in fields
+
+    def gamma_label(self) -> str:
+        """The γ slider's label: the option's own help text (empty for a run whose sampling takes no γ)."""
+        f = self.pipe.options_class.fields().get("gamma")
+        return f"γ (0–1): {f.metadata.get('help', '')}" if f is not None else ""
 
     @property
     def resolution(self) -> int:
@@ -104,7 +111,7 @@ def _unique_name(path: Path, taken: set[str]) -> str:
 
 
 def sample_command(run: Run, classes: list[str], n: int, sampler: str, steps: int, guidance: float, seed: int,
-                   interval: tuple[float, float] | None) -> str:  # fmt: skip
+                   interval: tuple[float, float] | None, gamma: float | None = None) -> str:  # fmt: skip
     """The ``genlab sample`` command line that writes the same grid."""
     names = ",".join(classes)
     if any("," in c or c.strip().lstrip("-").isdigit() for c in classes):  # names `--classes` would misread
@@ -116,6 +123,8 @@ def sample_command(run: Run, classes: list[str], n: int, sampler: str, steps: in
     defaults = run.pipe.cfg.sample.options
     if interval is not None and tuple(interval) != tuple(defaults.cfg_interval):  # else the run's default
         args += ["--guidance-interval", f"{interval[0]!r},{interval[1]!r}"]
+    if gamma is not None:  # given only for a run whose sampling takes γ
+        args += ["--gamma", repr(float(gamma))]
     return shlex.join([*args, "--out", "grid.png"])
 
 
@@ -183,9 +192,11 @@ class Demo:
         return self.runs[name]
 
     def generate(
-        self, model, classes, images_per_class, sampler, steps, guidance, seed, interval_lo=0.0, interval_hi=1.0
-    ):
-        """Images for each chosen class (``n`` per class, image i from seed ``seed + i``), a grid and a command."""
+        self, model, classes, images_per_class, sampler, steps, guidance, seed, interval_lo=0.0, interval_hi=1.0,
+        gamma=None,
+    ):  # fmt: skip
+        """Images for each chosen class (``n`` per class, image i from seed ``seed + i``), a grid and a command.
+        ``gamma``: γ in [0, 1] for a run whose sampling takes one (None: the run's default); others ignore it."""
         run, lim = self.run(model), self.limits
         if isinstance(classes, (str, int)) and not isinstance(classes, bool):
             classes = [classes]
@@ -217,6 +228,10 @@ class Demo:
             if interval[0] > interval[1]:
                 raise _refused(f"the guidance interval starts after it ends: {interval[0]:g} > {interval[1]:g}")
             options["cfg_interval"] = interval
+        if run.takes_gamma and gamma is not None:
+            options["gamma"] = gamma = _number(gamma, "γ", 0, 1, integer=False)
+        else:
+            gamma = None
         labels = [c for c in ids for _ in range(n)]
         fields = run.pipe.options_class.fields()  # a generator without steps (a GPT) ignores that slider
         options = {k: v for k, v in options.items() if k in fields}
@@ -230,7 +245,7 @@ class Demo:
         out.mkdir()
         shutil.rmtree(Path(self._tmp.name) / f"{self._count - self.KEEP_OUTPUTS:06d}", ignore_errors=True)
         save_grid(result.images, out / "grid.png", nrow=n, row_labels=[names[i] for i in ids])
-        command = sample_command(run, [names[i] for i in ids], n, sampler, steps, guidance, seed, interval)
+        command = sample_command(run, [names[i] for i in ids], n, sampler, steps, guidance, seed, interval, gamma)
         (out / "command.sh").write_text(command + "\n")
         u8 = to_uint8(result.images).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
         gallery = [(u8[i], f"{names[c]} · seed {seed + i}") for i, c in enumerate(labels)]
@@ -385,6 +400,7 @@ def build_app(runs: list[Run], limits: Limits = Limits()):
             sampler=sampler if sampler in demo.samplers else demo.samplers[0],
             steps=min(getattr(o, "steps", 8), limits.max_steps),
             guidance=min(getattr(o, "cfg", 1.0), limits.max_guidance),
+            gamma=float(getattr(o, "gamma", 0.0)),
         )
 
     d = defaults(first)
@@ -409,6 +425,8 @@ def build_app(runs: list[Run], limits: Limits = Limits()):
                                           label=f"Steps (1–{limits.max_steps})")  # fmt: skip
                         guidance = gr.Slider(0, limits.max_guidance, value=d["guidance"], step=0.1,
                                              label=f"Guidance scale (0–{limits.max_guidance:g}; 1 = none)")  # fmt: skip
+                        gamma = gr.Slider(0, 1, value=d["gamma"], step=0.05, label=first.gamma_label() or "γ",
+                                          visible=first.takes_gamma)  # fmt: skip
                         with gr.Group(visible=first.supports_interval) as interval_row:
                             lo = gr.Slider(0, 1, value=0, step=0.01, label="Guidance interval: from t (0–1)")
                             hi = gr.Slider(
@@ -454,15 +472,16 @@ def build_app(runs: list[Run], limits: Limits = Limits()):
             names = run.pipe.class_names
             return (gr.update(choices=names, value=[names[0]]), gr.update(value=dd["sampler"], visible=run.has_sampler),
                     gr.update(value=dd["steps"]), gr.update(value=dd["guidance"]),
+                    gamma_slider(gr, run, dd["gamma"]),
                     gr.update(visible=run.supports_interval), reconstruct_note(run), token_slider(gr, run),
                     model_card(run), config_yaml(run))  # fmt: skip
 
         model.change(on_model, model,
-                     [classes, sampler, steps, guidance, interval_row, recon_note, recon_tokens, card, config],
+                     [classes, sampler, steps, guidance, gamma, interval_row, recon_note, recon_tokens, card, config],
                      queue=False, api_visibility="private")  # fmt: skip
         dice.click(lambda: random.randint(0, MAX_SEED), None, seed, queue=False, api_visibility="private")
         go.click(
-            demo.generate, [model, classes, n, sampler, steps, guidance, seed, lo, hi],
+            demo.generate, [model, classes, n, sampler, steps, guidance, seed, lo, hi, gamma],
             [gallery, info, grid_file, cmd_file, command], api_name="generate",
             preprocess=False,  # every input is checked in Demo.generate, with the app's own messages
             concurrency_id="model", concurrency_limit=1,
@@ -471,6 +490,13 @@ def build_app(runs: list[Run], limits: Limits = Limits()):
                        api_name="reconstruct", concurrency_id="model", concurrency_limit=1)  # fmt: skip
     app.queue(max_size=32, default_concurrency_limit=1)
     return app
+
+
+def gamma_slider(gr, run: Run, value: float):
+    """The γ slider for ``run``: shown, with the option's help as its label, for a run whose sampling takes γ."""
+    if not run.takes_gamma:
+        return gr.update(visible=False)
+    return gr.update(value=value, visible=True, label=run.gamma_label())
 
 
 def token_slider_label(N: int) -> str:

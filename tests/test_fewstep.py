@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 from analytic import gaussian_exact
+from safetensors.torch import load_file
 from tiny import TINY, generator_run
 
 from genlab import config, registry
@@ -196,6 +197,19 @@ def test_slimflow_trains_a_smaller_student_then_distils_it(smoke_run, tmp_path):
     assert Pipeline.load(one).generate([3], options={"steps": 1}).nfe == 1
     metrics = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
     assert any("guide" in m for m in metrics)
+
+
+def test_a_student_run_resumes_where_it_stopped(smoke_run, tmp_path, capsys):
+    """The run-folder guard compares a resume with the resolved config the run wrote (the task's ``record``); it
+    compared the bare preset and refused every few-step resume. (CTM's: tests/test_ctm_gan.py.)"""
+    args = ("smoke-reflow", smoke_run, "reflow.n=4", "reflow.steps=2")
+    ref = train_run(quick(*args, "train.steps=4"), tmp_path / "ref")
+    train_run(quick(*args), tmp_path / "run")
+    capsys.readouterr()
+    run = train_run(quick(*args, "train.steps=4"), tmp_path / "run", resume="auto")
+    assert "at step 2" in capsys.readouterr().out
+    a, b = (load_file(str(r / "generator" / "model.safetensors")) for r in (ref, run))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_teacher_errors_are_one_line(smoke_run, tmp_path, capsys):

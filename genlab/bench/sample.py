@@ -39,6 +39,7 @@ from genlab.data import to_uint8
 from genlab.data.cache import training_images
 from genlab.pipeline import Pipeline
 from genlab.registry import register
+from genlab.safeio import require_finite
 from genlab.samplers import Blocks, get
 from genlab.tasks.refiner import attach_refiner
 
@@ -166,12 +167,20 @@ def bench_sample(
     max_batch: int | None = None,
     device=None,
     progress: bool = False,
+    gamma: float | None = None,
 ) -> dict:
-    """The table as a JSON-able dict (see the module docstring)."""
+    """The table as a JSON-able dict (see the module docstring). ``gamma``: the re-noising γ of every row, for a run
+    whose sampling takes one (CTM's γ-sampling; None: the run's default); ConfigError for any other run."""
+    if gamma is not None:
+        check_gamma(gamma)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     pipe = Pipeline.load(run, device=device)
     if refiner:
         attach_refiner(pipe, refiner)
+    if gamma is not None and "gamma" not in pipe.options_class.fields():
+        have = ", ".join(pipe.options_class.fields())
+        raise ConfigError(f"--gamma: {run}'s sampling takes no γ (its options: {have})")
+    extra = {"gamma": gamma} if gamma is not None else {}  # given to every row
     defaults = pipe.cfg.sample.options
     cfg = getattr(defaults, "cfg", 1.0) if cfg is None else cfg
     flow = "sampler" in pipe.options_class.fields()  # a flow run: continuous samplers, a proxy, a diffusers peer
@@ -212,15 +221,18 @@ def bench_sample(
                 p = plans[(name, nfe)]
                 if p is None:
                     continue
-                out, sec = _generate(pipe, labels, sampler=name, batch=batch_size, cfg=cfg, **p)
+                out, sec = _generate(pipe, labels, sampler=name, batch=batch_size, cfg=cfg, **extra, **p)
                 given = {
-                    k: v for k, v in {"sampler": name, "cfg": cfg, **p}.items() if k in pipe.options_class.fields()
+                    k: v
+                    for k, v in {"sampler": name, "cfg": cfg, **extra, **p}.items()
+                    if k in pipe.options_class.fields()
                 }
                 row = {
                     "sampler": name,
                     "budget": nfe,  # the NFE column it was planned for; Heun's Euler last step spends one less
                     "nfe": out.nfe,
                     "steps": getattr(out.options, "steps", None),
+                    **({"gamma": out.options.gamma} if hasattr(out.options, "gamma") else {}),
                     **{k: v for k, v in p.items() if k != "steps"},
                     "nfe_by_network": out.nfe_by_network,
                     "ms_per_image": 1000 * sec / n,
@@ -261,6 +273,7 @@ def bench_sample(
         "n": n,
         "batch_size": batch_size,
         "cfg": cfg,
+        "gamma": gamma if gamma is not None else getattr(defaults, "gamma", None),
         "schedule": "uniform",
         "reference": f"{REFERENCE[0]} at {ref.nfe} NFE, same noise" if ref is not None else None,
         "quality": quality,
@@ -271,6 +284,14 @@ def bench_sample(
         "targets": targets(rows, quality),
         "params": pipe.param_counts() | ({"refiner": _count(refiner_module)} if refiner_module is not None else {}),
     }
+
+
+def check_gamma(gamma: float) -> float:
+    """γ of γ-sampling: a finite number in [0, 1] (ConfigError, one line, otherwise)."""
+    try:
+        return require_finite("--gamma", gamma, low=0.0, high=1.0)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def targets(rows: list[dict], quality: str) -> dict:
@@ -319,7 +340,8 @@ def _format_row(r: dict) -> str:
 
 def format_table(result: dict) -> str:
     lines = [
-        f"run {result['run']} on {result['device']}: N={result['n']}, batch {result['batch_size']}, cfg {result['cfg']}",
+        f"run {result['run']} on {result['device']}: N={result['n']}, batch {result['batch_size']}, cfg {result['cfg']}"
+        + (f", γ {result['gamma']:g}" if result.get("gamma") is not None else ""),
         (f"quality proxy: RMS distance to {result['reference']}; " if result["reference"] else "") + result["fid_note"],
         *(_format_row(r) for r in result["rows"]),
         *(
@@ -398,6 +420,8 @@ class SampleBench:
         b.add_argument("--batch-size", type=int, default=8, help="batch for ms/image (default 8, FlowTurbo's)")
         b.add_argument("--max-batch", type=int, help="largest batch for images/s (default 64 CPU, 4096 GPU; 0 skips)")
         b.add_argument("--cfg", type=float, help="guidance scale (default: the run's)")
+        b.add_argument("--gamma", type=float, help="γ in [0, 1] of every row, for a run whose sampling takes one "
+                       "(CTM: 0 = deterministic long jumps ... 1 = CM-style multistep; default: the run's)")  # fmt: skip
         b.add_argument("--no-fid", action="store_true", help="skip FID even when genlab.evals is there")
         b.add_argument("--plot", metavar="PNG", help="write FID (or proxy) against ms/image (needs matplotlib)")
         b.add_argument("--out", metavar="JSON", help="also write the JSON result here")
@@ -413,11 +437,13 @@ class SampleBench:
             raise ConfigError(f"--nfe must be comma-separated integers, got {args.nfe!r}") from None
         if min(nfes) < 2:
             raise ConfigError(f"--nfe values must be >= 2, got {args.nfe!r}")
+        if args.gamma is not None:
+            check_gamma(args.gamma)  # before the run is loaded
         samplers = tuple(s.strip() for s in args.samplers.split(",") if s.strip())
         result = bench_sample(
             args.run, n=args.n, samplers=samplers, nfes=nfes, batch_size=args.batch_size, cfg=args.cfg,
             refiner=args.refiner, use_evals=not args.no_fid, max_batch=args.max_batch, device=args.device,
-            progress=True,  # a progress bar and one line per result on stderr (--json keeps stdout clean)
+            gamma=args.gamma, progress=True,  # a progress bar and one line per result on stderr (--json keeps stdout clean)
         )  # fmt: skip
         result["plot"] = plot(result, Path(args.plot)) if args.plot else "plot skipped: no --plot PATH"
         if args.out:

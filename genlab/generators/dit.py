@@ -155,6 +155,11 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
 
+    def last_layer(self) -> Tensor:
+        """The output projection's weight: where an adaptive loss weight (VQGAN's ratio of gradient norms; CTM's
+        GAN weight) is measured."""
+        return self.final_layer.linear.weight
+
     def unpatchify(self, x: Tensor) -> Tensor:
         """(B, T, p*p*C) -> (B, C, H, W); video: (B, t*g*g, p*p*pt*C) -> (B, C, t*pt, H, W)."""
         B, p, g, C = x.shape[0], self.cfg.patch_size, self.grid, self.out_channels

@@ -157,6 +157,12 @@ class FewStepRunConfig:
         return out
 
 
+def resolved_record(cfg: FewStepRunConfig) -> dict:
+    """The config.yaml a few-step run writes (resolved from its teacher run): the ``record`` of the few-step tasks,
+    which the run-folder guard compares a ``--resume`` with (the preset alone lacks the teacher's sections)."""
+    return cfg.resolve(_load_teacher(cfg.teacher)).to_dict()
+
+
 # ----------------------------------------------------------------------------- the student
 
 

@@ -33,7 +33,15 @@ from genlab.data.pairs import PairDataset, write_pairs
 from genlab.nn import per_sample_rand, per_sample_randn
 from genlab.registry import register
 from genlab.tasks.base import fit
-from genlab.tasks.fewstep import FewStepRunConfig, PerceptualDistance, Teacher, _load_teacher, build_student, preview
+from genlab.tasks.fewstep import (
+    FewStepRunConfig,
+    PerceptualDistance,
+    Teacher,
+    _load_teacher,
+    build_student,
+    preview,
+    resolved_record,
+)
 from genlab.tasks.generator import GeneratorRun
 from genlab.train import Hooks
 
@@ -192,6 +200,7 @@ class SlimFlowRunConfig(FewStepRunConfig):
 @register("task", "reflow")
 class ReflowRun:
     Config = ReflowRunConfig
+    record = staticmethod(resolved_record)  # what config.yaml holds, for --resume's run-folder guard
 
     @staticmethod
     def train(cfg: ReflowRunConfig, out: Path, *, resume: str | None = None) -> Path:
@@ -206,6 +215,7 @@ class ReflowRun:
 @register("task", "slimflow")
 class SlimFlowRun:
     Config = SlimFlowRunConfig
+    record = staticmethod(resolved_record)  # what config.yaml holds, for --resume's run-folder guard
 
     @staticmethod
     def train(cfg: SlimFlowRunConfig, out: Path, *, resume: str | None = None) -> Path:

@@ -208,6 +208,24 @@ class PatchDiscriminator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.main(x)
 
+    @staticmethod
+    def output_size(size: int, layers: int) -> int:
+        """The side of the logit map for inputs of side ``size``: ``layers`` halvings, then two 4x4 stride-1 convs
+        (each one pixel smaller); below 1 the discriminator cannot see inputs that small."""
+        return size // 2**layers - 2
+
+
+def frozen_logits(D: nn.Module, x: Tensor) -> Tensor:
+    """D(x) through detached weights: the generator's GAN term sends gradients to x only, none to D."""
+    frozen = {k: v.detach() for k, v in D.named_parameters()}
+    return torch.func.functional_call(D, frozen, (x,))
+
+
+def discriminator_pass_loss(D: nn.Module, kind: str, real: Tensor, fake: Tensor) -> Tensor:
+    """D's loss on ``real`` and the detached ``fake`` in one pass (no gradient reaches the generator)."""
+    logits_real, logits_fake = D(torch.cat([real, fake.detach()])).chunk(2)
+    return discriminator_loss(kind, logits_real, logits_fake)
+
 
 def discriminator_loss(kind: str, real: Tensor, fake: Tensor) -> Tensor:
     if kind == "hinge":
@@ -283,14 +301,11 @@ class TokenizerCriterion(nn.Module):
         D = self.discriminator
         if D is not None:
             if step >= cfg.disc_start:
-                frozen = {k: v.detach() for k, v in D.named_parameters()}
-                g = generator_gan_loss(cfg.gen_loss, torch.func.functional_call(D, frozen, (recon,)))
+                g = generator_gan_loss(cfg.gen_loss, frozen_logits(D, recon))
                 w = adaptive_weight(nll, g, last_layer) if cfg.adaptive_weight and self.training else 1.0
                 loss = loss + cfg.disc_weight * w * g
                 out |= {"gan": g.detach(), "gan_weight": torch.as_tensor(w, dtype=torch.float32).detach()}
-            logits = D(torch.cat([images, recon.detach()]))
-            real, fake = logits.chunk(2)
-            d_loss = discriminator_loss(cfg.disc_loss, real, fake)
+            d_loss = discriminator_pass_loss(D, cfg.disc_loss, images, recon)
             on = 1.0 if step >= cfg.disc_train_start else 0.0  # 0: in the graph (DDP sees the weights), no update
             out |= {"discriminator_loss": on * d_loss, "disc": d_loss.detach()}
         out["loss"] = loss

@@ -19,7 +19,9 @@ u = t_k with n < k <= m (k - n <= ``max_solver_steps``), x_t = (1 - t) x0 + t ep
 with G_sg the EMA target network (``target_decay``; its weights get no gradient), Solver the frozen teacher's
 Heun steps on the grid (attached as ``"teacher"``; without one, the target's own jump, CTM's ``self_learn``), and
 d the pseudo-Huber distance (CTM measures d in LPIPS feature space; genlab uses pseudo-Huber so it runs offline).
-CTM's GAN term is not implemented.
+CTM's optional GAN term is a helper too (attached as ``"adversary"`` by the ``ctm`` task, ``ctm.gan``): it sees
+the estimate G_sg(G_θ(x_t, t, s), s, 0) beside the data and adds λ_GAN L_GAN, λ_GAN from L_CTM's and L_GAN's
+gradients at the backbone's last layer (``genlab.tasks.ctm.CTMAdversary``).
 
 Sampling is CTM's γ-sampling (``sample_util.py``): from t_i jump to s = the time whose noise-to-signal ratio is
 sqrt(1 - γ²) that of t_{i+1}, then re-noise to t_{i+1}. γ = 0: deterministic long jumps (one network evaluation per
@@ -121,13 +123,16 @@ class ConsistencyTrajectory(Generator):
         super().__init__()
         self.cfg, self.backbone, self.spec = cfg, backbone, backbone.spec
         self.num_classes: int = backbone.num_classes
-        self.helpers: dict[str, nn.Module] = {}  # "teacher" (a velocity f(x, t, y)), "target" (EMA backbone)
+        # "teacher" (a velocity f(x, t, y)), "target" (EMA backbone), "adversary" (the GAN term, optional)
+        self.helpers: dict[str, nn.Module] = {}
 
     def weights_module(self) -> nn.Module:
         return self.backbone
 
     def attach(self, name: str, module: nn.Module) -> None:
-        """``"teacher"``: the frozen flow velocity f(x, t, y) of the solver; ``"target"``: the EMA target network."""
+        """``"teacher"``: the frozen flow velocity f(x, t, y) of the solver; ``"target"``: the EMA target network;
+        ``"adversary"``: ``adversary(real=x0, fake=estimate, ctm=L_CTM, last_layer=W, seeds=seeds) -> dict`` whose
+        ``"loss"`` is added to the generator's loss and whose other keys are passed on (the discriminator's loss)."""
         self.helpers[name] = module
 
     @torch.no_grad()
@@ -194,7 +199,12 @@ class ConsistencyTrajectory(Generator):
             tgt = self.jump(target, self.jump(target, x_u, u, s, y), s, zero, y)
         ctm = pseudo_huber(est.float(), tgt.float(), cfg.huber_c).mean()
         dsm = (self.backbone(x_t, t, y, t).float() - (eps - x0).float()).pow(2).mean()
-        return {"loss": cfg.ctm_weight * ctm + cfg.dsm_weight * dsm, "ctm": ctm.detach(), "dsm": dsm.detach()}
+        out = {"loss": cfg.ctm_weight * ctm + cfg.dsm_weight * dsm, "ctm": ctm.detach(), "dsm": dsm.detach()}
+        adversary = self.helpers.get("adversary")
+        if adversary is None:
+            return out
+        gan = adversary(real=x0, fake=est, ctm=ctm, last_layer=self.backbone.last_layer(), seeds=seeds)
+        return {**out, **gan, "loss": out["loss"] + gan["loss"]}
 
     # ------------------------------------------------------------------ sampling
 
