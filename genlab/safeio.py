@@ -105,7 +105,7 @@ def load_safetensors_checked(
     if finite:
         bad = first_non_finite(tensors)
         if bad is not None:
-            raise CorruptFileError(f"{path}: tensor {bad!r} holds NaN or infinite values; restore the file or retrain")
+            raise CorruptFileError(f"{path}: tensor {bad!r} holds NaN or infinite values")
     return tensors
 
 
