@@ -140,6 +140,16 @@ def test_bench_sample_json(refiner_run, capsys, tmp_path):
     assert result["throughput"]["rows"][0]["batch"] == 8 and "best_at_8_nfe" in result["targets"]
 
 
+def test_bench_sample_takes_one_nfe_and_skips_the_samplers_that_cannot(smoke_run, capsys):
+    code, out, _ = run_cli(capsys, "bench", "sample", "--run", str(smoke_run), "--n", "4", "--nfe", "1",
+                           "--max-batch", "0", "--no-fid", "--json")  # fmt: skip
+    assert code == 0
+    budgets = {(r["sampler"], r["budget"]) for r in json.loads(out)["rows"]}
+    assert ("euler", 1) in budgets and not {("heun", 1), ("flowturbo", 1)} & budgets
+    code, _, err = run_cli(capsys, "bench", "sample", "--run", str(smoke_run), "--nfe", "0")
+    assert code == 2 and "--nfe values must be >= 1" in err
+
+
 def test_bench_sample_takes_a_metric(smoke_run):
     from genlab.bench.sample import bench_sample
 

@@ -55,6 +55,8 @@ def plan(sampler: str, nfe: int, *, refiner: bool) -> dict | None:
     if sampler == "heun":
         return {"steps": nfe // 2} if nfe % 2 == 0 else None
     if sampler == "flowturbo":
+        if nfe < 2:  # a predictor and a corrector at least
+            return None
         b = Blocks.for_nfe(nfe, refiner=refiner)
         return {"steps": b.steps, "blocks": str(b)}
     return {"steps": nfe}
@@ -435,8 +437,8 @@ class SampleBench:
             nfes = tuple(int(v) for v in args.nfe.split(","))
         except ValueError:
             raise ConfigError(f"--nfe must be comma-separated integers, got {args.nfe!r}") from None
-        if min(nfes) < 2:
-            raise ConfigError(f"--nfe values must be >= 2, got {args.nfe!r}")
+        if min(nfes) < 1:  # 1: one-step students (CTM, reflow's distillation) and Euler's single step
+            raise ConfigError(f"--nfe values must be >= 1, got {args.nfe!r}")
         if args.gamma is not None:
             check_gamma(args.gamma)  # before the run is loaded
         samplers = tuple(s.strip() for s in args.samplers.split(",") if s.strip())
