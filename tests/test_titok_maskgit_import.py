@@ -186,3 +186,94 @@ def test_bad_imports_are_one_line_and_write_nothing(fx, tokenizer_run, tmp_path,
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and expected[name] in err, (name, err)
         assert not (tmp_path / name).exists(), name
+
+
+# The released generators' public modules (bytedance/1d-tokenizer 942a96f, ImageBert / UViTBert built from
+# configs/infer/TiTok/titok_{l32,b64,s128}.yaml on the meta device): parameters as its code counts them.
+PUBLIC = {"l32": ("bert", 32, 768, 24, 3072, 177_202_432), "b64": ("bert", 64, 768, 24, 3072, 177_227_008),
+          "s128": ("uvit", 128, 1024, 20, 4096, 294_990_848)}  # fmt: skip
+
+
+def public_shapes(layout: str, N: int, D: int, depth: int, inner: int, V: int = 4096, C: int = 1000) -> dict:
+    """The public state dict's names and shapes (meta tensors) at a released size."""
+    shapes = {"lm_head.weight": (V, D), "lm_head.bias": (V,)}
+    mlp = {"weight": (inner, D), "bias": (inner,)}, {"weight": (D, inner), "bias": (D,)}
+    if layout == "bert":
+        shapes.update({"embeddings.word_embeddings.weight": (V + C + 2, D), "embeddings.LayerNorm.weight": (D,),
+                       "embeddings.position_embeddings.weight": (N + 1, D), "embeddings.LayerNorm.bias": (D,),
+                       "embeddings.token_type_embeddings.weight": (2, D)})  # fmt: skip
+        for i in range(depth):
+            p = f"encoder.layer.{i}."
+            for part in (
+                "attention.self.query",
+                "attention.self.key",
+                "attention.self.value",
+                "attention.output.dense",
+            ):
+                shapes.update({f"{p}{part}.weight": (D, D), f"{p}{part}.bias": (D,)})
+            for part in ("attention.output.LayerNorm", "output.LayerNorm"):
+                shapes.update({f"{p}{part}.weight": (D,), f"{p}{part}.bias": (D,)})
+            shapes.update({f"{p}intermediate.dense.{k}": v for k, v in mlp[0].items()})
+            shapes.update({f"{p}output.dense.{k}": v for k, v in mlp[1].items()})
+    else:
+        shapes.update({"embeddings.weight": (V + C + 2, D), "pos_embed": (1, N + 1, D), "norm.weight": (D,),
+                       "norm.bias": (D,)})  # fmt: skip
+        names = [f"in_blocks.{j}" for j in range(depth // 2)] + ["mid_block"]
+        for p in names + [f"out_blocks.{j}" for j in range(depth // 2)]:
+            shapes.update({f"{p}.{n}.{k}": (D,) for n in ("norm1", "norm2") for k in ("weight", "bias")})
+            shapes.update(
+                {f"{p}.attn.qkv.weight": (3 * D, D), f"{p}.attn.proj.weight": (D, D), f"{p}.attn.proj.bias": (D,)}
+            )
+            shapes.update({f"{p}.mlp.fc1.{k}": v for k, v in mlp[0].items()})
+            shapes.update({f"{p}.mlp.fc2.{k}": v for k, v in mlp[1].items()})
+            if p.startswith("out_blocks"):
+                shapes.update({f"{p}.skip_linear.weight": (D, 2 * D), f"{p}.skip_linear.bias": (D,)})
+    return {k: torch.empty(v, device="meta") for k, v in shapes.items()}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC))
+def test_paper_sizes_through_the_import_path(name):
+    layout, N, D, depth, inner, count = PUBLIC[name]
+    sd = public_shapes(layout, N, D, depth, inner)
+    assert sum(v.numel() for v in sd.values()) == count  # the names and shapes are the public module's
+    cfg, facts, state = convert_titok_maskgit(sd, {})  # heads from the released widths (16)
+    spec = TokenSpec("discrete", (N,), vocab_size=4096)
+    with torch.device("meta"):
+        model = component_from_dict("generator", cfg, "generator").build(spec=spec, num_classes=facts["num_classes"])
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert own == {k: tuple(v.shape) for k, v in state.items()}
+    # BERT's token-type table (2 x 768) is folded into the position table: 1,536 fewer; U-ViT's count is equal
+    assert sum(p.numel() for p in model.parameters()) == count - (2 * D if layout == "bert" else 0)
+
+
+def test_titoks_training_mask_ratio():
+    """arccos(u) / (pi/2) (TiTok's masking_input_tokens): median 2/3, against the cosine's cos(pi/4) = 0.707."""
+    model = MaskGIT(MaskGIT.Config(depth=1, hidden_size=16, num_heads=2, mask_schedule="arccos"), spec=SPEC,
+                    num_classes=2)  # fmt: skip
+    r = model.mask_ratio(torch.arange(4000), "cpu")
+    assert 0 < r.min() and r.max() <= 1 and abs(float(r.median()) - 2 / 3) < 0.02
+    model.cfg.mask_schedule = "cosine"
+    assert abs(float(model.mask_ratio(torch.arange(4000), "cpu").median()) - 0.7071) < 0.02
+
+
+LAYOUTS = {"bert": {"norm_position": "post", "head": "linear", "gelu": "exact", "norm_eps": 1e-12},
+           "uvit": {"depth": 3, "skips": True, "head": "linear", "gelu": "exact", "qkv_bias": False,
+                    "embed_norm": False}}  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_layouts_gradients_do_not_depend_on_the_thread_count(layout):
+    """The new layouts keep genlab's rule (tests/test_threads.py covers the registry's tiny configs)."""
+    grads, before = [], torch.get_num_threads()
+    for n in (1, 2):
+        torch.manual_seed(0)
+        cfg = MaskGIT.Config(**{"depth": 2, "hidden_size": 32, "num_heads": 2, **LAYOUTS[layout]})
+        model = MaskGIT(cfg, spec=SPEC, num_classes=10)
+        torch.set_num_threads(n)
+        try:
+            tokens = torch.randint(0, 64, (4, 8), generator=torch.Generator().manual_seed(1))
+            model.loss(tokens, torch.tensor([0, 1, 2, 3]), torch.arange(4))["loss"].backward()
+        finally:
+            torch.set_num_threads(before)
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
+    assert all(torch.equal(g, grads[1][k]) for k, g in grads[0].items())
