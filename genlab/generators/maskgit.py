@@ -34,7 +34,25 @@ per step (nfe = steps; a CFG pair counts once). All noise comes from per-sample 
 the mask ratio r_i = γ(i/T) of step i's input: w_i = 1 + (cfg - 1)·(1 - r_i), so the first step (all masked) is
 unguided and w approaches ``cfg`` as the image fills in. ENAT ramps its scale with the step fraction instead
 (libs/nat_misc.py: logits = cond + s·(cond - uncond), s = cfg_scale·i/T, from the second step); with
-``mask_schedule = "linear"`` (γ(t) = 1 - t) ours is exactly that with cfg = 1 + cfg_scale.
+``mask_schedule = "linear"`` (γ(t) = 1 - t) ours is exactly that with cfg = 1 + cfg_scale; ``cfg_schedule =
+"step"`` is that ramp under any mask schedule, ``"power-cosine"`` MDT's 1 + (cfg - 1)(1 - cos(π (i/T)^p)) / 2.
+
+**TiTok's rules** (bytedance/1d-tokenizer ``modeling/maskgit.py`` ``ImageBert.generate``, as its FID script calls
+it), each an option defaulting to MaskGIT's: ``mask_schedule = "arccos"`` (γ(t) = arccos(t) / (π/2); training
+``Config.mask_schedule = "arccos"`` draws its ratio the same way); ``confidence = "logit"`` ranks by the raw guided
+logit of the drawn token instead of its log-prob; ``temperature_schedule = "anneal"`` draws the tokens at
+temperature·(1 - (i+1)/T) (TiTok's Gumbel-max draw at ``randomize_temperature`` annealed is that temperature: the
+same law, from genlab's per-sample uniforms); ``logit_temperature`` + ``logit_temperature_ramp``·(1 - (i+1)/T)
+divides the logits before both (its ``softmax_temperature_annealing``: 0.5 + 0.8 (1 - (i+1)/T)). Not reproduced:
+TiTok keeps one token masked when only one is left before the last step, and re-masks every tie of the cut-off
+(genlab: stable ranks); neither arises when the tokens outnumber the steps and the confidences differ.
+
+**Layout** switches (``Config``; defaults: the network above): ``norm_position = "post"`` (BERT's LN(x + f(x)) and
+no final norm), ``head = "linear"`` (an untied read-out), ``gelu = "exact"``, ``norm_eps``, ``qkv_bias``,
+``embed_norm`` and ``skips`` (U-ViT's long skips: k in-blocks, a middle block, k out-blocks that fuse the matching
+in-block's output by a linear on the concatenation; depth 2k + 1). TiTok's released generators are BERT
+(L-32, B-64: post, linear, exact, eps 1e-12) and U-ViT (S-128: skips, no q/k/v bias, no embedding norm, eps 1e-5):
+``genlab import titok-maskgit`` (``genlab/imports/titok_maskgit.py``).
 
 Sizes (``MASKGIT_SIZES``): ``imagenet256`` is MaskGIT's ImageNet-256 transformer (configs/maskgit_class_cond_config
 .py: 24 layers, width 768, 16 heads, MLP 3072) on its VQGAN's 16x16 tokens of 1024 codes, 1000 classes:
