@@ -18,6 +18,7 @@ import torch
 import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from test_titok_import import checkpoint  # noqa: F401  (the tiny public TiTok tokenizer, as a pytest fixture)
 
 from genlab.cli import main
 from genlab.config import component_from_dict
@@ -27,7 +28,6 @@ from genlab.pipeline import Pipeline
 from genlab.tokenizers.base import TokenSpec
 
 FIXTURE = Path(__file__).parent / "fixtures" / "titok_maskgit_tiny.safetensors"
-TITOK = Path(__file__).parent / "fixtures" / "titok_tiny.safetensors"  # a tiny public TiTok: 8 tokens, 64 codes
 SPEC = TokenSpec("discrete", (8,), vocab_size=64)
 TITOK_RULES = ("steps", "cfg", "cfg_schedule", "temperature", "temperature_schedule", "choice_temperature",
                "mask_schedule", "confidence", "logit_temperature", "logit_temperature_ramp")  # fmt: skip
@@ -124,14 +124,9 @@ def test_arccos_schedule_masks_as_titok():
 
 
 @pytest.fixture
-def tokenizer_run(tmp_path):
-    tensors = load_file(str(TITOK))
-    with safe_open(str(TITOK), "pt") as f:
-        conf = json.loads(f.metadata()["config"])
-    save_file({k: v for k, v in tensors.items() if k.startswith("model.")}, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps(conf))
-    assert main(["import", "titok", str(tmp_path / "model.safetensors"), "--out", str(tmp_path / "tok"),
-                 "--num-heads", "2"]) == 0  # fmt: skip
+def tokenizer_run(checkpoint, tmp_path):  # noqa: F811  (the imported fixture)
+    """A tiny public TiTok (tests/test_titok_import.py's fixture: 8 tokens, 64 codes) imported as a tokenizer run."""
+    assert main(["import", "titok", str(checkpoint[0]), "--out", str(tmp_path / "tok"), "--num-heads", "2"]) == 0
     return tmp_path / "tok"
 
 
