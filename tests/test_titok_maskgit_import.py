@@ -18,7 +18,7 @@ import torch
 import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from test_titok_import import checkpoint  # noqa: F401  (the tiny public TiTok tokenizer, as a pytest fixture)
+from test_titok_import import legacy_run  # noqa: F401  (the tiny public two-stage TiTok, a pytest fixture)
 
 from genlab.cli import main
 from genlab.config import component_from_dict
@@ -124,10 +124,10 @@ def test_arccos_schedule_masks_as_titok():
 
 
 @pytest.fixture
-def tokenizer_run(checkpoint, tmp_path):  # noqa: F811  (the imported fixture)
-    """A tiny public TiTok (tests/test_titok_import.py's fixture: 8 tokens, 64 codes) imported as a tokenizer run."""
-    assert main(["import", "titok", str(checkpoint[0]), "--out", str(tmp_path / "tok"), "--num-heads", "2"]) == 0
-    return tmp_path / "tok"
+def tokenizer_run(legacy_run):  # noqa: F811  (the fixture imported above)
+    """A tiny public two-stage TiTok (tests/test_titok_import.py: 8 tokens, 64 codes, MaskGIT-VQGAN's decoder)
+    imported as a tokenizer run: the released pairing."""
+    return legacy_run[0]
 
 
 def write_checkpoint(fx, folder: Path, layout: str = "bert", **conf) -> Path:
