@@ -85,3 +85,25 @@ def test_bad_imports_are_one_line(checkpoint, tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps(conf))
     assert main(["import", "titok", str(tmp_path / "junk.safetensors"), "--out", str(tmp_path / "c")]) == 2
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+
+
+def test_two_stage_paper_sizes_through_the_import_path():
+    """The released stage-2 TiTok-L-32 / B-64 / S-128: the stage-1 parts (tests/test_titok.py: equal to the public
+    model's) + MaskGIT-VQGAN's decoder and codebook as the import derives them from the port's names: 30,740,483, the
+    port's Decoder + VectorQuantizer(1024, 256) (641,054,735 - 610,314,252 for L-32, on the meta device)."""
+    from test_maskgit_vqgan_import import port_names
+
+    from genlab.config import component_from_dict, load_preset_dict
+    from genlab.imports.titok import proxy_config
+
+    spec = load_preset_dict("imagenet256/maskgit-vqgan")["tokenizer"]
+    spec = {**spec, "net": {**spec["net"], "conv_bias": False, "shortcut": "output"}}
+    with torch.device("meta"):
+        own = component_from_dict("tokenizer", spec, "tokenizer").build(resolution=256).state_dict()
+    port = {k: v for k, v in port_names(own, 5).items() if k.startswith(("decoder.", "quantize."))}
+    proxy = proxy_config({f"pixel_{k}": v for k, v in port.items()})  # TiTok's pixel_decoder.*, pixel_quantize.*
+    assert proxy["net"]["ch_mult"] == [1, 1, 2, 2, 4] and proxy["quantizer"]["codebook_size"] == 1024
+    with torch.device("meta"):
+        built = component_from_dict("tokenizer", proxy, "tokenizer").build(resolution=256)
+    decoding = sum(p.numel() for n, p in built.named_parameters() if n.startswith(("decoder.", "quantizer.")))
+    assert decoding == sum(v.numel() for v in port.values()) == 641_054_735 - 610_314_252
