@@ -173,8 +173,14 @@ def test_bad_imports_are_one_line_and_write_nothing(fx, tokenizer_run, tmp_path,
     nan = {**sd, "model.lm_head.bias": torch.full_like(sd["model.lm_head.bias"], float("nan"))}
     save_file(nan, str(hub / "nan.safetensors"))
     cases["nan"] = [str(hub / "nan.safetensors"), "--tokenizer", str(tokenizer_run)]
+    cases["no-run"] = [str(path), "--tokenizer", str(tmp_path / "nowhere")]
+    bad = json.loads((hub / "config.json").read_text())
+    bad["model"]["generator"]["guidance_scale"] = float("nan")
+    (tmp_path / "nan.json").write_text(json.dumps(bad))
+    cases["nan-config"] = [str(path), "--tokenizer", str(tokenizer_run), "--config", str(tmp_path / "nan.json")]
     expected = {"no-tokenizer": "--tokenizer", "heads": "3 attention heads", "cut": "missing", "tokens": "4 tokens",
-                "junk": "safetensors", "nan": "NaN"}  # fmt: skip
+                "junk": "safetensors", "nan": "NaN", "no-run": "nowhere",
+                "nan-config": "cfg must be a finite number"}  # fmt: skip
     for name, argv in cases.items():
         capsys.readouterr()
         assert main(["import", "titok-maskgit", *argv, "--out", str(tmp_path / name)]) == 2, name

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from genlab.config import load_preset_dict
+from genlab.generators.maskgit import MaskGIT
 from genlab.imports.checks import CheckpointError, converting, finite, read_component
 from genlab.imports.checks import tensor as need
 from genlab.imports.runs import class_names, write_generator_run
@@ -205,12 +206,16 @@ def import_titok_maskgit(path: Path | str, out: Path | str, *, tokenizer: str | 
     with converting(WHAT, path):
         cfg, facts, state = convert_titok_maskgit(read_weights(path), gen_conf, num_heads=num_heads)
         finite(state, str(path))
-    tok, tok_state, resolution = tokenizer_of(tokenizer, facts, path)
+    with converting("TiTok generator config", conf_path):  # its sampling values must be options MaskGIT accepts
+        sample = titok_sample(gen_conf, facts["model_type"], facts["num_tokens"])
+        MaskGIT.SampleOptions(**sample).validate()
+    with converting("genlab tokenizer run", tokenizer or "--tokenizer"):
+        tok, tok_state, resolution = tokenizer_of(tokenizer, facts, path)
     run = load_preset_dict("imagenet256/maskgit")
     run["data"]["resolution"] = resolution
     run["generator"] = cfg
     run["preset"] = f"imported from {path.name}"
-    run["sample"] = {**run.get("sample", {}), **titok_sample(gen_conf, facts["model_type"], facts["num_tokens"])}
+    run["sample"] = {**run.get("sample", {}), **sample}
     names = class_names(facts["num_classes"], names_file)
     return write_generator_run(Path(out), run, cfg, None, state, tok, tok_state, names)
 
