@@ -278,3 +278,22 @@ def test_the_layouts_gradients_do_not_depend_on_the_thread_count(layout):
             torch.set_num_threads(before)
         grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
     assert all(torch.equal(g, grads[1][k]) for k, g in grads[0].items())
+
+
+def test_titoks_temperatures_in_sampled_decoding():
+    """Sampled (not greedy) decoding: the last step draws at temperature 0 under ``anneal``; dividing the logits by
+    s before the draw is drawing at temperature s·t (same per-sample uniforms), whatever the seed."""
+    model = MaskGIT(MaskGIT.Config(depth=1, hidden_size=32, num_heads=2), spec=SPEC, num_classes=10).eval()
+    labels, seeds = torch.arange(6) % 10, torch.arange(6)
+    ids, T = torch.full((6, 8), 64), 4
+    ids[:, :6] = torch.randint(0, 64, (6, 6), generator=torch.Generator().manual_seed(0))  # two left to draw
+    with torch.no_grad():
+        logits = model.guided_logits(ids, labels, 1.0)
+        last = model.decode_step(ids, labels, seeds, MaskGIT.SampleOptions(steps=T, temperature=5.0,
+                                 temperature_schedule="anneal"), T - 1, torch.tensor([8] * 6))  # fmt: skip
+        assert torch.equal(last[:, 6:], logits[:, 6:].argmax(-1))
+        rules = dict(steps=T, choice_temperature=0.0, confidence="logit", cfg=2.0)
+        scaled = model.decode(labels, seeds, MaskGIT.SampleOptions(**rules, temperature=1.5, logit_temperature=2.0))
+        plain = model.decode(labels, seeds, MaskGIT.SampleOptions(**rules, temperature=3.0))
+        greedy = model.decode(labels, seeds, MaskGIT.SampleOptions(**rules, temperature=0.0))
+    assert torch.equal(scaled.tokens, plain.tokens) and not torch.equal(plain.tokens, greedy.tokens)
