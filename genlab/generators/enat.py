@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from genlab.generators.base import Generator, Sampled, TokenCodes, TokenSpec, option
 from genlab.generators.maskgit import (
     TRAIN_SCHEDULES,
+    MaskedSampleOptions,
     MaskGIT,
     MlmHead,
     decode_schedule,
@@ -209,7 +210,7 @@ class ENAT(Generator):
                     raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
     @dataclass
-    class SampleOptions(MaskGIT.SampleOptions):
+    class SampleOptions(MaskedSampleOptions):
         cfg_schedule: Literal["constant", "linear", "step"] = option(
             "step",
             "guidance over the steps: constant w; linear in 1 - mask ratio (MaskGIT); step: 1 + (w-1) i/T (ENAT)",
@@ -222,7 +223,7 @@ class ENAT(Generator):
 
         def check(self) -> None:  # MaskGIT's rules, with ENAT's "step" guidance schedule added
             if self.cfg_schedule == "step":
-                return MaskGIT.SampleOptions.check(dataclasses.replace(self, cfg_schedule="constant"))
+                return MaskedSampleOptions.check(dataclasses.replace(self, cfg_schedule="constant"))
             if self.cfg_schedule not in CFG_SCHEDULES:
                 raise ValueError(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, got {self.cfg_schedule!r}")
             return super().check()

@@ -34,7 +34,25 @@ per step (nfe = steps; a CFG pair counts once). All noise comes from per-sample 
 the mask ratio r_i = γ(i/T) of step i's input: w_i = 1 + (cfg - 1)·(1 - r_i), so the first step (all masked) is
 unguided and w approaches ``cfg`` as the image fills in. ENAT ramps its scale with the step fraction instead
 (libs/nat_misc.py: logits = cond + s·(cond - uncond), s = cfg_scale·i/T, from the second step); with
-``mask_schedule = "linear"`` (γ(t) = 1 - t) ours is exactly that with cfg = 1 + cfg_scale.
+``mask_schedule = "linear"`` (γ(t) = 1 - t) ours is exactly that with cfg = 1 + cfg_scale; ``cfg_schedule =
+"step"`` is that ramp under any mask schedule, ``"power-cosine"`` MDT's 1 + (cfg - 1)(1 - cos(π (i/T)^p)) / 2.
+
+**TiTok's rules** (bytedance/1d-tokenizer ``modeling/maskgit.py`` ``ImageBert.generate``, as its FID script calls
+it), each an option defaulting to MaskGIT's: ``mask_schedule = "arccos"`` (γ(t) = arccos(t) / (π/2); training
+``Config.mask_schedule = "arccos"`` draws its ratio the same way); ``confidence = "logit"`` ranks by the raw guided
+logit of the drawn token instead of its log-prob; ``temperature_schedule = "anneal"`` draws the tokens at
+temperature·(1 - (i+1)/T) (TiTok's Gumbel-max draw at ``randomize_temperature`` annealed is that temperature: the
+same law, from genlab's per-sample uniforms); ``logit_temperature`` + ``logit_temperature_ramp``·(1 - (i+1)/T)
+divides the logits before both (its ``softmax_temperature_annealing``: 0.5 + 0.8 (1 - (i+1)/T)). Not reproduced:
+TiTok keeps one token masked when only one is left before the last step, and re-masks every tie of the cut-off
+(genlab: stable ranks); neither arises when the tokens outnumber the steps and the confidences differ.
+
+**Layout** switches (``Config``; defaults: the network above): ``norm_position = "post"`` (BERT's LN(x + f(x)) and
+no final norm), ``head = "linear"`` (an untied read-out), ``gelu = "exact"``, ``norm_eps``, ``qkv_bias``,
+``embed_norm`` and ``skips`` (U-ViT's long skips: k in-blocks, a middle block, k out-blocks that fuse the matching
+in-block's output by a linear on the concatenation; depth 2k + 1). TiTok's released generators are BERT
+(L-32, B-64: post, linear, exact, eps 1e-12) and U-ViT (S-128: skips, no q/k/v bias, no embedding norm, eps 1e-5):
+``genlab import titok-maskgit`` (``genlab/imports/titok_maskgit.py``).
 
 Sizes (``MASKGIT_SIZES``): ``imagenet256`` is MaskGIT's ImageNet-256 transformer (configs/maskgit_class_cond_config
 .py: 24 layers, width 768, 16 heads, MLP 3072) on its VQGAN's 16x16 tokens of 1024 codes, 1000 classes:
@@ -48,7 +66,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -60,9 +78,10 @@ from genlab.nn import Attention, LabelEmbedder, LayerNorm, Mlp, per_sample_rand
 from genlab.nn.sampling import drop_labels, guide_logits, gumbel, sample_tokens
 from genlab.registry import register
 
-TRAIN_SCHEDULES = ("cosine", "beta")
-DECODE_SCHEDULES = ("cosine", "linear")
-CFG_SCHEDULES = ("constant", "linear")
+TRAIN_SCHEDULES = ("cosine", "beta", "arccos")
+DECODE_SCHEDULES = ("cosine", "linear", "arccos")
+CFG_SCHEDULES = ("constant", "linear")  # the guidance schedules every masked generator shares (MaskGIT, ResGen)
+MASKGIT_CFG_SCHEDULES = (*CFG_SCHEDULES, "step", "power-cosine")  # MaskGIT's own: TiTok's released generators
 BETA = (12, 3)  # AutoNAT / ENAT's mask-ratio distribution Beta(a, b)
 # per-sample RNG streams (genlab.nn.rng): one per kind of draw, so draws never share numbers
 STREAM_RATIO, STREAM_POSITIONS, STREAM_DROP = 1, 2, 3
@@ -72,8 +91,27 @@ STREAM_DECODE = 1000  # step i draws its tokens from stream 1000 + 2i and its ch
 
 
 def decode_schedule(name: str, t: float) -> float:
-    """γ(t): the fraction of the initially masked tokens still masked after progress t in [0, 1]."""
-    return math.cos(math.pi / 2 * t) if name == "cosine" else 1.0 - t
+    """γ(t): the fraction of the initially masked tokens still masked after progress t in [0, 1]: cos(π/2 t)
+    (MaskGIT), 1 - t, or arccos(t) / (π/2) (TiTok's ``modeling/maskgit.py``: on 64 tokens x 8 steps 58, 53, 48, 42,
+    36, 29, 20, 0 stay masked, against the cosine's 62, 59, 53, 45, 35, 24, 12, 0)."""
+    if name == "cosine":
+        return math.cos(math.pi / 2 * t)
+    return math.acos(t) / (math.pi / 2) if name == "arccos" else 1.0 - t
+
+
+def guidance_weight(options, i: int) -> float:
+    """The guidance w of step i of T (uncond + w (cond - uncond)) under ``options.cfg_schedule``: ``constant``;
+    ``linear`` in 1 - the mask ratio r_i = γ(i/T) of the step's input; ``step``: 1 + (w - 1) i/T (ENAT; TiTok's
+    ``guidance_decay: linear``, whose scale s = g i/T on cond + s (cond - uncond) is w = 1 + g); ``power-cosine``
+    (MDT, TiTok-S-128): 1 + (w - 1)(1 - cos(π (i/T)^p)) / 2 with p = ``cfg_power``."""
+    o, T = options, int(options.steps)
+    if o.cfg_schedule == "constant":
+        return o.cfg
+    if o.cfg_schedule == "linear":
+        return 1.0 + (o.cfg - 1.0) * (1.0 - decode_schedule(o.mask_schedule, i / T))
+    if o.cfg_schedule == "step":
+        return 1.0 + (o.cfg - 1.0) * i / T
+    return 1.0 + (o.cfg - 1.0) * (1.0 - math.cos(math.pi * (i / T) ** o.cfg_power)) / 2
 
 
 def ranks(scores: Tensor) -> Tensor:
@@ -97,16 +135,26 @@ def start_ids(B: int, N: int, mask_id: int, device, tokens: Tensor | None, known
 
 
 class Block(nn.Module):
-    """Pre-LN transformer layer: x + attn(norm(x)), then x + mlp(norm(x)); bidirectional (no attention mask)."""
+    """Transformer layer, bidirectional (no attention mask). ``post_norm`` False: pre-LN, x + attn(norm(x)) then
+    x + mlp(norm(x)); True: BERT's post-LN, norm(x + attn(x)) then norm(x + mlp(x)). ``skip``: U-ViT's long skip,
+    x = Linear(concat(x, skip)) first (Bao et al. 2023, eq. in §3: the out-blocks' ``skip_linear``)."""
 
-    def __init__(self, hidden: int, num_heads: int, mlp_hidden: int):
+    def __init__(self, hidden: int, num_heads: int, mlp_hidden: int, *, post_norm: bool = False, eps: float = 1e-6,
+                 gelu: str = "tanh", qkv_bias: bool = True, skip: bool = False):  # fmt: skip
         super().__init__()
-        self.norm1 = LayerNorm(hidden, eps=1e-6)
-        self.attn = Attention(hidden, num_heads)
-        self.norm2 = LayerNorm(hidden, eps=1e-6)
-        self.mlp = Mlp(hidden, mlp_hidden)
+        self.post_norm = post_norm
+        self.norm1 = LayerNorm(hidden, eps=eps)
+        self.attn = Attention(hidden, num_heads, qkv_bias=qkv_bias)
+        self.norm2 = LayerNorm(hidden, eps=eps)
+        self.mlp = Mlp(hidden, mlp_hidden, approximate="none" if gelu == "exact" else "tanh")
+        self.skip_linear = nn.Linear(2 * hidden, hidden) if skip else None
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, 1 + N, D)
+    def forward(self, x: Tensor, skip: Tensor | None = None) -> Tensor:  # (B, 1 + N, D)
+        if self.skip_linear is not None:
+            x = self.skip_linear(torch.cat([x, skip], dim=-1))
+        if self.post_norm:
+            x = self.norm1(x + self.attn(x))
+            return self.norm2(x + self.mlp(x))
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
@@ -126,6 +174,81 @@ class MlmHead(nn.Module):
         return F.linear(h, embeddings[: self.bias.shape[0]].to(h.dtype), self.bias.to(h.dtype))  # (B, N, V)
 
 
+class LinearHead(nn.Linear):
+    """An untied linear read-out over the ``vocab_size`` codes (TiTok's generators' ``lm_head``)."""
+
+    def forward(self, h: Tensor, embeddings: Tensor | None = None) -> Tensor:  # (B, N, D) -> (B, N, V)
+        return super().forward(h)
+
+
+# ----------------------------------------------------------------------------- sampling options
+
+
+@dataclass
+class MaskedSampleOptions(BaseSampleOptions):
+    """The decoding options every masked-token generator shares (MaskGIT, ENAT, ResGen)."""
+
+    guidance_schedules: ClassVar[tuple[str, ...]] = CFG_SCHEDULES  # the cfg_schedule values this generator knows
+
+    steps: int = option(8, "decoding steps = network evaluations (1 .. number of tokens)", low=1)
+    cfg: float = option(1.0, "classifier-free guidance scale w (1: none, 0: unconditional)", low=0.0, high=100.0)
+    cfg_schedule: Literal["constant", "linear"] = option(
+        "linear", "guidance over the steps: constant w, or linear: 1 + (w - 1)(1 - mask ratio of the step's input)"
+    )
+    temperature: float = option(1.0, "temperature of the token draws (0: argmax)", low=0.0, high=100.0)
+    choice_temperature: float = option(
+        4.5,
+        "Gumbel noise on the confidences, annealed by 1 - (i+1)/T (0: keep the most likely)",
+        low=0.0,
+        high=100.0,
+    )
+    mask_schedule: Literal["cosine", "linear", "arccos"] = option(
+        "cosine", "fraction still masked after progress t: cos(pi/2 t) (MaskGIT), 1 - t, arccos(t)/(pi/2) (TiTok)"
+    )
+
+    def check(self) -> None:
+        if isinstance(self.steps, bool) or int(self.steps) != self.steps:
+            raise ValueError(f"steps must be an integer, got {self.steps}")
+        if self.cfg_schedule not in self.guidance_schedules:
+            raise ValueError(
+                f"cfg_schedule must be one of {', '.join(self.guidance_schedules)}, got {self.cfg_schedule!r}"
+            )
+        if self.mask_schedule not in DECODE_SCHEDULES:
+            raise ValueError(f"mask_schedule must be one of {', '.join(DECODE_SCHEDULES)}, got {self.mask_schedule!r}")
+
+
+@dataclass
+class MaskGITSampleOptions(MaskedSampleOptions):
+    """MaskGIT's: the shared options plus the rules of TiTok's released generators (``modeling/maskgit.py``
+    ``ImageBert.generate``), each defaulting to MaskGIT's own."""
+
+    guidance_schedules: ClassVar[tuple[str, ...]] = MASKGIT_CFG_SCHEDULES
+
+    cfg_schedule: Literal["constant", "linear", "step", "power-cosine"] = option(
+        "linear",
+        "guidance over the steps: constant w; linear: 1 + (w - 1)(1 - mask ratio of the step's input); step: "
+        "1 + (w - 1) i/T (TiTok's linear decay, ENAT); power-cosine: 1 + (w - 1)(1 - cos(pi (i/T)^p))/2 (MDT)",
+    )
+    cfg_power: float = option(3.0, "p of the power-cosine guidance schedule (TiTok-S-128, MDT: 3)", low=0.0, high=100.0)
+    temperature_schedule: Literal["constant", "anneal"] = option(
+        "constant", "token temperature over the steps: constant, or anneal: temperature (1 - (i+1)/T) (TiTok)"
+    )
+    logit_temperature: float = option(
+        1.0, "logits are divided by logit_temperature + logit_temperature_ramp (1 - (i+1)/T) before the draw and the "
+        "ranking (TiTok's sampling script: 0.5 and 0.8)", low=1e-3, high=100.0,
+    )  # fmt: skip
+    logit_temperature_ramp: float = option(0.0, "see logit_temperature", low=0.0, high=100.0)
+    confidence: Literal["log_prob", "logit"] = option(
+        "log_prob", "what ranks the drawn tokens: their log-probability (MaskGIT) or their raw guided logit (TiTok)"
+    )
+
+    def check(self) -> None:
+        super().check()
+        for name, allowed in (("temperature_schedule", ("constant", "anneal")), ("confidence", ("log_prob", "logit"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
+
 # ----------------------------------------------------------------------------- model
 
 
@@ -137,13 +260,22 @@ class MaskGIT(Generator):
 
     @dataclass
     class Config:
-        depth: int = 4  # transformer layers
+        depth: int = 4  # transformer layers (skips: 2k + 1, k in-blocks, a middle block, k out-blocks)
         hidden_size: int = 256  # width D
         num_heads: int = 4  # attention heads (D must divide by it)
         mlp_ratio: float = 4.0  # MLP width / D (MaskGIT: 3072 / 768)
-        mask_schedule: Literal["cosine", "beta"] = "cosine"  # training mask ratio: cos(pi/2 u) (MaskGIT), Beta(12, 3)
+        mask_schedule: Literal["cosine", "beta", "arccos"] = "cosine"  # training mask ratio: cos(pi/2 u) (MaskGIT),
+        # Beta(12, 3) (AutoNAT/ENAT), arccos(u) / (pi/2) (TiTok's masking_input_tokens)
         label_smoothing: float = 0.1  # of the masked-token cross-entropy (MaskGIT, ENAT: 0.1)
         class_dropout: float = 0.1  # probability of training a sample with the null class (for CFG)
+        # the network's layout (defaults: genlab's MaskGIT; TiTok's BERT generators: post, linear, exact, 1e-12)
+        norm_position: Literal["pre", "post"] = "pre"  # pre-LN blocks + a final LayerNorm, or BERT's post-LN
+        head: Literal["mlm", "linear"] = "mlm"  # MaskGIT's MLM head (tied embeddings) or an untied linear read-out
+        gelu: Literal["tanh", "exact"] = "tanh"  # the MLPs' GELU: tanh approximation or exact (erf: BERT, U-ViT)
+        norm_eps: float = 1e-6  # the blocks' and embedding's LayerNorm epsilon (BERT: 1e-12; torch's default 1e-5)
+        qkv_bias: bool = True  # biases on q, k, v (U-ViT: none)
+        embed_norm: bool = True  # LayerNorm on the embedded sequence (MaskGIT, BERT); U-ViT has none
+        skips: bool = False  # U-ViT's long skips from the in-blocks to the out-blocks (TiTok-S-128's generator)
 
         def validate(self) -> None:
             if min(self.depth, self.hidden_size, self.num_heads) <= 0 or not self.mlp_ratio > 0:
@@ -156,34 +288,16 @@ class MaskGIT(Generator):
                 v = getattr(self, name)
                 if not 0.0 <= v < 1.0:
                     raise ValueError(f"{name} must be in [0, 1), got {v}")
+            for name, allowed in (("norm_position", ("pre", "post")), ("head", ("mlm", "linear")),
+                                  ("gelu", ("tanh", "exact"))):  # fmt: skip
+                if getattr(self, name) not in allowed:
+                    raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+            if not 0.0 < self.norm_eps < 1.0:
+                raise ValueError(f"norm_eps must be in (0, 1), got {self.norm_eps}")
+            if self.skips and (self.depth % 2 == 0 or self.norm_position == "post"):
+                raise ValueError("skips need an odd depth (k in-blocks, a middle block, k out-blocks) and pre-LN")
 
-    @dataclass
-    class SampleOptions(BaseSampleOptions):
-        steps: int = option(8, "decoding steps = network evaluations (1 .. number of tokens)", low=1)
-        cfg: float = option(1.0, "classifier-free guidance scale w (1: none, 0: unconditional)", low=0.0, high=100.0)
-        cfg_schedule: Literal["constant", "linear"] = option(
-            "linear", "guidance over the steps: constant w, or linear: 1 + (w - 1)(1 - mask ratio of the step's input)"
-        )
-        temperature: float = option(1.0, "temperature of the token draws (0: argmax)", low=0.0, high=100.0)
-        choice_temperature: float = option(
-            4.5,
-            "Gumbel noise on the confidences, annealed by 1 - (i+1)/T (0: keep the most likely)",
-            low=0.0,
-            high=100.0,
-        )
-        mask_schedule: Literal["cosine", "linear"] = option(
-            "cosine", "fraction still masked after progress t: cos(pi/2 t) (MaskGIT) or 1 - t"
-        )
-
-        def check(self) -> None:
-            if isinstance(self.steps, bool) or int(self.steps) != self.steps:
-                raise ValueError(f"steps must be an integer, got {self.steps}")
-            if self.cfg_schedule not in CFG_SCHEDULES:
-                raise ValueError(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, got {self.cfg_schedule!r}")
-            if self.mask_schedule not in DECODE_SCHEDULES:
-                raise ValueError(
-                    f"mask_schedule must be one of {', '.join(DECODE_SCHEDULES)}, got {self.mask_schedule!r}"
-                )
+    SampleOptions = MaskGITSampleOptions
 
     def __init__(self, cfg: Config, *, spec: TokenSpec, num_classes: int, codes: TokenCodes | None = None):
         super().__init__()
@@ -192,14 +306,19 @@ class MaskGIT(Generator):
         self.cfg, self.spec, self.num_classes = cfg, spec, num_classes
         self.vocab_size = spec.vocab_size
         self.mask_id = spec.vocab_size  # the [MASK] token id
-        N, D = spec.num_positions, cfg.hidden_size
+        N, D, eps = spec.num_positions, cfg.hidden_size, cfg.norm_eps
         self.tok_embedder = nn.Embedding(spec.vocab_size + 1, D)
         self.y_embedder = LabelEmbedder(num_classes, D)  # the class token; row num_classes = null class
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + N, D))  # class position first, then tokens in raster order
-        self.embed_norm = LayerNorm(D, eps=1e-6)
-        self.blocks = nn.ModuleList(Block(D, cfg.num_heads, int(D * cfg.mlp_ratio)) for _ in range(cfg.depth))
-        self.norm = LayerNorm(D, eps=1e-6)
-        self.head = MlmHead(D, spec.vocab_size)
+        self.embed_norm = LayerNorm(D, eps=eps) if cfg.embed_norm else nn.Identity()
+        post, half = cfg.norm_position == "post", cfg.depth // 2
+        layout = dict(post_norm=post, eps=eps, gelu=cfg.gelu, qkv_bias=cfg.qkv_bias)
+        self.blocks = nn.ModuleList(
+            Block(D, cfg.num_heads, int(D * cfg.mlp_ratio), **layout, skip=cfg.skips and i > half)
+            for i in range(cfg.depth)
+        )
+        self.norm = nn.Identity() if post else LayerNorm(D, eps=eps)  # post-LN blocks end normalised
+        self.head = MlmHead(D, spec.vocab_size) if cfg.head == "mlm" else LinearHead(D, spec.vocab_size)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -216,8 +335,17 @@ class MaskGIT(Generator):
         x = self.tok_embedder(ids)  # (B, N, D)
         c = self.y_embedder(labels).unsqueeze(1)  # (B, 1, D)
         h = self.embed_norm(torch.cat([c, x], dim=1) + self.pos_embed)  # (B, 1 + N, D)
-        for block in self.blocks:
-            h = block(h)
+        if not self.cfg.skips:
+            for block in self.blocks:
+                h = block(h)
+        else:  # U-ViT: in-blocks keep their outputs, the middle block, out-blocks take them back in reverse
+            half, kept = self.cfg.depth // 2, []
+            for block in self.blocks[:half]:
+                h = block(h)
+                kept.append(h)
+            h = self.blocks[half](h)
+            for block in self.blocks[half + 1 :]:
+                h = block(h, kept.pop())
         return self.head(self.norm(h[:, 1:]), self.tok_embedder.weight)
 
     # -- training
@@ -225,8 +353,11 @@ class MaskGIT(Generator):
     def mask_ratio(self, seeds: Tensor, device) -> Tensor:
         """(B,) mask ratios from the training schedule. Beta(a, b) with integer a, b is the a-th smallest of
         a + b - 1 uniforms."""
-        if self.cfg.mask_schedule == "cosine":
-            return torch.cos(math.pi / 2 * per_sample_rand(seeds, (), stream=STREAM_RATIO, device=device))
+        if self.cfg.mask_schedule in ("cosine", "arccos"):
+            u = per_sample_rand(seeds, (), stream=STREAM_RATIO, device=device)
+            if self.cfg.mask_schedule == "arccos":  # TiTok's, clamped as it clamps (1e-6 .. 1)
+                return (torch.acos(u) / (math.pi / 2)).clamp(1e-6, 1.0)
+            return torch.cos(math.pi / 2 * u)
         a, b = BETA
         u = per_sample_rand(seeds, (a + b - 1,), stream=STREAM_RATIO, device=device)  # (B, a + b - 1)
         return u.sort(dim=-1).values[:, a - 1]
@@ -288,16 +419,19 @@ class MaskGIT(Generator):
     ) -> Tensor:
         """Step i of T: draw every masked token, keep the confident ones, re-mask the rest by the schedule."""
         T, o = int(options.steps), options
-        r_in = decode_schedule(o.mask_schedule, i / T)  # mask ratio of this step's input (1 at the first step)
-        w = o.cfg if o.cfg_schedule == "constant" else 1.0 + (o.cfg - 1.0) * (1.0 - r_in)
-        logits = self.guided_logits(ids, labels, w)  # (B, N, V)
+        anneal = 1.0 - (i + 1) / T  # MaskGIT's annealing factor of the choice temperature
+        logits = self.guided_logits(ids, labels, guidance_weight(o, i))  # (B, N, V)
+        scale = o.logit_temperature + o.logit_temperature_ramp * anneal
+        logits = logits / scale if scale != 1.0 else logits
         is_mask = ids == self.mask_id  # (B, N)
         B, N = ids.shape
-        u = per_sample_rand(seeds, (N,), stream=STREAM_DECODE + 2 * i, device=ids.device) if o.temperature else None
-        drawn = sample_tokens(logits, u, temperature=o.temperature, rule="vocab")  # (B, N); MaskGIT filters nothing
+        temperature = o.temperature * anneal if o.temperature_schedule == "anneal" else o.temperature
+        u = per_sample_rand(seeds, (N,), stream=STREAM_DECODE + 2 * i, device=ids.device) if temperature else None
+        drawn = sample_tokens(logits, u, temperature=temperature, rule="vocab")  # (B, N); MaskGIT filters nothing
         drawn = torch.where(is_mask, drawn, ids)
-        confidence = logits.log_softmax(-1).gather(-1, drawn.unsqueeze(-1)).squeeze(-1)  # (B, N)
-        tau = o.choice_temperature * (1.0 - (i + 1) / T)  # MaskGIT's annealed choice temperature
+        score = logits.log_softmax(-1) if o.confidence == "log_prob" else logits  # TiTok ranks by the raw logit
+        confidence = score.gather(-1, drawn.unsqueeze(-1)).squeeze(-1)  # (B, N)
+        tau = o.choice_temperature * anneal
         if tau > 0:
             u = per_sample_rand(seeds, (N,), stream=STREAM_DECODE + 2 * i + 1, device=ids.device)
             confidence = confidence + tau * gumbel(u)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.generators.base import Generator, GeneratorError, Sampled, TokenCodes, TokenSpec, option
-from genlab.generators.maskgit import Block, MaskGIT, decode_schedule, ranks
+from genlab.generators.maskgit import Block, MaskedSampleOptions, MaskGIT, decode_schedule, guidance_weight, ranks
 from genlab.nn import LabelEmbedder, LayerNorm, per_sample_rand, per_sample_randn
 from genlab.nn.sampling import gumbel, sample_from_logits
 from genlab.registry import register
@@ -108,7 +108,7 @@ class ResGen(Generator):
                 raise ValueError(f"class_dropout must be in [0, 1), got {self.class_dropout}")
 
     @dataclass
-    class SampleOptions(MaskGIT.SampleOptions):
+    class SampleOptions(MaskedSampleOptions):
         """MaskGIT's options (steps, guidance and its schedule, choice temperature, mask schedule); ``temperature``
         scales the mixture's sigma."""
 
@@ -236,8 +236,7 @@ class ResGen(Generator):
                     i: int) -> tuple[Tensor, Tensor]:  # fmt: skip
         """Step i of T: draw every masked stack's cumulative embedding, re-quantize, reveal the confident slots."""
         T, o, (B, N, Dr) = int(options.steps), options, ids.shape
-        r_in = decode_schedule(o.mask_schedule, i / T)
-        w = o.cfg if o.cfg_schedule == "constant" else 1.0 + (o.cfg - 1.0) * (1.0 - r_in)
+        w = guidance_weight(o, i)
         visible_sum, _ = self.split_sum(ids, n_masked)
         logits, mu, log_sigma = self.guided_mixture(visible_sum, n_masked, labels, w)
         u = per_sample_rand(seeds, (N,), stream=STREAM_DECODE + 3 * i, device=ids.device)

@@ -71,10 +71,28 @@ def maskgit_vqgan_config(sd: dict[str, Tensor]) -> dict:
             "quantizer": {"name": "vq", "codebook_size": codebook.shape[0], "l2_norm": False, "beta": 0.25}}  # fmt: skip
 
 
-def convert_maskgit_vqgan(sd: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor]]:
-    """(genlab vqgan config, its state dict) of the port's state dict (``encoder.*``, ``decoder.*``, ``quantize.*``)."""
-    cfg = maskgit_vqgan_config(sd)
-    levels = len(cfg["net"]["ch_mult"])
+def decoder_config(sd: dict[str, Tensor]) -> dict:
+    """genlab's ``vqgan`` config of the port's decoder and codebook alone (``decoder.*``, ``quantize.*``: TiTok's
+    ``pixel_decoder`` / ``pixel_quantize``), as a decoding proxy: the widths from the up levels (the first is the
+    base width, as in MaskGIT's (1, 1, 2, 2, 4)); the encoder fields mirror the decoder's (it is never built from)."""
+    levels = _count(sd, r"decoder\.up\.(\d+)\.")
+    widths = [need(sd, f"decoder.up.{i}.block.0.conv2.weight", WHAT, ndim=4).shape[0] for i in range(levels)]
+    if any(w % widths[0] for w in widths) or _count(sd, r"decoder\.mid\.(\d+)\.") != 2:
+        raise CheckpointError(f"not a {WHAT} decoder: widths {widths} (multiples of the first) and 2 middle blocks")
+    codebook = need(sd, "quantize.embedding.weight", WHAT, ndim=2)
+    z = need(sd, "decoder.conv_in.weight", WHAT, ndim=4).shape[1]
+    if codebook.shape[1] != z:
+        raise CheckpointError(f"not a {WHAT} decoder: codes of {codebook.shape[1]} channels, its input {z}")
+    blocks = _count(sd, r"decoder\.up\.0\.block\.(\d+)\.")
+    net = {"ch": widths[0], "ch_mult": [w // widths[0] for w in widths], "num_res_blocks": blocks,
+           "decoder_res_blocks": blocks, "attn_levels": [], "mid_attn": False, "downsample": "avgpool",
+           "encoder_out_kernel": 1, "z_channels": z, "norm_groups": 32, "conv_bias": False, "shortcut": "output"}  # fmt: skip
+    return {"name": "vqgan", "net": net, "embed_dim": z, "quant_conv_kernel": 0, "unit_range": True,
+            "quantizer": {"name": "vq", "codebook_size": codebook.shape[0], "l2_norm": False, "beta": 0.25}}  # fmt: skip
+
+
+def rename_maskgit_vqgan(sd: dict[str, Tensor], levels: int) -> dict[str, Tensor]:
+    """The port's names -> genlab's (module docstring), for the whole model or its decoder and codebook alone."""
     out: dict[str, Tensor] = {}
     for k, v in sd.items():
         if _SAME.fullmatch(k):
@@ -89,7 +107,13 @@ def convert_maskgit_vqgan(sd: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor
             out["quantizer.codebook"] = v
         else:
             raise CheckpointError(f"not a {WHAT} checkpoint: unexpected tensor {k!r}")
-    return cfg, out
+    return out
+
+
+def convert_maskgit_vqgan(sd: dict[str, Tensor]) -> tuple[dict, dict[str, Tensor]]:
+    """(genlab vqgan config, its state dict) of the port's state dict (``encoder.*``, ``decoder.*``, ``quantize.*``)."""
+    cfg = maskgit_vqgan_config(sd)
+    return cfg, rename_maskgit_vqgan(sd, len(cfg["net"]["ch_mult"]))
 
 
 def import_maskgit_vqgan(path: Path | str, out: Path | str, *, resolution: int = 256) -> Path:

@@ -4,8 +4,11 @@
 ``.bin``/``.pth`` state dict read with ``torch.load(weights_only=True)``), with the hub's ``config.json`` (TiTok's
 OmegaConf dump) beside it or given with ``--config``. Single-stage models (``is_legacy: False``, the pixel head:
 ``titok_bl64_vq8k``, ``titok_bl128_vq8k``, ``titok_sl256_vq8k``) map one tensor per tensor. Two-stage models
-(``is_legacy: True``: TiTok-L-32, B-64, S-128) decode through MaskGIT-VQGAN's decoder, which genlab's conv net does
-not reproduce parameter for parameter: they are refused with a message saying so.
+(``is_legacy: True``, ``finetune_decoder: True``: TiTok-L-32, B-64, S-128) decode through MaskGIT-VQGAN's decoder:
+the run has ``head: legacy`` with ``legacy_layout: true`` and that decoder and codebook (``pixel_decoder.*``,
+``pixel_quantize.*``, renamed as ``genlab import maskgit-vqgan`` renames them) as its ``proxy``, a ``vqgan`` with
+the port's switches (``conv_bias: false``, ``shortcut: output``); the legacy head's two 1x1 convs (``decoder.ffn.0``,
+``decoder.ffn.2``) become ``head.ffn.0`` / ``head.ffn.2``. A stage-1 checkpoint (no pixel decoder) is refused.
 
 The mapping (TiTok's name -> genlab's): ``{encoder,decoder}.ln_pre`` -> ``*.transformer.ln_pre``;
 ``*.transformer.{i}.ln_1/ln_2`` -> ``*.transformer.blocks.{i}.norm1/norm2``; ``attn.in_proj_{weight,bias}`` ->
@@ -75,10 +78,11 @@ def titok_config(sd: dict[str, Tensor], conf: dict, *, num_heads: int = 0) -> di
     vq = conf.get("model", {}).get("vq_model", {})
     if vq.get("quantize_mode", "vq") != "vq":
         raise CheckpointError(f"TiTok quantize_mode {vq.get('quantize_mode')!r}: only the VQ tokenizers import")
-    if vq.get("is_legacy", True) or "pixel_decoder.conv_out.weight" in sd:
+    legacy = bool(vq.get("is_legacy", True)) or "pixel_decoder.conv_out.weight" in sd
+    if legacy and "pixel_decoder.conv_out.weight" not in sd:
         raise CheckpointError(
-            "a two-stage TiTok (is_legacy: True) decodes through MaskGIT-VQGAN's decoder, which genlab does not "
-            "reproduce exactly; import a single-stage model (titok_*_vq8k) or train with `task: titok`"
+            "a two-stage TiTok (is_legacy: True) without MaskGIT-VQGAN's pixel decoder (a stage-1 checkpoint?): "
+            "import the released stage-2 model (tokenizer_titok_{l32,b64,s128}) or a single-stage one"
         )
     if "encoder.conv_out.weight" not in sd or "quantize.embedding.weight" not in sd:
         raise CheckpointError("not a TiTok tokenizer checkpoint: it has no encoder.conv_out / quantize.embedding")
@@ -91,13 +95,40 @@ def titok_config(sd: dict[str, Tensor], conf: dict, *, num_heads: int = 0) -> di
         "token_size": sd["encoder.conv_out.weight"].shape[0],
         "quantizer": {"name": "vq", "codebook_size": sd["quantize.embedding.weight"].shape[0],
                       "l2_norm": bool(vq.get("use_l2_norm", False)), "beta": float(vq.get("commitment_cost", 0.25))},
-        "head": "pixel",
+        "head": "legacy" if legacy else "pixel",
+        **({"proxy": proxy_config(sd), "legacy_layout": True} if legacy else {}),
         "unit_range": True,
     }  # fmt: skip
 
 
+def pixel_part(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A two-stage TiTok's MaskGIT-VQGAN decoder and codebook (``pixel_decoder.*``, ``pixel_quantize.*``) in the
+    port's own names (``decoder.*``, ``quantize.*``)."""
+    out = {f"decoder.{k[len('pixel_decoder.') :]}": v for k, v in sd.items() if k.startswith("pixel_decoder.")}
+    return {**out, **{f"quantize.{k[len('pixel_quantize.') :]}": v for k, v in sd.items()
+                      if k.startswith("pixel_quantize.")}}  # fmt: skip
+
+
+def proxy_config(sd: dict[str, Tensor]) -> dict:
+    """The legacy head's proxy: MaskGIT-VQGAN's decoder as a genlab ``vqgan`` (images in [-1, 1]: TiTok's own
+    ``unit_range`` maps them)."""
+    from genlab.imports.maskgit_vqgan import decoder_config
+
+    return {**decoder_config(pixel_part(sd)), "unit_range": False}
+
+
 def convert(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     out = {}
+    pixel = pixel_part(sd)
+    if pixel:  # two-stage: the proxy's decoder and codebook in genlab's vqgan names
+        from genlab.imports.maskgit_vqgan import rename_maskgit_vqgan
+
+        levels = len(proxy_config(sd)["net"]["ch_mult"])
+        out = {f"proxy.{k}": v for k, v in rename_maskgit_vqgan(pixel, levels).items()}
+        sd = {k: v for k, v in sd.items() if not k.startswith(("pixel_decoder.", "pixel_quantize."))}
+        legacy = {k: v for k, v in sd.items() if re.fullmatch(r"decoder\.ffn\.[02]\.(weight|bias)", k)}
+        out.update({f"head.{k[len('decoder.') :]}": v.squeeze(-1).squeeze(-1) for k, v in legacy.items()})
+        sd = {k: v for k, v in sd.items() if k not in legacy}  # the legacy head's two 1x1 convs, as linears
     for k, v in sd.items():
         for pattern, repl in RENAMES:
             k2 = re.sub(pattern, repl, k)
@@ -144,7 +175,7 @@ def import_titok(path: Path | str, out_dir: Path | str, *, config: Path | str | 
 
 @register("importer", "titok")
 class TiTokImporter:
-    help = "TiTok's single-stage VQ tokenizers (bytedance/1d-tokenizer: model.safetensors + config.json)"
+    help = "TiTok's VQ tokenizers, single- and two-stage (bytedance/1d-tokenizer: model.safetensors + config.json)"
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
