@@ -21,6 +21,9 @@ FLEXVQ_TOKENIZER = {"name": "flexvq", "net": NET, "embed_dim": 4, "quantizer": {
 RQ_TOKENIZER = {"name": "rqvae", "net": NET, "embed_dim": 4, "quantizer": {"name": "rvq", "depth": 2, "vq": {"codebook_size": 16}},
                 "loss": {"perceptual": "none", "disc_weight": 0.0}}  # fmt: skip
 DATA = {"name": "digits", "resolution": 16}
+# OmniTokenizer at 16x16: patch 4 -> 4x4 tokens, a global and a 2x2-window spatial block, one causal temporal block
+OMNI = {"patch": 4, "temporal_patch": 2, "width": 32, "num_heads": 2, "encoder_blocks": "tw", "decoder_blocks": "tw",
+        "temporal_depth": 1, "window": 2, "code_dim": 4, "loss": {"perceptual": "none"}}  # fmt: skip
 VIT = {"width": 32, "depth": 1, "num_heads": 2}
 TITOK_TOKENIZER = {"name": "titok", "patch_size": 4, "num_tokens": 8, "encoder": VIT, "decoder": VIT, "token_size": 4,
                    "quantizer": {"name": "vq", "codebook_size": 32, "l2_norm": True},
@@ -58,6 +61,8 @@ TINY: dict[str, dict[str, dict | None]] = {
             "decoder": {"depth": 1, "width": 32, "num_heads": 2},
             "loss": {"perceptual": "none"},
         },  # fmt: skip
+        "omnitokenizer": {**OMNI, "quantizer": {"name": "vq", "codebook_size": 32, "l2_norm": True}},
+        "omnitokenizer-kl": OMNI,
         "sd-vae": {"scaling_factor": 0.5},  # path: a random diffusers AutoencoderKL the test saves
         "run": {},  # path: a tokenizer folder the test saves
         "titok": {k: v for k, v in TITOK_TOKENIZER.items() if k != "name"},
