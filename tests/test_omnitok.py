@@ -139,3 +139,34 @@ def test_the_paper_size_counts():
     assert vq_count["total"] == 51_554_904 + 8192 * 8
     assert vq_count["quantizer"] == 8192 * 8
     assert omnitok_param_count(OmniConfig(), kl=True)["total"] == 51_620_440 - 8192 * 8 - 8 * 512 + 16 * 512 + 8
+
+
+def test_a_clip_tokenizer_run_scores_reconstructions_per_frame():
+    from genlab.evals.recon import psnr, reconstruction_metrics
+
+    tok = vq()
+    x = clips(n=3)
+    metrics = reconstruction_metrics(tok, x, batch_size=2)
+    rec = tok.decode(tok.encode(x)).clamp(-1, 1)
+    per_frame = psnr(x.transpose(1, 2).flatten(0, 1), rec.transpose(1, 2).flatten(0, 1))  # (15,)
+    assert metrics["n"] == 3 and metrics["psnr"] == pytest.approx(per_frame.mean().item(), rel=1e-6)
+    assert metrics["ssim"] is not None and 0 < metrics["codebook_usage"] <= 1
+
+
+def test_the_joint_stage_starts_from_the_image_stage(tmp_path):
+    from genlab import config
+    from genlab.runs.store import save_tokenizer
+    from genlab.tasks.base import init_from
+
+    one = config.load("smoke-omnitok")
+    two = config.load("smoke-omnitok-joint", [f"train.init_from={tmp_path}"])
+    assert one.data.name == "openmoji" and two.data.name == "joint" and two.data.cfg.key == "still"
+    assert one.tokenizer.cfg.frames == 1 and two.tokenizer.cfg.frames == 5  # same weights, another token spec
+    torch.manual_seed(0)
+    first = one.tokenizer.build(resolution=16)
+    save_tokenizer(one, first, tmp_path, ["a"])
+    torch.manual_seed(1)
+    second = two.tokenizer.build(resolution=16)
+    init_from(two.train, {"tokenizer": second})  # strict: every tensor of stage 1, nothing else
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert first.token_spec.shape == (4, 4) and second.token_spec.shape == (3, 4, 4)
