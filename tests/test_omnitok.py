@@ -170,3 +170,16 @@ def test_the_joint_stage_starts_from_the_image_stage(tmp_path):
     init_from(two.train, {"tokenizer": second})  # strict: every tensor of stage 1, nothing else
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
     assert first.token_spec.shape == (4, 4) and second.token_spec.shape == (3, 4, 4)
+
+
+@pytest.mark.parametrize(
+    "preset,kl,frames", [("omnitokenizer", False, 1), ("omnitokenizer-joint", False, 17), ("omnitokenizer-kl", True, 17)]
+)
+def test_the_paper_presets_build_the_paper_size(preset, kl, frames):
+    from genlab import config
+
+    cfg = config.load(f"imagenet256/{preset}")
+    with torch.device("meta"):
+        tok = cfg.tokenizer.build(resolution=cfg.data.cfg.resolution)
+    assert sum(p.numel() for p in tok.parameters()) == omnitok_param_count(OmniConfig(), kl=kl)["total"]
+    assert tok.token_spec.shape[-2:] == (32, 32) and tok.token_spec.size("time") == (None if frames == 1 else 5)
