@@ -173,7 +173,8 @@ def test_the_joint_stage_starts_from_the_image_stage(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "preset,kl,frames", [("omnitokenizer", False, 1), ("omnitokenizer-joint", False, 17), ("omnitokenizer-kl", True, 17)]
+    "preset,kl,frames",
+    [("omnitokenizer", False, 1), ("omnitokenizer-joint", False, 17), ("omnitokenizer-kl", True, 17)],
 )
 def test_the_paper_presets_build_the_paper_size(preset, kl, frames):
     from genlab import config

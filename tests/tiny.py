@@ -37,8 +37,11 @@ TINY: dict[str, dict[str, dict | None]] = {
         "digits": {"resolution": 16},
         "openmoji": {"resolution": 16, "skin_tones": False},
         "moving-openmoji": {"resolution": 16, "frames": 3, "clips": 8, "limit": 48},
-        "joint": {"resolution": 16, "main": {"name": "moving-openmoji", "frames": 3, "clips": 8, "limit": 48},
-                  "extra": {"name": "digits"}},  # fmt: skip
+        "joint": {
+            "resolution": 16,
+            "main": {"name": "moving-openmoji", "frames": 3, "clips": 8, "limit": 48},
+            "extra": {"name": "digits"},
+        },
         "imagefolder": {"resolution": 16, "num_classes": 0},  # root: a folder the test writes
         "shards": {"resolution": 16},  # root: shards the test packs
         "token-cache": {"resolution": 16},  # path: a cache the test writes

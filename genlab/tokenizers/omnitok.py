@@ -75,7 +75,9 @@ class OmniConfig:
         if min(self.frames, self.patch, self.temporal_patch, self.width, self.num_heads, self.code_dim) < 1:
             raise ValueError("frames, patch, temporal_patch, width, num_heads and code_dim must be positive")
         if (self.frames - 1) % self.temporal_patch:
-            raise ValueError(f"frames - 1 ({self.frames - 1}) must be a multiple of temporal_patch {self.temporal_patch}")
+            raise ValueError(
+                f"frames - 1 ({self.frames - 1}) must be a multiple of temporal_patch {self.temporal_patch}"
+            )
         if self.width % self.num_heads or (self.width // self.num_heads) % 4:
             raise ValueError("width must split into heads whose dimension is a multiple of 4 (2-D RoPE)")
         if set(self.encoder_blocks + self.decoder_blocks) - {"t", "w"} or not self.encoder_blocks:
@@ -100,7 +102,9 @@ class OmniAutoencoder(Tokenizer):
         self.resolution, self.grid = resolution, resolution // p
         window = min(cfg.window, self.grid)
         if self.grid % window:
-            raise TokenizerError(f"the {self.grid}x{self.grid} token grid does not split into {window}x{window} windows")
+            raise TokenizerError(
+                f"the {self.grid}x{self.grid} token grid does not split into {window}x{window} windows"
+            )
         self.embed_first = nn.Sequential(LayerNorm(3 * p * p), nn.Linear(3 * p * p, D), LayerNorm(D))
         self.embed_rest = nn.Sequential(LayerNorm(3 * pt * p * p), nn.Linear(3 * pt * p * p, D), LayerNorm(D))
         kw = dict(dim=D, num_heads=cfg.num_heads, mult=cfg.mlp_mult, causal=cfg.causal, window=window, rope=cfg.rope)
@@ -234,7 +238,9 @@ class OmniTokenizer(OmniAutoencoder):
     def decode(self, tokens: Tensor, seeds: Tensor | None = None) -> Tensor:
         """Ids (B, h, w) -> images (B, 3, H, W); (B, t, h, w) -> clips (B, 3, 1 + (t-1)*pt, H, W). Deterministic."""
         if tokens.ndim not in (3, 4) or tuple(tokens.shape[-2:]) != (self.grid, self.grid):
-            raise TokenizerError(f"omnitokenizer decodes ids (B, [t,] {self.grid}, {self.grid}), got {tuple(tokens.shape)}")
+            raise TokenizerError(
+                f"omnitokenizer decodes ids (B, [t,] {self.grid}, {self.grid}), got {tuple(tokens.shape)}"
+            )
         codes = self.indices_to_codes(tokens)
         clips = self.decode_latent(codes.unsqueeze(2) if tokens.ndim == 3 else codes)
         return clips[:, :, 0] if tokens.ndim == 3 else clips
@@ -332,11 +338,15 @@ def omnitok_param_count(cfg: OmniConfig, resolution: int = 256, *, kl: bool = Fa
     cls = OmniTokenizerKL if kl else OmniTokenizer
     with torch.device("meta"):
         tok = cls(cls.Config(**{k: getattr(cfg, k) for k in OmniConfig.__dataclass_fields__}), resolution=resolution)
+
+    def params(*modules: nn.Module) -> int:
+        return sum(q.numel() for m in modules for q in m.parameters())
+
     count = {
-        "encoder": sum(q.numel() for m in (tok.embed_first, tok.embed_rest, tok.encoder_spatial, tok.encoder_temporal,
-                                           tok.to_latent) for q in m.parameters()),  # fmt: skip
-        "quantizer": 0 if kl else sum(q.numel() for q in tok.quantizer.parameters()),
-        "decoder": sum(q.numel() for m in (tok.from_latent, tok.decoder_temporal, tok.decoder_spatial,
-                                           tok.to_pixels_first, tok.to_pixels) for q in m.parameters()),  # fmt: skip
+        "encoder": params(tok.embed_first, tok.embed_rest, tok.encoder_spatial, tok.encoder_temporal, tok.to_latent),
+        "quantizer": 0 if kl else params(tok.quantizer),
+        "decoder": params(
+            tok.from_latent, tok.decoder_temporal, tok.decoder_spatial, tok.to_pixels_first, tok.to_pixels
+        ),
     }
     return {**count, "total": sum(count.values())}
