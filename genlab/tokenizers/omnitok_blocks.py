@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from genlab.nn import LayerNorm, SwiGLU, apply_rope, rope_2d
 from genlab.nn.attention import attention
+from genlab.nn.embeddings import relative_position_index
 
 LOGIT_SCALE = 8.0  # the public Attention's scale of cosine similarities
 
@@ -91,9 +92,7 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
-        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + window - 1  # (w*w, w*w, 2)
-        self.register_buffer("relative_position_index", rel[..., 0] * (2 * window - 1) + rel[..., 1], persistent=False)
+        self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:  # x (B, h, w, D) -> (B, h, w, D)
         B, h, w, D = x.shape
