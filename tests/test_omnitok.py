@@ -70,13 +70,13 @@ def test_the_causal_temporal_mask_on_three_frames_row_by_row():
     with torch.no_grad():
         xn = attn.norm(x)
         q = torch.nn.functional.normalize(attn.to_q(xn).view(4, 3, 2, 16).transpose(1, 2), dim=-1) * attn.q_scale
-        k = torch.nn.functional.normalize(attn.to_kv(xn)[..., :32].view(4, 3, 2, 16).transpose(1, 2), dim=-1)
+        k = torch.nn.functional.normalize(attn.to_kv(x)[..., :32].view(4, 3, 2, 16).transpose(1, 2), dim=-1)
         scores = (q @ (k * attn.k_scale).transpose(-1, -2)) * 8.0
         weights = scores.masked_fill(~torch.ones(3, 3, dtype=torch.bool).tril(), float("-inf")).softmax(-1)
     assert weights[..., 0, 1:].abs().max() == 0 and weights[..., 1, 2].abs().max() == 0
     assert (weights[..., 1, :2] > 0).all() and (weights[..., 2, :] > 0).all()
     # and the layer computes exactly that masked product (equal outputs to the hand-made causal attention)
-    v = attn.to_kv(xn)[..., 32:].view(4, 3, 2, 16).transpose(1, 2)
+    v = attn.to_kv(x)[..., 32:].view(4, 3, 2, 16).transpose(1, 2)
     ref = attn.to_out((weights @ v).transpose(1, 2).reshape(4, 3, 32))
     torch.testing.assert_close(attn(x), ref, rtol=1e-5, atol=1e-6)
     # the PEG looks back only: two past frames, none ahead

@@ -157,6 +157,7 @@ TINY: dict[str, dict[str, dict | None]] = {
         "maskgit-vqgan": {"argv": ["x.bin", "--out", "r"]},  # tests/test_maskgit_vqgan_import.py
         "flexvar": {"argv": ["x.pth", "--out", "r", "--vae", "FlexVAE.pth"]},  # tests/test_flexvar_import.py
         "titok": {"argv": ["model.safetensors", "--out", "r"]},  # tests/test_titok_import.py imports a tiny TiTok
+        "omnitokenizer": {"argv": ["x.ckpt", "--out", "r", "--resolution", "16"]},  # tests/test_omnitok_import.py
         **{name: {"argv": ["x.pt", "--out", "r"]} for name in ("dit", "diffusers-dit", "lightningdit", "llamagen-gpt",
                                                                "llamagen-vq", "sd-vae", "sit")},  # fmt: skip
     },

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.config import component_from_dict
@@ -67,6 +68,9 @@ class OmniConfig:
     rope: bool = True  # 2-D RoPE in spatial global attention (the public stage 2's spatial_pos: rope)
     causal: bool = True  # causal temporal attention and PEGs (the paper's; what makes an image a 1-frame clip)
     code_dim: int = 8  # bottleneck channels: VQ code dimension, or the KL latent's channels
+    # the temporal stacks' PEG sees each position's frames ("frames"), or the public code's reshape of its (b h w) t d
+    # tokens as b t h w d ("public": what its released checkpoints were trained with; genlab import sets it)
+    temporal_peg: Literal["frames", "public"] = "frames"
     loss: LossConfig = field(default_factory=LossConfig)  # rec (L1/L2), perceptual, GAN, over frames
 
     def validate(self) -> None:
@@ -107,10 +111,12 @@ class OmniAutoencoder(Tokenizer):
         self.embed_rest = nn.Sequential(LayerNorm(3 * pt * p * p), nn.Linear(3 * pt * p * p, D), LayerNorm(D))
         kw = dict(dim=D, num_heads=cfg.num_heads, mult=cfg.mlp_mult, causal=cfg.causal, window=window, rope=cfg.rope)
         self.encoder_spatial = Stack(cfg.encoder_blocks, temporal=False, **kw)
+        kw["public_peg"] = cfg.temporal_peg == "public"
         self.encoder_temporal = Stack("t" * cfg.temporal_depth, temporal=True, **kw)
         self.to_latent = nn.Linear(D, self.LATENT_OUT * cfg.code_dim)
         self.from_latent = nn.Linear(cfg.code_dim, D)
         self.decoder_temporal = Stack("t" * cfg.temporal_depth, temporal=True, **kw)
+        kw["public_peg"] = False
         self.decoder_spatial = Stack(cfg.decoder_blocks, temporal=False, **kw) if cfg.decoder_blocks else nn.Identity()
         self.to_pixels_first = nn.Linear(D, 3 * p * p)
         self.to_pixels = nn.Linear(D, 3 * pt * p * p)
@@ -187,10 +193,12 @@ class OmniTokenizer(OmniAutoencoder):
 
     @dataclass
     class Config(OmniConfig):
-        # genlab's vq quantizer: the public Codebook's 8192 codes, EMA 0.99, commitment 0.25, l2-normalised lookup
+        # genlab's vq quantizer: the public Codebook's 8192 codes, EMA 0.99, commitment 0.25 (on l2_code inputs)
         quantizer: dict[str, Any] = field(
-            default_factory=lambda: {"name": "vq", "codebook_size": 8192, "l2_norm": True, "ema_decay": 0.99}
+            default_factory=lambda: {"name": "vq", "codebook_size": 8192, "ema_decay": 0.99}
         )
+        # l2-normalise the encoder's vectors before the quantizer (the public l2_code: its EMA codes are not)
+        l2_code: bool = True
         quantizers: ClassVar[tuple[str, ...]] = ("vq", "fsq", "lfq")  # the quantizers this tokenizer takes
 
         def validate(self) -> None:
@@ -209,6 +217,7 @@ class OmniTokenizer(OmniAutoencoder):
     def quantize(self, clips: Tensor):
         """Clips -> (Quantized over frames folded into the batch, t)."""
         z = self.encode_features(clips)  # (B, C, t, h, w)
+        z = F.normalize(z, dim=1) if self.cfg.l2_code else z
         t = z.shape[2]
         return self.quantizer(z.transpose(1, 2).flatten(0, 1)), t  # codes (B*t, C, h, w), ids (B*t, h, w)
 

@@ -4,16 +4,17 @@ on tokens laid out as video ``(B, T, h, w, D)`` throughout: a block reshapes the
 - ``PEG``: the positional encoding generator (CPVT; Phenaki's C-ViViT, where the public code takes it from), a
   depthwise 3x3x3 convolution over (t, h, w) added before every global block; ``causal`` pads two past frames and
   none ahead, so frame j never sees frame j + 1.
-- ``CosineAttention``: the public ``Attention``: pre-LayerNorm without bias, bias-free q / kv / out projections,
-  q and k l2-normalised per head and scaled per feature by learned vectors, logits times 8 (cosine-similarity
-  attention); 2-D RoPE on the spatial grid, a causal mask over frames.
+- ``CosineAttention``: the public ``Attention``: bias-free q / kv / out projections, q from a bias-free LayerNorm of
+  the input but k and v from the input itself (the public code takes its kv input before its norm), q and k
+  l2-normalised per head and scaled per feature by learned vectors, logits times 8 (cosine-similarity attention);
+  2-D RoPE on the spatial grid, a causal mask over frames.
 - ``WindowAttention``: Swin's W-MSA (no shift) with a learned relative position bias, as the public ``w`` block.
 - ``FeedForward``: LayerNorm -> GEGLU (hidden = int(mult * 2/3 * width), no biases), Phenaki's.
 - ``Stack``: blocks over the spatial grid of each frame (``t`` global, ``w`` window) or over each position's frames
   (``t`` causal global), then a bias-free LayerNorm (the public ``norm_out``).
 
 The public code runs its PEG inside the temporal stack on tokens laid out ``(b h w) t d`` but reshaped as
-``b t h w d`` (its own "TO FIX"); here every PEG sees the true layout. Its SDPA path (torch >= 2.1) never adds the
+``b t h w d`` (its own "TO FIX"); here every PEG sees the true layout unless ``public_peg`` (imported checkpoints). Its SDPA path (torch >= 2.1) never adds the
 "rel" continuous position bias nor the ALiBi bias it builds; neither exists here.
 """
 
@@ -54,7 +55,8 @@ class PEG(nn.Module):
 
 
 class CosineAttention(nn.Module):
-    """softmax(8 * (s_q ⊙ q/|q|) · (s_k ⊙ k/|k|)) v per head, q and k rotated by RoPE first when given."""
+    """softmax(8 * (s_q ⊙ q/|q|) · (s_k ⊙ k/|k|)) v per head, q = LN(x) W_q, (k, v) = x W_kv; q and k rotated by
+    RoPE first when given."""
 
     def __init__(self, dim: int, num_heads: int, *, causal: bool = False):
         super().__init__()
@@ -70,8 +72,7 @@ class CosineAttention(nn.Module):
     def forward(self, x: Tensor, rope: Tensor | None = None) -> Tensor:  # x (B, N, D)
         B, N, D = x.shape
         H = self.num_heads
-        x = self.norm(x)
-        q = self.to_q(x).view(B, N, H, D // H).transpose(1, 2)  # (B, H, N, Dh)
+        q = self.to_q(self.norm(x)).view(B, N, H, D // H).transpose(1, 2)  # (B, H, N, Dh)
         k, v = self.to_kv(x).view(B, N, 2, H, D // H).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, Dh) each
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
@@ -121,9 +122,10 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     """``t``: x + PEG(x), x + attention(x) over the stack's axis, x + FF(x); ``w``: x + window attention, x + FF."""
 
-    def __init__(self, kind: str, dim: int, num_heads: int, mult: float, *, temporal: bool, causal: bool, window: int):
+    def __init__(self, kind: str, dim: int, num_heads: int, mult: float, *, temporal: bool, causal: bool, window: int,
+                 public_peg: bool = False):  # fmt: skip
         super().__init__()
-        self.kind, self.temporal = kind, temporal
+        self.kind, self.temporal, self.public_peg = kind, temporal, public_peg
         if kind == "t":
             self.peg = PEG(dim, causal)
             self.attn = CosineAttention(dim, num_heads, causal=causal and temporal)
@@ -136,9 +138,12 @@ class Block(nn.Module):
         if self.kind == "w":
             x = x + self.attn(x.view(B * T, h, w, D)).view(B, T, h, w, D)
             return x + self.ff(x)
-        x = x + self.peg(x)
+        if not self.public_peg:
+            x = x + self.peg(x)
         if self.temporal:
             seq = x.permute(0, 2, 3, 1, 4).reshape(B * h * w, T, D)  # each position's frames
+            if self.public_peg:  # the public code's: its (b h w) t d tokens reshaped as b t h w d for the PEG
+                seq = seq + self.peg(seq.reshape(B, T, h, w, D)).reshape(B * h * w, T, D)
             seq = seq + self.attn(seq)
             seq = seq + self.ff(seq)
             return seq.view(B, h, w, T, D).permute(0, 3, 1, 2, 4)
@@ -151,11 +156,12 @@ class Stack(nn.Module):
     """Blocks of ``kinds`` (a string of ``t`` / ``w``) over frames' grids or positions' frames, then ``norm_out``."""
 
     def __init__(self, kinds: str, dim: int, num_heads: int, mult: float, *, temporal: bool, causal: bool,
-                 window: int, rope: bool):  # fmt: skip
+                 window: int, rope: bool, public_peg: bool = False):  # fmt: skip
         super().__init__()
         self.head_dim, self.rope = dim // num_heads, rope and not temporal
         self.blocks = nn.ModuleList(
-            Block(k, dim, num_heads, mult, temporal=temporal, causal=causal, window=window) for k in kinds
+            Block(k, dim, num_heads, mult, temporal=temporal, causal=causal, window=window, public_peg=public_peg)
+            for k in kinds
         )
         self.norm_out = LayerNorm(dim, bias=False)
 
