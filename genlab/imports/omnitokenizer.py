@@ -31,8 +31,8 @@ from torch import Tensor
 
 from genlab.config import component_from_dict, to_dict
 from genlab.imports.checks import CheckpointError, check_state, finite, tensor
+from genlab.imports.runs import check_out, write_tokenizer_run
 from genlab.registry import register
-from genlab.runs.store import RunFolder
 
 WHAT = "OmniTokenizer"
 STACKS = {"encoder.enc_spatial_transformer": "encoder_spatial", "encoder.enc_temporal_transformer": "encoder_temporal",
@@ -52,7 +52,11 @@ RENAMES = [
     (r"\.layers\.(\d+)\.3\.4\.", r".blocks.\1.ff.mlp.w3."),
     (r"\.gamma$", ".weight"),
 ]
-UNUSED = re.compile(r"context_norm|spatial_rel_pos_bias|relative_position_index|\.beta$|^codebook\.(N|z_avg|codebook_usage)$")
+UNUSED = re.compile(
+    r"context_norm|spatial_rel_pos_bias|relative_position_index|\.beta$|^codebook\.(N|z_avg|codebook_usage)$"
+)
+# genlab's own state that no public tensor holds: the VQ's EMA/usage statistics, the KL model's latent statistics
+FRESH = ("cluster_size", "num_updates", "reseeded", "embed_sum", "latent_mean", "latent_std", "latent_stats_fitted")
 KEEP = re.compile(r"^(encoder|decoder|pre_vq_conv|post_vq_conv|codebook)\.")  # the rest: discriminators, LPIPS
 
 
@@ -144,27 +148,20 @@ def convert(sd: dict[str, Tensor], cfg: dict) -> dict[str, Tensor]:
 def import_omnitokenizer(path: Path | str, out_dir: Path | str, *, resolution: int = 256, rope: bool = True,
                          causal: bool = True) -> Path:  # fmt: skip
     """Write the genlab tokenizer run of a public OmniTokenizer checkpoint to ``out_dir`` (new or empty)."""
-    path, out = Path(path), Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty; choose a new --out")
+    path, out = Path(path), check_out(out_dir)
     sd = read_checkpoint(path)
     finite(sd, str(path))
     comp = component_from_dict("tokenizer", omni_config(sd, rope=rope, causal=causal), "tokenizer")
     tok = comp.build(resolution=resolution)
     state = convert(sd, to_dict(comp))
     own = tok.state_dict()
-    optional = ("cluster_size", "num_updates", "reseeded", "embed_sum", "latent_mean", "latent_std", "latent_stats_fitted")
-    check_state(own, state, f"{path}", optional=optional)
+    check_state(own, state, f"{path}", optional=FRESH)
     if "quantizer.codebook" in state:
         state["quantizer.embed_sum"] = state["quantizer.codebook"].clone()  # EMA sums of a fresh start
-    tok.load_state_dict({**own, **state}, strict=True)
-    run = RunFolder(out)
+    tok.load_state_dict({**own, **state}, strict=True)  # the genlab state it fills in: FRESH's defaults
     data = {"name": "imagefolder", "root": "", "resolution": resolution, "num_classes": 1000}
-    run.write_component("tokenizer", to_dict(comp), tok)
-    run.write_class_names([str(i) for i in range(1000)])
-    run.write_config({"task": "tokenizer", "data": data, "tokenizer": to_dict(comp),
-                      "preset": f"imported from {path.name}"})  # fmt: skip
-    return out
+    config = {"data": data, "tokenizer": to_dict(comp), "preset": f"imported from {path.name}"}
+    return write_tokenizer_run(out, config, to_dict(comp), tok.state_dict())
 
 
 @register("importer", "omnitokenizer")
