@@ -7,8 +7,8 @@ FoundationVision/OmniTokenizer). One transformer autoencoder, one set of weights
 - encoder: spatial blocks over each frame (``encoder_blocks``, the paper's "ttww": two global blocks with 2-D RoPE,
   two window blocks), then ``temporal_depth`` causal temporal blocks over each position's frames
   (``genlab.tokenizers.omnitok_blocks``);
-- bottleneck: a linear to ``code_dim`` channels, then VQ (``omnitokenizer``: 8192 codes of 8 dims, l2-normalised
-  lookup, genlab's ``vq`` quantizer) or a diagonal Gaussian (``omnitokenizer-kl``, the paper's KL fine-tune);
+- bottleneck: a linear to ``code_dim`` channels, then VQ (``omnitokenizer``: l2-normalised vectors (``l2_code``), 8192
+  codes of 8 dims, genlab's ``vq`` quantizer) or a diagonal Gaussian (``omnitokenizer-kl``, the paper's KL fine-tune);
 - decoder: a linear back to the width, causal temporal blocks, spatial blocks (``decoder_blocks``, "tttt"), and
   linear heads to the first frame's patches and to the tubelets.
 
@@ -21,15 +21,15 @@ Tokens: images (B, 3, H, W) give ``(h, w)`` ids (VQ) or ``(C, h, w)`` latents (K
 clips (B, 3, T, H, W) give ``(t, h, w)`` / ``(C, t, h, w)``, t = 1 + (T - 1) / temporal_patch. ``frames`` fixes what
 ``token_spec`` states (the training data's frames); encode and decode take images and any 1 + k * pt frames.
 
-**Progressive training** (the paper's §3.3): images at a fixed resolution first, then images and clips jointly, the
+**Progressive training** (the paper's and the public scripts'): images at a fixed resolution first, then images and clips jointly, the
 second stage a preset with ``base:`` and ``train.init_from: STAGE1_RUN``. A joint batch is a clip batch with still
 images beside it (``data: {name: joint}`` puts them under ``still``, ``genlab.data.joint``); the loss is the shared
 ``TokenizerCriterion`` over every clip frame and every still image together.
 
 Left out (the public recipe has them): the 3-D video discriminator (genlab's PatchGAN sees frames), the logit-Laplace
-term, multi-resolution training (resolution_scale 0.5-1.25), and the public Codebook's quirks: it normalises the
-encoder's vectors but not its EMA codes (genlab's ``vq`` with ``l2_norm`` normalises both) and initialises the codes
-from the first batch.
+term, GAN feature matching, multi-resolution training (resolution_scale 0.5-1.25), and the public Codebook's
+initialisation of its EMA codes from the first batch. ``genlab import omnitokenizer`` (``genlab.imports.omnitokenizer``)
+reads the released checkpoints.
 """
 
 from __future__ import annotations
