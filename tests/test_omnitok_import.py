@@ -64,3 +64,17 @@ def test_a_foreign_or_damaged_file_is_one_line(tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a plain weights file"):
         import_omnitokenizer(tmp_path / "junk.ckpt", tmp_path / "r2")
+
+
+def test_a_vae_checkpoint_imports_as_omnitokenizer_kl(public, tmp_path):
+    state, io = public
+    vae = {k: v for k, v in state.items() if not k.startswith("codebook.")}
+    w, b = state["pre_vq_conv.1.weight"], state["pre_vq_conv.1.bias"]
+    vae["pre_vq_conv.1.weight"], vae["pre_vq_conv.1.bias"] = torch.cat([w, -w]), torch.cat([b, b])  # mean, logvar
+    torch.save(vae, tmp_path / "vae.pt")
+    _, tok = load_tokenizer(import_omnitokenizer(tmp_path / "vae.pt", tmp_path / "run", resolution=16))
+    assert tok.token_spec.kind == "continuous" and tok.cfg.normalize == "none"
+    mean = tok.posterior(io["clip"]).mean  # the VQ model's features before their l2 normalisation
+    torch.testing.assert_close(torch.nn.functional.normalize(mean, dim=1), io["clip_features"], rtol=1e-4, atol=1e-5)
+    codes = state["codebook.embeddings"][io["clip_ids"]].permute(0, 4, 1, 2, 3)  # (B, C, t, h, w): the VQ's codes
+    torch.testing.assert_close(tok.decode(codes), io["clip_recon"], rtol=1e-4, atol=1e-4)  # the same decoder
