@@ -23,6 +23,7 @@ temporal stacks keep the public PEG layout (``temporal_peg: public``).
 from __future__ import annotations
 
 import argparse
+import pickle
 import re
 from pathlib import Path
 
@@ -74,9 +75,15 @@ def read_checkpoint(path: Path) -> dict[str, Tensor]:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):  # Lightning's hyper_parameters: {"args": ...}
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (weights_only refusing a pickle, or not a torch file at all)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"{path}: not a plain weights file ({first})") from None
+    except pickle.UnpicklingError as e:  # weights_only refused it: name the class it met, when torch says which
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        said = next(
+            (line for line in lines if line.startswith(("Unsupported", "WeightsUnpickler error: Unsupported"))),
+            lines[0],
+        )
+        raise CheckpointError(f"{path}: not a plain weights file (weights_only refused it: {said[:200]})") from None
+    except Exception as e:  # noqa: BLE001  (zip/EOF/format errors: not a torch.save file at all)
+        raise CheckpointError(f"{path}: not a torch checkpoint ({type(e).__name__})") from None
     obj = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: not a state dict of tensors (found {type(obj).__name__})")
