@@ -21,6 +21,9 @@ FLEXVQ_TOKENIZER = {"name": "flexvq", "net": NET, "embed_dim": 4, "quantizer": {
 RQ_TOKENIZER = {"name": "rqvae", "net": NET, "embed_dim": 4, "quantizer": {"name": "rvq", "depth": 2, "vq": {"codebook_size": 16}},
                 "loss": {"perceptual": "none", "disc_weight": 0.0}}  # fmt: skip
 DATA = {"name": "digits", "resolution": 16}
+# OmniTokenizer at 16x16: patch 4 -> 4x4 tokens, a global and a 2x2-window spatial block, one causal temporal block
+OMNI = {"patch": 4, "temporal_patch": 2, "width": 32, "num_heads": 2, "encoder_blocks": "tw", "decoder_blocks": "tw",
+        "temporal_depth": 1, "window": 2, "code_dim": 4, "loss": {"perceptual": "none"}}  # fmt: skip
 VIT = {"width": 32, "depth": 1, "num_heads": 2}
 TITOK_TOKENIZER = {"name": "titok", "patch_size": 4, "num_tokens": 8, "encoder": VIT, "decoder": VIT, "token_size": 4,
                    "quantizer": {"name": "vq", "codebook_size": 32, "l2_norm": True},
@@ -34,6 +37,11 @@ TINY: dict[str, dict[str, dict | None]] = {
         "digits": {"resolution": 16},
         "openmoji": {"resolution": 16, "skin_tones": False},
         "moving-openmoji": {"resolution": 16, "frames": 3, "clips": 8, "limit": 48},
+        "joint": {
+            "resolution": 16,
+            "main": {"name": "moving-openmoji", "frames": 3, "clips": 8, "limit": 48},
+            "extra": {"name": "digits"},
+        },
         "imagefolder": {"resolution": 16, "num_classes": 0},  # root: a folder the test writes
         "videofolder": {"resolution": 16, "frames": 3},  # root: clips the test writes
         "shards": {"resolution": 16},  # root: shards the test packs
@@ -59,6 +67,8 @@ TINY: dict[str, dict[str, dict | None]] = {
             "decoder": {"depth": 1, "width": 32, "num_heads": 2},
             "loss": {"perceptual": "none"},
         },  # fmt: skip
+        "omnitokenizer": {**OMNI, "quantizer": {"name": "vq", "codebook_size": 32, "l2_norm": True}},
+        "omnitokenizer-kl": OMNI,
         "sd-vae": {"scaling_factor": 0.5},  # path: a random diffusers AutoencoderKL the test saves
         "run": {},  # path: a tokenizer folder the test saves
         "titok": {k: v for k, v in TITOK_TOKENIZER.items() if k != "name"},
@@ -149,6 +159,7 @@ TINY: dict[str, dict[str, dict | None]] = {
         "flexvar": {"argv": ["x.pth", "--out", "r", "--vae", "FlexVAE.pth"]},  # tests/test_flexvar_import.py
         "titok": {"argv": ["model.safetensors", "--out", "r"]},  # tests/test_titok_import.py imports a tiny TiTok
         "titok-maskgit": {"argv": ["model.safetensors", "--out", "r", "--tokenizer", "t"]},  # test_titok_maskgit_import
+        "omnitokenizer": {"argv": ["x.ckpt", "--out", "r", "--resolution", "16"]},  # tests/test_omnitok_import.py
         **{name: {"argv": ["x.pt", "--out", "r"]} for name in ("dit", "diffusers-dit", "lightningdit", "llamagen-gpt",
                                                                "llamagen-vq", "sd-vae", "sit")},  # fmt: skip
     },

@@ -95,7 +95,8 @@ def lpips_model():
 def reconstruction_metrics(tokenizer: torch.nn.Module, images: Tensor, batch_size: int = 64) -> dict:
     """What a tokenizer run writes to ``recon.json``: PSNR and SSIM (this module's, as ``genlab eval --tokenizer``
     reports them; SSIM is None for images under 11 pixels a side), and for discrete tokenizers the codebook usage
-    and perplexity over all of ``images`` (B, 3, H, W) in [-1, 1]."""
+    and perplexity over all of ``images`` (B, 3, H, W) in [-1, 1]. Clips (B, 3, T, H, W) (a video tokenizer's
+    run) are scored per frame: PSNR and SSIM are means over every frame of every clip; ``n`` counts clips."""
     device = next(tokenizer.parameters()).device
     spec = tokenizer.token_spec
     psnrs, ssims, ids = [], [], []
@@ -108,6 +109,8 @@ def reconstruction_metrics(tokenizer: torch.nn.Module, images: Tensor, batch_siz
         else:
             rec = tokenizer.roundtrip(x)
         x, rec = x.float().cpu(), rec.float().clamp(-1, 1).cpu()
+        if x.ndim == 5:  # clips -> their frames (B*T, 3, H, W)
+            x, rec = x.transpose(1, 2).flatten(0, 1), rec.transpose(1, 2).flatten(0, 1)
         psnrs.append(psnr(x, rec))
         if min(x.shape[-2:]) >= 11:
             ssims.append(ssim(x, rec))

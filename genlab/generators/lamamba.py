@@ -34,6 +34,7 @@ from genlab.generators.dit import latent_spec, modulate
 from genlab.nn import LabelEmbedder, Mlp, TimestepEmbedder, sincos_pos_embed_2d
 from genlab.nn.attention import attention
 from genlab.nn.conv import DepthwiseConv2d, MatmulConv2d
+from genlab.nn.embeddings import relative_position_index
 from genlab.nn.norms import LayerNorm
 from genlab.nn.selective_scan import selective_scan
 from genlab.registry import register
@@ -187,9 +188,7 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
-        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + window - 1  # (w*w, w*w, 2)
-        self.register_buffer("relative_position_index", rel[..., 0] * (2 * window - 1) + rel[..., 1], persistent=False)
+        self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
         mask = shift_mask(resolution, resolution, window, shift) if shift else None
         self.register_buffer("attn_mask", mask, persistent=False)
 

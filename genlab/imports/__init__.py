@@ -4,7 +4,7 @@ Each module registers its importers (registry kind ``importer``, the protocol in
 reads a family's released files with ``torch.load(..., weights_only=True)`` at most (tensors only, no pickled code):
 ``var`` (VAR's VQVAE and transformers), ``titok`` (TiTok's tokenizers), ``dit``, ``diffusers-dit``, ``sit``,
 ``lightningdit`` (in ``sit``), ``va-vae``, ``maskgit-vqgan``, ``flexvar``, ``sd-vae``, ``llamagen-gpt``,
-``llamagen-vq`` and ``titok-maskgit`` (TiTok's MaskGIT generators)."""
+``llamagen-vq``, ``titok-maskgit`` (TiTok's MaskGIT generators) and ``omnitokenizer``."""
 
 from genlab.imports import (  # noqa: F401
     diffusers_dit,
@@ -12,6 +12,7 @@ from genlab.imports import (  # noqa: F401
     flexvar,
     llamagen,
     maskgit_vqgan,
+    omnitokenizer,
     sdvae,
     sit,
     titok,

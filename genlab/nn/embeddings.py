@@ -61,3 +61,11 @@ def sincos_pos_embed_2d(dim: int, grid: int) -> Tensor:
     gy, gx = torch.meshgrid(coords, coords, indexing="ij")
     emb = torch.cat([embed_1d(gx.reshape(-1)), embed_1d(gy.reshape(-1))], dim=1)  # (grid*grid, dim)
     return emb.float()
+
+
+def relative_position_index(window: int) -> Tensor:
+    """(w*w, w*w) long: the row of Swin's (2w-1)^2-entry relative position bias table (Liu et al. 2021, eq. 4's B)
+    for each query/key pair of a w x w window, tokens in raster order."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + window - 1  # (w*w, w*w, 2), each in 0..2w-2
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]

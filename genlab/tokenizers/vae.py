@@ -76,6 +76,22 @@ class FittedLatentStats:
     def stats_fitted(self) -> bool:
         return self.cfg.normalize == "none" or bool(self.latent_stats_fitted)
 
+    @torch.no_grad()
+    def fit_latent_stats(self, batches: Iterable[Tensor], *, progress: bool = False, total: int | None = None) -> None:
+        """Per-channel mean/std of posterior means (B, C, ...) over image or clip batches (float64 accumulation);
+        the KL-VAE overrides it (its ``scalar`` option)."""
+        C = self.latent_mean.numel()
+        s1, s2, n = torch.zeros(C, dtype=torch.float64), torch.zeros(C, dtype=torch.float64), 0
+        for x in tqdm(batches, total=total, desc="latent stats", unit="batch", disable=not progress):
+            z = self.posterior(x.to(self.latent_mean.device)).mean.double().cpu().transpose(0, 1).flatten(1)  # (C, M)
+            s1, s2, n = s1 + z.sum(1), s2 + z.pow(2).sum(1), n + z.shape[1]
+        if n == 0:
+            raise TokenizerError("fit_latent_stats: no images")
+        mean = s1 / n
+        self.latent_mean.copy_(mean.float())
+        self.latent_std.copy_((s2 / n - mean.pow(2)).clamp_min(1e-12).sqrt().float())
+        self.latent_stats_fitted.fill_(True)
+
     def _require_stats(self, what: str) -> None:
         if not self.stats_fitted:
             raise TokenizerError(

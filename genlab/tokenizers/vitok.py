@@ -17,13 +17,11 @@ weights, fitted at export, exactly as the KL-VAE's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from genlab.nn import Attention, RMSNorm, SwiGLU, rope_2d, rope_3d
 from genlab.registry import register
@@ -173,21 +171,6 @@ class ViTokTokenizer(FittedLatentStats, Tokenizer):
 
     def _stat_view(self, v: Tensor) -> Tensor:
         return v.view(1, -1, 1, 1, 1)
-
-    @torch.no_grad()
-    def fit_latent_stats(self, batches: Iterable[Tensor], *, progress: bool = False, total: int | None = None) -> None:
-        """Per-channel mean/std of posterior means over image or clip batches (float64 accumulation)."""
-        C = self.cfg.channels
-        s1, s2, n = torch.zeros(C, dtype=torch.float64), torch.zeros(C, dtype=torch.float64), 0
-        for x in tqdm(batches, total=total, desc="latent stats", unit="batch", disable=not progress):
-            z = self.posterior(x.to(self.latent_mean.device)).mean.double().cpu()  # (B, C, t, h, w)
-            s1, s2, n = s1 + z.sum((0, 2, 3, 4)), s2 + z.pow(2).sum((0, 2, 3, 4)), n + z.numel() // C
-        if n == 0:
-            raise TokenizerError("fit_latent_stats: no images")
-        mean = s1 / n
-        self.latent_mean.copy_(mean.float())
-        self.latent_std.copy_((s2 / n - mean.pow(2)).clamp_min(1e-12).sqrt().float())
-        self.latent_stats_fitted.fill_(True)
 
     # -- the Tokenizer contract
 
