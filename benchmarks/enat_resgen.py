@@ -125,11 +125,27 @@ def cost_only(args, result: dict) -> None:
 
 
 def row(run: Path, steps: int, args, **options) -> dict:
+    """One measured row; kept in ``--rows`` (one JSON line per row) and reused from it when the script is run
+    again, so an interrupted run loses at most the row it was measuring."""
+    key = json.dumps({"run": str(run), "steps": steps, "n": args.n, "options": options}, sort_keys=True)
+    done = _done_rows(args.rows)
+    if key in done:
+        return done[key]
     extra = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is True]
     out = {**speed_and_cost(run, steps, args.n_time, **options), "fid": fid(str(run), args.n, "--steps", str(steps),
                                                                               *extra)}  # fmt: skip
     print(json.dumps({run.name: out}), file=sys.stderr, flush=True)
+    if args.rows:
+        with open(args.rows, "a") as f:
+            f.write(json.dumps({"key": key, "row": out}) + "\n")
     return out
+
+
+def _done_rows(path: str | None) -> dict:
+    if not path or not Path(path).is_file():
+        return {}
+    lines = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+    return {x["key"]: x["row"] for x in lines}
 
 
 def enat_part(args, runs: Path, result: dict) -> None:
@@ -170,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         help="GFLOPs/image and ms/image of every row at random weights: no training, no FID (minutes)",
     )
     p.add_argument("--out", help="result file (default: benchmarks/results/enat_resgen-cpu.json)")
+    p.add_argument("--rows", help="a JSON-lines file of measured rows, appended and reused on a rerun (resume)")
     args = p.parse_args(argv)
     runs = Path(args.runs) if Path(args.runs).is_absolute() else ROOT / args.runs
     load_before, t0 = os.getloadavg(), time.time()
