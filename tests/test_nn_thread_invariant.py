@@ -71,6 +71,19 @@ def test_conv2d_equals_torch_has_its_parameters_and_ignores_threads():
         assert all(torch.equal(a, b) for a, b in zip(one, two)), (args, kw)
 
 
+def test_conv2d_weight_gradient_ignores_threads_where_onednns_does_not():
+    # oneDNN runs this 3x3's forward and input gradient (equal at 1 and 2 threads), ATen its weight gradient
+    torch.manual_seed(0)
+    x, ref = torch.randn(64, 32, 32, 32), torch.nn.Conv2d(32, 32, 3, padding=1)
+    conv = Conv2d(32, 32, 3, padding=1)
+    conv.load_state_dict(ref.state_dict())
+    theirs = [run_at(n, conv_step, ref, x) for n in (1, 2)]
+    ours = [run_at(n, conv_step, conv, x) for n in (1, 2)]
+    assert not torch.equal(theirs[0][2], theirs[1][2])  # oneDNN's weight gradient: the reason for Conv2d
+    assert all(torch.equal(a, b) for a, b in zip(*ours))
+    assert torch.equal(ours[0][0], theirs[0][0]) and torch.equal(ours[0][1], theirs[0][1])  # oneDNN's own
+
+
 def test_conv2d_under_bf16_autocast_returns_bf16_and_float32_gradients():
     torch.manual_seed(0)
     conv, x = Conv2d(8, 8, 3, padding=1), torch.randn(4, 8, 8, 8)

@@ -55,9 +55,10 @@ class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` (same parameters, names, init and outputs to float rounding) whose output and gradients on the
     CPU do not depend on the thread count. torch's CPU convolutions run on oneDNN, whose weight gradient sums the
     batch in one partial buffer per thread (and whose 1x1 forwards block the channels by the thread count), so every
-    conv-net tokenizer's weights changed with ``torch.get_num_threads()`` (issue 27). Here forward and backward run on
-    ATen's own im2col + GEMM kernels (oneDNN and NNPACK off for those calls only): one GEMM per sample, the
-    weight gradient accumulated over the samples in order. Elsewhere (CUDA) it is ``nn.Conv2d``."""
+    conv-net tokenizer's weights changed with ``torch.get_num_threads()`` (issue 27). Here the weight gradient (and
+    1x1 kernels wholly) run on ATen's own im2col + GEMM kernels (oneDNN and NNPACK off for those calls only): one
+    GEMM per sample, the weight gradient accumulated over the samples in order; the rest stays on oneDNN
+    (``conv2d``). Elsewhere (CUDA) it is ``nn.Conv2d``."""
 
     def forward(self, x: Tensor) -> Tensor:
         if x.device.type != "cpu" or self.padding_mode != "zeros" or isinstance(self.padding, str):
@@ -66,10 +67,15 @@ class Conv2d(nn.Conv2d):
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
-    """``F.conv2d`` with results independent of the CPU thread count (see ``Conv2d``). Under CPU autocast it computes
-    in float32 and returns autocast's dtype: ATen's GEMM has no fast bf16 path once oneDNN is off."""
+    """``F.conv2d`` with results independent of the CPU thread count (see ``Conv2d``). Kernels larger than 1x1 run
+    forward and input gradient on oneDNN (thread-invariant, and 3-6x faster than ATen's GEMM form) and only the weight
+    gradient on ATen's kernels (``_WeightGradConv``); 1x1 kernels, whose oneDNN forward blocks the channels by the
+    thread count, run wholly on ATen (as fast there). Under CPU autocast ATen's part computes in float32 and returns
+    autocast's dtype: ATen's GEMM has no fast bf16 path once oneDNN is off."""
     pair = torch.nn.modules.utils._pair
     args = (pair(stride), pair(padding), pair(dilation), groups)
+    if weight.shape[-2:] != (1, 1):
+        return _WeightGradConv.apply(x, weight, bias, *args)
     if not torch.is_autocast_enabled("cpu"):
         return _AtenConv.apply(x, weight, bias, *args)
     with torch.autocast("cpu", enabled=False):
@@ -110,6 +116,43 @@ class _AtenConv(torch.autograd.Function):
             gx, gw, gb = torch.ops.aten.convolution_backward(
                 grad, x, weight, bias_sizes, stride, padding, dilation, False, (0, 0), groups, mask
             )
+        return gx, gw, gb, None, None, None, None
+
+
+class _WeightGradConv(torch.autograd.Function):
+    """oneDNN's convolution forward and input gradient (their results do not depend on the thread count; tested in
+    tests/test_nn_thread_invariant.py), ATen's for the weight gradient (oneDNN sums the batch's weight gradient in
+    one buffer per thread). Under CPU autocast the forward and input gradient run in autocast's dtype as
+    ``nn.Conv2d``'s do, the weight gradient in float32."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        xc, wc = x.to(dtype), weight.to(dtype)
+        bc = None if bias is None else bias.to(dtype)
+        ctx.save_for_backward(xc, wc)
+        ctx.args = (stride, padding, dilation, groups, None if bias is None else [bias.shape[0]])
+        ctx.dtypes = (x.dtype, weight.dtype)
+        with torch.autocast("cpu", enabled=False):
+            return torch.ops.aten.convolution(xc, wc, bc, stride, padding, dilation, False, (0, 0), groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation, groups, bias_sizes = ctx.args
+        need = ctx.needs_input_grad
+        conv = (stride, padding, dilation, False, (0, 0), groups)
+        gx = gw = gb = None
+        if need[0]:
+            gx = torch.ops.aten.convolution_backward(grad, x, weight, None, *conv, [True, False, False])[0]
+            gx = gx.to(ctx.dtypes[0])
+        if need[1] or (bias_sizes is not None and need[2]):
+            mask = [False, need[1], bias_sizes is not None and need[2]]
+            with aten_kernels():
+                _, gw, gb = torch.ops.aten.convolution_backward(
+                    grad.float(), x.float(), weight.float(), bias_sizes, *conv, mask
+                )
+            gw = None if gw is None else gw.to(ctx.dtypes[1])
         return gx, gw, gb, None, None, None, None
 
 
