@@ -88,12 +88,6 @@ def like(t: Tensor, live: Tensor) -> Tensor:
     return distribute_tensor(t.to(live.device), live.device_mesh, live.placements, src_data_rank=None)
 
 
-def is_sharded(model: torch.nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
-
-
 def local(t: Tensor) -> Tensor:
     """This process's shard of a DTensor (a view, no communication), else ``t``."""
     from torch.distributed.tensor import DTensor
