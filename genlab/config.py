@@ -207,6 +207,9 @@ class TrainConfig:
     tensorboard: bool = True
     disc_lr: float = 0.0  # learning rate of a task's discriminator (second optimizer); 0: train.lr
     init_from: str = ""  # RUN or RUN:component: start from that run's exported weights (strict; no resume)
+    # shard weights, gradients and optimizer states over the processes (FSDP2 through accelerate; docs/imagenet.md)
+    fsdp: bool = False
+    fsdp_wrap: str = ""  # with fsdp: comma-separated module classes sharded as units of their own (e.g. DiTBlock)
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "grad_accum", "log_every"):
@@ -240,6 +243,8 @@ def check_train_numbers(t: TrainConfig) -> None:
         raise ValueError(f"train.seed must be in [0, 2**63), got {t.seed}")
     if t.steps > 10**10:
         raise ValueError(f"train.steps must be <= 1e10, got {t.steps}")
+    if t.fsdp_wrap and (not t.fsdp or not all(n.strip().isidentifier() for n in t.fsdp_wrap.split(","))):
+        raise ValueError(f"train.fsdp_wrap needs train.fsdp=true and class names like DiTBlock, got {t.fsdp_wrap!r}")
 
 
 @dataclass

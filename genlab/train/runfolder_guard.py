@@ -22,7 +22,8 @@ from genlab.runs.store import COMPONENTS, MANIFEST, OWN, RunFolder
 from genlab.train import checkpoint
 from genlab.train.trainer import TrainError
 
-# what a resume may change: the length of the run and the cadence of logs, samples and checkpoints
+# what a resume may change: the length of the run and the cadence of logs, samples and checkpoints, and how the
+# weights are placed over the processes (FSDP's checkpoints hold the full tensors of any other run)
 RESUMABLE = frozenset(
     f"train.{k}"
     for k in (
@@ -33,6 +34,8 @@ RESUMABLE = frozenset(
         "keep_checkpoints",
         "num_workers",
         "tensorboard",
+        "fsdp",
+        "fsdp_wrap",
     )
 )
 IGNORED = ("preset", "sample")  # informational, and the periodic preview grids' settings

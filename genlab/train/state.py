@@ -11,6 +11,9 @@ code. genlab writes each part itself instead:
 - ``rng_R.safetensors``: process R's torch (CPU and CUDA), numpy and Python RNG states;
 - ``schedulers.json``: the LR schedulers' and the fp16 grad scaler's state.
 
+Under FSDP (``genlab.train.fsdp``) every process calls the ``save_*`` functions, which gather each sharded tensor
+(``write=False`` on all but the main process), and each process loads its own shard of the same full files.
+
 Every value read back is checked against the live object it replaces (keys, shapes, dtypes, JSON types), and
 every problem is a ``CorruptFileError`` naming the file.
 """
@@ -28,6 +31,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from genlab.safeio import CorruptFileError, load_safetensors_checked, read_json_checked, safetensors_metadata
+from genlab.train.fsdp import full, like
 
 MODEL, EMA, SCHEDULERS = "model.safetensors", "ema.safetensors", "schedulers.json"
 
@@ -41,7 +45,7 @@ def rng_file(rank: int) -> str:
 
 
 def _cpu(t: Tensor) -> Tensor:
-    return t.detach().cpu().contiguous()
+    return full(t).detach().cpu().contiguous()
 
 
 def _meta(path: Path) -> dict:
@@ -54,16 +58,18 @@ def _meta(path: Path) -> dict:
 # ----------------------------------------------------------------------------- model
 
 
-def save_model(model: torch.nn.Module, path: Path) -> None:
+def save_model(model: torch.nn.Module, path: Path, write: bool = True) -> None:
     # copies, so that tied weights (two keys, one storage) are stored as two plain tensors
-    save_file({k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}, str(path))
+    tensors = {k: full(v).detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    if write:
+        save_file(tensors, str(path))
 
 
 def load_model(model: torch.nn.Module, path: Path) -> None:
     own = model.state_dict()
     tensors = load_safetensors_checked(path, own.keys(), {k: tuple(v.shape) for k, v in own.items()})
     _same_dtypes(path, tensors, own)
-    model.load_state_dict(tensors)
+    model.load_state_dict({k: like(v, own[k]) for k, v in tensors.items()})
 
 
 def _same_dtypes(path: Path, tensors: dict[str, Tensor], own: dict[str, Tensor]) -> None:
@@ -75,7 +81,7 @@ def _same_dtypes(path: Path, tensors: dict[str, Tensor], own: dict[str, Tensor])
 # ----------------------------------------------------------------------------- optimizer
 
 
-def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+def save_optimizer(opt: torch.optim.Optimizer, path: Path, write: bool = True) -> None:
     sd = opt.state_dict()
     tensors, scalars = {}, {}
     for idx, entry in sd["state"].items():
@@ -85,7 +91,8 @@ def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
             else:
                 scalars[f"{idx}.{name}"] = value
     meta = {"param_groups": sd["param_groups"], "scalars": scalars}
-    save_file(tensors, str(path), metadata={"genlab": json.dumps(meta)})
+    if write:
+        save_file(tensors, str(path), metadata={"genlab": json.dumps(meta)})
 
 
 def load_optimizer(opt: torch.optim.Optimizer, params: list[Tensor], path: Path) -> None:
@@ -109,6 +116,7 @@ def load_optimizer(opt: torch.optim.Optimizer, params: list[Tensor], path: Path)
         if isinstance(value, Tensor):
             if value.dim() > 0 and tuple(value.shape) != tuple(p.shape):
                 raise CorruptFileError(f"{path}: {key} has shape {tuple(value.shape)}, the parameter {tuple(p.shape)}")
+            value = like(value, p) if value.dim() > 0 else value
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise CorruptFileError(f"{path}: state entry {key!r} is not a number")
         state.setdefault(int(idx), {})[name] = value
@@ -141,11 +149,12 @@ def _checked_group(path: Path, group: Any, ref: dict) -> dict:
 # ----------------------------------------------------------------------------- EMA
 
 
-def save_ema(ema, path: Path) -> None:
+def save_ema(ema, path: Path, write: bool = True) -> None:
     sd = ema.state_dict()
     tensors = {f"shadow.{i}": _cpu(t) for i, t in enumerate(sd["shadow_params"])}
     scalars = {k: v for k, v in sd.items() if k != "shadow_params"}
-    save_file(tensors, str(path), metadata={"genlab": json.dumps(scalars)})
+    if write:
+        save_file(tensors, str(path), metadata={"genlab": json.dumps(scalars)})
 
 
 def load_ema(ema, path: Path) -> None:
@@ -162,7 +171,7 @@ def load_ema(ema, path: Path) -> None:
             raise CorruptFileError(f"{path}: EMA entry {k!r} is {v!r}")
     if isinstance(live["min_decay"], float):
         scalars["min_decay"] = float(scalars["min_decay"])
-    ema.load_state_dict({**scalars, "shadow_params": [tensors[k].to(t.device) for k, t in zip(keys, own)]})
+    ema.load_state_dict({**scalars, "shadow_params": [like(tensors[k].to(t.device), t) for k, t in zip(keys, own)]})
 
 
 # ----------------------------------------------------------------------------- RNG

@@ -7,6 +7,7 @@ warm-up/cosine schedules and diffusers' EMA. Every step's data and randomness ar
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -30,7 +31,7 @@ from genlab import threads
 from genlab.config import TrainConfig
 from genlab.nn.rng import sample_seeds
 from genlab.safeio import CorruptFileError
-from genlab.train import checkpoint
+from genlab.train import checkpoint, fsdp
 from genlab.train import state as trainstate
 from genlab.train.data import SampleStream, StepBatches, flips
 
@@ -85,14 +86,23 @@ class Trainer:
         trackers = "tensorboard" if cfg.tensorboard and _has_tensorboard() else None
         # accelerate 1.15 takes torchrun's processes for MULTI_CPU only when told cpu=True; without it, on a machine
         # without a GPU, every process believes it is the only (main) one and trains the whole batch on its own
-        multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        multi_cpu = world > 1 and not torch.cuda.is_available()
+        disc = getattr(model, "discriminator", None)
+        self.fsdp = fsdp.wanted(cfg)  # train.fsdp, or accelerate launch --use_fsdp (genlab/train/fsdp.py)
+        if self.fsdp:
+            _as_train_error(fsdp.check_wrap, cfg, model)
+        sharding = {"fsdp_plugin": _as_train_error(fsdp.plugin, cfg, world, disc is not None)} if self.fsdp else {}
         self.acc = Accelerator(
             mixed_precision=cfg.mixed_precision, log_with=trackers, project_dir=str(self.out / "tensorboard"),
-            cpu=multi_cpu,
+            cpu=multi_cpu, **sharding,
         )  # fmt: skip
+        if self.fsdp:
+            _as_train_error(fsdp.enable_on_cpu, self.acc, sharding["fsdp_plugin"])
         self.model = model.to(self.acc.device)
+        # under FSDP the hooks (sampling, export) run on this unsharded copy with the gathered EMA weights loaded
+        self.replica = copy.deepcopy(self.model) if self.fsdp and (self.hooks.sample or self.hooks.export) else None
         # a task with a ``discriminator`` (GAN terms of tokenizers) gets a second optimizer over its parameters
-        disc = getattr(model, "discriminator", None)
         self.disc_params = [p for p in disc.parameters() if p.requires_grad] if disc is not None else []
         in_disc = {id(p) for p in self.disc_params}
         self.params = [p for p in model.parameters() if p.requires_grad and id(p) not in in_disc]
@@ -103,7 +113,6 @@ class Trainer:
         self.sched = get_scheduler(
             names[cfg.lr_schedule], self.opt, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
         )
-        self.ema = EMAModel(self.params, decay=cfg.ema_decay, foreach=True)
         if self.disc_params:
             d_opt = torch.optim.AdamW(
                 self.disc_params, lr=cfg.disc_lr or cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
@@ -115,6 +124,9 @@ class Trainer:
         else:
             self.disc_opt = None
             self.ddp_model, self.opt = self.acc.prepare(self.model, self.opt)
+        if self.fsdp:  # fully_shard replaced every parameter (in place in the module) by its DTensor shard
+            self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.ema = EMAModel(self.params, decay=cfg.ema_decay, foreach=True)
         # the scheduler is stepped by hand once per optimizer step, whatever the number of processes; it, the EMA
         # and the RNG states are checkpointed by genlab.train.state (safetensors + JSON), not by accelerate
         self.log_keys = tuple(getattr(model, "log_keys", ()))  # extra scalar outputs logged beside the loss
@@ -191,7 +203,9 @@ class Trainer:
     def save(self, step: int) -> None:
         """Write the checkpoint of ``step`` (all processes call this); refused if any weight is not finite."""
         self._raise_if_not_finite()
-        bad = [p for p in self.params + self.disc_params if not torch.isfinite(p).all()]
+        bad = [p for p in self.params + self.disc_params if not torch.isfinite(fsdp.local(p)).all()]
+        if self.fsdp:  # each process checked its shards
+            bad = self.acc.gather(torch.tensor([len(bad)], device=self.acc.device)).sum().item() > 0
         if bad:  # every process sees the same weights, so every process raises here
             raise TrainError(
                 f"the weights are not finite at step {step}; no checkpoint written (the newest is still "
@@ -202,11 +216,12 @@ class Trainer:
         self.acc.wait_for_everyone()
         tmp = tmp or self.ckpt_root / f".tmp-step_{step:07d}"
         trainstate.save_rng(tmp / trainstate.rng_file(self.acc.process_index))
-        if main:
-            trainstate.save_model(self.model, tmp / trainstate.MODEL)
+        if main or self.fsdp:  # under FSDP every process gathers the full tensors, the main one writes them
+            trainstate.save_model(self.model, tmp / trainstate.MODEL, write=main)
             for i, (opt, _) in enumerate(self._optimizers()):
-                trainstate.save_optimizer(opt, tmp / trainstate.optimizer_file(i))
-            trainstate.save_ema(self.ema, tmp / trainstate.EMA)
+                trainstate.save_optimizer(opt, tmp / trainstate.optimizer_file(i), write=main)
+            trainstate.save_ema(self.ema, tmp / trainstate.EMA, write=main)
+        if main:
             scheds = {k: trainstate.scheduler_state(v) for k, v in self._schedulers().items()}
             if self.acc.scaler is not None:
                 scheds["scaler"] = self.acc.scaler.state_dict()
@@ -219,6 +234,8 @@ class Trainer:
 
     def with_ema(self, fn: Callable[[nn.Module], None], *, every_process: bool = False) -> None:
         """Run ``fn(unwrapped model)`` on the main process (or on every process) with the EMA weights swapped in."""
+        if self.fsdp:
+            return self._with_ema_gathered(fn, every_process)
         if self.acc.is_main_process or every_process:
             self.ema.store(self.params)
             self.ema.copy_to(self.params)
@@ -226,6 +243,19 @@ class Trainer:
                 fn(self.model)
             finally:
                 self.ema.restore(self.params)
+        self.acc.wait_for_everyone()
+
+    def _with_ema_gathered(self, fn: Callable[[nn.Module], None], every_process: bool) -> None:
+        """``with_ema`` under FSDP: every process gathers the full weights, the EMA's in place of the trained
+        parameters, which ``fn`` sees loaded into the unsharded ``replica``."""
+        shadow = {id(p): s for p, s in zip(self.params, self.ema.shadow_params)}
+        weights = {  # collectives, in the same key order on every process
+            k: fsdp.full(shadow.get(id(v), v)).detach() for k, v in self.model.state_dict(keep_vars=True).items()
+        }
+        if self.acc.is_main_process or every_process:
+            self.replica.load_state_dict(weights)
+            del weights
+            fn(self.replica)
         self.acc.wait_for_everyone()
 
     def _sample(self, step: int) -> None:
@@ -412,6 +442,14 @@ class Trainer:
                 self.on_log(step, extra or {})
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def _as_train_error(fn, *args):
+    """``fn(*args)``, its FSDPError raised as the TrainError the CLI reports in one line."""
+    try:
+        return fn(*args)
+    except fsdp.FSDPError as e:
+        raise TrainError(str(e)) from None
 
 
 def seed_host_rngs(seed: int, rank: int) -> None:
