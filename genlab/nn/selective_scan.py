@@ -12,8 +12,8 @@ Four ways to run it, one result:
 - ``selective_scan_naive``: the recurrence one step at a time under autograd (the test oracle);
 - on a CPU, the same recurrence as one autograd function (``_Recurrence``: a loop of elementwise products forward,
   the reverse recurrence backward, only the states kept): about 3x faster than the chunked form below there;
-- the pure-PyTorch chunked scan (other devices without mamba-ssm, autograd): inside a chunk of T steps the state is a decayed sum,
-  h_t = exp(S_t) h_0 + Σ_{s≤t} exp(S_t − S_s) Δ_s B_s u_s with S_t = Σ_{r≤t} Δ_r A, computed with a masked (T, T)
+- the pure-PyTorch chunked scan (other devices without mamba-ssm, autograd): inside a chunk of T steps the state
+  is a decayed sum, h_t = exp(S_t) h_0 + Σ_{s≤t} exp(S_t − S_s) Δ_s B_s u_s with S_t = Σ_{r≤t} Δ_r A, computed with a masked (T, T)
   decay matrix (every exponent ≤ 0, so nothing overflows); the state h_T carries to the next chunk. Work is O(L T)
   per channel and state (T = 8 by default), memory O(L T) for autograd's recomputation in the backward;
 - on a GPU with ``mamba-ssm`` installed, its fused CUDA kernel (``selective_scan_fn``; ``pip install genlab[gpu]``).
@@ -183,7 +183,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad):
-    """Recompute the chunked scan under autograd and differentiate it (the scan's memory is not kept forward)."""
+    """Recompute the pure-PyTorch scan under autograd and differentiate it (its memory is not kept forward)."""
     inputs = [t.detach().requires_grad_(t.is_floating_point()) for t in ctx.saved_tensors]
     with torch.enable_grad():
         out = _scan_torch(*inputs, ctx.chunk)
