@@ -13,11 +13,12 @@ Four ways to run it, one result:
 - on a CPU, the same recurrence as one autograd function (``_Recurrence``: a loop of elementwise products forward,
   the reverse recurrence backward, only the states kept): about 3x faster than the chunked form below there;
 - the pure-PyTorch chunked scan (other devices without mamba-ssm, autograd): inside a chunk of T steps the state
-  is a decayed sum, h_t = exp(S_t) h_0 + Σ_{s≤t} exp(S_t − S_s) Δ_s B_s u_s with S_t = Σ_{r≤t} Δ_r A, computed with a masked (T, T)
-  decay matrix (every exponent ≤ 0, so nothing overflows); the state h_T carries to the next chunk. Work is O(L T)
+  is a decayed sum, h_t = exp(S_t) h_0 + Σ_{s≤t} exp(S_t − S_s) Δ_s B_s u_s with S_t = Σ_{r≤t} Δ_r A, computed
+  with a masked (T, T) decay matrix (every exponent ≤ 0, so nothing overflows); the state h_T carries to the next
+  chunk. Work is O(L T)
   per channel and state (T = 8 by default), memory O(L T) for autograd's recomputation in the backward;
 - on a GPU with ``mamba-ssm`` installed, its fused CUDA kernel (``selective_scan_fn``; ``pip install genlab[gpu]``).
-  The first scan of a process says on stderr which of the two runs.
+  The first scan of a process says on stderr which path runs.
   mamba-ssm is the maintained reference kernel (state-spaces/mamba, the one VMamba's and LaMamba-Diff's kernels
   derive from); ``mambapy`` is a pure-PyTorch parallel scan, i.e. no faster than the chunked scan here on a GPU.
 
