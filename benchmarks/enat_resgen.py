@@ -160,7 +160,7 @@ def enat_part(args, runs: Path, result: dict) -> None:
 
 
 def resgen_part(args, runs: Path, result: dict) -> None:
-    for d in DEPTHS:
+    for d in args.depths:
         rq = runs / f"miniature-rq{d}"
         tok = train_run("miniature-rq.yaml", str(rq), "tokenizer", args.tok_steps, f"tokenizer.quantizer.depth={d}")
         result["tokenizers"][f"rq{d}"] = {**tok, "reconstruction": rfid(str(rq))}
@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tok-steps", type=int, default=1000, help="training steps of each tokenizer (batch 32)")
     p.add_argument("--gen-steps", type=int, default=1000, help="training steps of each generator (batch 64)")
     p.add_argument("--runs", default="runs", help="where the runs go (default runs/)")
+    p.add_argument("--depths", type=lambda v: tuple(int(d) for d in v.split(",")), default=DEPTHS,
+                   help=f"comma-separated RVQ depths of the ResGen part (default {','.join(map(str, DEPTHS))})")
     p.add_argument("--part", choices=["all", "enat", "resgen"], default="all")
     p.add_argument(
         "--cost-only",

@@ -74,18 +74,18 @@ def fid(run: str, n: int, *options: str) -> float | str | None:
 
 
 def ms_per_image(run: str, options: dict, n: int = 64) -> dict:
-    """Wall-clock ms per image of ``n`` images at batch 8 (after one warm-up batch) and the load average."""
+    """Wall-clock ms per image of ``n`` images at batch 8 (after one warm-up batch), the threads and the load average."""
     import torch
 
     from genlab.pipeline import Pipeline
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
     pipe = Pipeline.load(ROOT / run)
     labels = [i % len(pipe.class_names) for i in range(n)]
     pipe.generate(labels[:8], options=options, batch_size=8)
     t0 = time.perf_counter()
     res = pipe.generate(labels, options=options, batch_size=8)
-    return {"ms": round(1000 * (time.perf_counter() - t0) / n, 2), "nfe": res.nfe, "load_average": os.getloadavg()}
+    return {"ms": round(1000 * (time.perf_counter() - t0) / n, 2), "nfe": res.nfe, "threads": torch.get_num_threads(),
+            "load_average": os.getloadavg()}  # fmt: skip
 
 
 def rows(teacher: str, runs: dict[str, str], n: int, nfes: tuple[int, ...], big: int) -> dict:
@@ -113,13 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=2000, help="reflow pairs (shared by 2-RF and SlimFlow)")
     p.add_argument("--pair-steps", type=int, default=16, help="teacher Heun steps per pair")
     p.add_argument("--runs", default="runs", help="folder of the student runs (fewstep-2rf, -slimflow, -ctm)")
+    p.add_argument("--nfes", default=",".join(map(str, NFES)), help="comma-separated NFEs of the few-step rows")
     p.add_argument("--tiny", action="store_true", help="seconds: 2 steps, 8 pairs, no FID (tests the code path)")
     p.add_argument("--out", help="result JSON (default benchmarks/results/fewstep-cpu.json; --tiny: not written)")
     a = p.parse_args(argv)
+    try:
+        nfes = tuple(int(k) for k in a.nfes.split(","))
+    except ValueError:
+        p.error(f"--nfes: comma-separated whole numbers, got {a.nfes!r}")
+    if not nfes or min(nfes) < 1:
+        p.error(f"--nfes: every NFE must be at least 1, got {a.nfes!r}")
     if a.tiny:
         a.n, a.steps, a.batch, a.pairs, a.pair_steps = 0, 2, 4, 8, 2
     prefix = f"{a.runs}/fewstep-tiny" if a.tiny else f"{a.runs}/fewstep"
-    result: dict = {"benchmark": "fewstep", "teacher": a.teacher, "n": a.n, "budgets": {}, "platform":
+    result: dict = {"benchmark": "fewstep", "teacher": a.teacher, "n": a.n, "nfes": list(nfes), "budgets": {}, "platform":
                     platform.platform(), "cpus": os.cpu_count()}  # fmt: skip
     runs = {}
     for name, (preset, overrides) in students(a.teacher, a, prefix).items():
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result["parameters"] = {name: sum(p.numel() for p in Pipeline.load(ROOT / r).weights.parameters())
                             for name, r in {"teacher": a.teacher, **runs}.items()}  # fmt: skip
-    result["rows"] = rows(a.teacher, runs, a.n, (1, 2) if a.tiny else NFES, 2 if a.tiny else 32)
+    result["rows"] = rows(a.teacher, runs, a.n, (1, 2) if a.tiny else nfes, 2 if a.tiny else 32)
     out = Path(a.out) if a.out else (None if a.tiny else RESULTS / "fewstep-cpu.json")
     text = json.dumps(result, indent=2)
     if out is not None:
