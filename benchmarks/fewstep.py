@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pair-steps", type=int, default=16, help="teacher Heun steps per pair")
     p.add_argument("--runs", default="runs", help="folder of the student runs (fewstep-2rf, -slimflow, -ctm)")
     p.add_argument("--nfes", default=",".join(map(str, NFES)), help="comma-separated NFEs of the few-step rows")
+    p.add_argument("--students", default="2rf,slimflow,ctm", help="comma-separated subset of 2rf, slimflow, ctm")
     p.add_argument("--tiny", action="store_true", help="seconds: 2 steps, 8 pairs, no FID (tests the code path)")
     p.add_argument("--out", help="result JSON (default benchmarks/results/fewstep-cpu.json; --tiny: not written)")
     a = p.parse_args(argv)
@@ -123,13 +124,18 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--nfes: comma-separated whole numbers, got {a.nfes!r}")
     if not nfes or min(nfes) < 1:
         p.error(f"--nfes: every NFE must be at least 1, got {a.nfes!r}")
+    chosen = a.students.split(",")
+    if not chosen or set(chosen) - {"2rf", "slimflow", "ctm"}:
+        p.error(f"--students: a comma-separated subset of 2rf, slimflow, ctm, got {a.students!r}")
     if a.tiny:
         a.n, a.steps, a.batch, a.pairs, a.pair_steps = 0, 2, 4, 8, 2
     prefix = f"{a.runs}/fewstep-tiny" if a.tiny else f"{a.runs}/fewstep"
-    result: dict = {"benchmark": "fewstep", "teacher": a.teacher, "n": a.n, "nfes": list(nfes), "budgets": {}, "platform":
+    result: dict = {"benchmark": "fewstep", "teacher": a.teacher, "n": a.n, "nfes": list(nfes), "students": chosen, "budgets": {}, "platform":
                     platform.platform(), "cpus": os.cpu_count()}  # fmt: skip
     runs = {}
     for name, (preset, overrides) in students(a.teacher, a, prefix).items():
+        if name not in chosen:
+            continue
         runs[name] = f"{prefix}-{name}"
         result["budgets"][name] = train(preset, runs[name], overrides)
     from genlab.pipeline import Pipeline
