@@ -88,19 +88,26 @@ def ms_per_image(run: str, options: dict, n: int = 64) -> dict:
             "load_average": os.getloadavg()}  # fmt: skip
 
 
-def rows(teacher: str, runs: dict[str, str], n: int, nfes: tuple[int, ...], big: int) -> dict:
-    out: dict = {}
-    for sampler in ("euler", "unipc"):
-        for k in (*nfes, big):
-            opts = {"sampler": sampler, "steps": k}
-            out[f"teacher-{sampler}-{k}"] = {"fid": fid(teacher, n, "--sampler", sampler, "--steps", str(k)),
-                                             **ms_per_image(teacher, opts)}  # fmt: skip
-    for name, run in runs.items():
-        for k in nfes:
-            flags = ["--steps", str(k)] + (["--sampler", "rfpp"] if name == "2rf" and k > 1 else [])
-            opts = {"steps": k, **({"sampler": "rfpp"} if name == "2rf" and k > 1 else {})}
-            out[f"{name}-{k}"] = {"fid": fid(run, n, *flags), **ms_per_image(run, opts)}
-        print(json.dumps({name: {k: v["fid"] for k, v in out.items() if k.startswith(name)}}), file=sys.stderr)
+def rows(teacher: str, runs: dict[str, str], n: int, nfes: tuple[int, ...], big: int, done_file: str | None) -> dict:
+    """Every FID row, the fewest NFE first (the teacher's two samplers, then each student), the teacher at ``big``
+    NFE last. With ``done_file`` each row is appended to it when measured and reused on a rerun."""
+    path = Path(done_file) if done_file else None
+    lines = path.read_text().splitlines() if path is not None and path.is_file() else []
+    out: dict = {x["label"]: x["row"] for x in map(json.loads, filter(None, lines))}
+    todo = [(f"teacher-{s}-{k}", teacher, {"sampler": s, "steps": k}) for k in nfes for s in ("euler", "unipc")]
+    todo += [(f"{name}-{k}", run, {"steps": k, **({"sampler": "rfpp"} if name == "2rf" and k > 1 else {})})
+             for k in nfes for name, run in runs.items()]  # fmt: skip
+    todo.sort(key=lambda r: r[2]["steps"])  # stable: per NFE, the teacher's rows then the students'
+    todo += [(f"teacher-{s}-{big}", teacher, {"sampler": s, "steps": big}) for s in ("euler", "unipc")]
+    for label, run, opts in todo:
+        if label in out:
+            continue
+        flags = [x for k, v in opts.items() for x in (f"--{k}", str(v))]
+        out[label] = {"fid": fid(run, n, *flags), **ms_per_image(run, opts)}
+        print(json.dumps({label: out[label]}), file=sys.stderr, flush=True)
+        if path is not None:
+            with path.open("a") as f:
+                f.write(json.dumps({"label": label, "row": out[label]}) + "\n")
     return out
 
 
@@ -115,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="runs", help="folder of the student runs (fewstep-2rf, -slimflow, -ctm)")
     p.add_argument("--nfes", default=",".join(map(str, NFES)), help="comma-separated NFEs of the few-step rows")
     p.add_argument("--students", default="2rf,slimflow,ctm", help="comma-separated subset of 2rf, slimflow, ctm")
+    p.add_argument("--rows", help="a JSON-lines file of measured rows, appended and reused on a rerun (resume)")
     p.add_argument("--tiny", action="store_true", help="seconds: 2 steps, 8 pairs, no FID (tests the code path)")
     p.add_argument("--out", help="result JSON (default benchmarks/results/fewstep-cpu.json; --tiny: not written)")
     a = p.parse_args(argv)
@@ -142,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result["parameters"] = {name: sum(p.numel() for p in Pipeline.load(ROOT / r).weights.parameters())
                             for name, r in {"teacher": a.teacher, **runs}.items()}  # fmt: skip
-    result["rows"] = rows(a.teacher, runs, a.n, (1, 2) if a.tiny else nfes, 2 if a.tiny else 32)
+    result["rows"] = rows(a.teacher, runs, a.n, (1, 2) if a.tiny else nfes, 2 if a.tiny else 32, a.rows)
     out = Path(a.out) if a.out else (None if a.tiny else RESULTS / "fewstep-cpu.json")
     text = json.dumps(result, indent=2)
     if out is not None:
