@@ -179,8 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tok-steps", type=int, default=1000, help="training steps of each tokenizer (batch 32)")
     p.add_argument("--gen-steps", type=int, default=1000, help="training steps of each generator (batch 64)")
     p.add_argument("--runs", default="runs", help="where the runs go (default runs/)")
-    p.add_argument("--depths", type=lambda v: tuple(int(d) for d in v.split(",")), default=DEPTHS,
-                   help=f"comma-separated RVQ depths of the ResGen part (default {','.join(map(str, DEPTHS))})")
+    p.add_argument(
+        "--depths",
+        type=lambda v: tuple(int(d) for d in v.split(",")),
+        default=DEPTHS,
+        help=f"comma-separated RVQ depths of the ResGen part (default {','.join(map(str, DEPTHS))})",
+    )
     p.add_argument("--part", choices=["all", "enat", "resgen"], default="all")
     p.add_argument(
         "--cost-only",

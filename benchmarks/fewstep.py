@@ -74,7 +74,7 @@ def fid(run: str, n: int, *options: str) -> float | str | None:
 
 
 def ms_per_image(run: str, options: dict, n: int = 64) -> dict:
-    """Wall-clock ms per image of ``n`` images at batch 8 (after one warm-up batch), the threads and the load average."""
+    """Wall-clock ms per image of ``n`` images at batch 8 (after one warm-up batch), the threads, the load average."""
     import torch
 
     from genlab.pipeline import Pipeline
@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.tiny:
         a.n, a.steps, a.batch, a.pairs, a.pair_steps = 0, 2, 4, 8, 2
     prefix = f"{a.runs}/fewstep-tiny" if a.tiny else f"{a.runs}/fewstep"
-    result: dict = {"benchmark": "fewstep", "teacher": a.teacher, "n": a.n, "nfes": list(nfes), "students": chosen, "budgets": {}, "platform":
-                    platform.platform(), "cpus": os.cpu_count()}  # fmt: skip
+    result: dict = {"benchmark": "fewstep", "teacher": a.teacher, "n": a.n, "nfes": list(nfes), "students": chosen,
+                    "budgets": {}, "platform": platform.platform(), "cpus": os.cpu_count()}  # fmt: skip
     runs = {}
     for name, (preset, overrides) in students(a.teacher, a, prefix).items():
         if name not in chosen:
