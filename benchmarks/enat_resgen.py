@@ -172,6 +172,16 @@ def resgen_part(args, runs: Path, result: dict) -> None:
             result["resgen_vs_depth"][f"{name}-rq{d}"] = row(run, 8, args)
 
 
+def _depths(value: str) -> tuple[int, ...]:
+    try:
+        depths = tuple(int(d) for d in value.split(","))
+    except ValueError:
+        depths = ()
+    if not depths or min(depths) < 1:
+        raise argparse.ArgumentTypeError(f"comma-separated whole numbers of at least 1, got {value!r}")
+    return depths
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1000, help="generated images per FID")
@@ -181,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="runs", help="where the runs go (default runs/)")
     p.add_argument(
         "--depths",
-        type=lambda v: tuple(int(d) for d in v.split(",")),
+        type=_depths,
         default=DEPTHS,
         help=f"comma-separated RVQ depths of the ResGen part (default {','.join(map(str, DEPTHS))})",
     )
